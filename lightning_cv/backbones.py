@@ -1,0 +1,156 @@
+"""Model factories by name: timm classifiers and smp segmentation models, with offline-safe weights."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from lightning_cv.errors import MissingFileError, UserInputError
+
+
+class SmallCNN(nn.Module):
+    """A four-conv CNN for MNIST-sized inputs, with timm's features/head interface."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, width: int = 32, drop_rate: float = 0.1):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
+
+        self.features = nn.Sequential(block(in_chans, width), block(width, 2 * width))
+        self.num_features = self.head_hidden_size = 2 * width
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes)
+        self.pretrained_cfg = {"mean": (0.5,) * in_chans, "std": (0.5,) * in_chans}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.mean(dim=(2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
+LOCAL_MODELS = {"small_cnn": SmallCNN}
+
+
+def _check_name(name: str, known: list[str], what: str) -> None:
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise UserInputError(f"Unknown {what} {name!r}.{hint}")
+
+
+def _check_weights(weights: str | Path | None) -> str | None:
+    if weights is None:
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"--model.weights: weights file {path} does not exist")
+    return str(path)
+
+
+def _download_error(name: str, err: Exception) -> UserInputError:
+    return UserInputError(
+        f"Could not fetch pretrained weights for {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+        "Offline? Download the weights once where there is network (timm / Hugging Face cache), then pass "
+        "--model.weights PATH (a .pth or .safetensors file), or train from scratch with --model.pretrained false."
+    )
+
+
+def create_classifier(
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    drop_rate: float = 0.0,
+) -> nn.Module:
+    """A timm (or local) classifier with a fresh `num_classes` head.
+
+    `weights` is a local file of the backbone's pretrained weights (ImageNet etc.); the classifier
+    and first conv are adapted by timm just as for a download.
+    """
+    if name in LOCAL_MODELS:
+        if pretrained or weights:
+            raise ValueError(f"{name!r} has no pretrained weights; use --model.pretrained false")
+        return LOCAL_MODELS[name](num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    _check_name(name, timm.list_models() + list(LOCAL_MODELS), "timm model")
+    weights = _check_weights(weights)
+    kwargs = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    if weights:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": weights}, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ConnectionError) as err:
+        if not pretrained:
+            raise
+        raise _download_error(name, err) from err
+
+
+def create_segmentation_model(
+    arch: str,
+    encoder: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    decoder_attention_type: str | None = None,
+) -> nn.Module:
+    """An smp model (Unet, FPN, ...) with any smp or `tu-` timm encoder.
+
+    `weights` is a local file of the encoder's pretrained weights; it needs a `tu-` encoder, since
+    only timm reads weights from a file.
+    """
+    import segmentation_models_pytorch as smp
+
+    names = [n for n in dir(smp) if isinstance(getattr(smp, n), type) and issubclass(getattr(smp, n), nn.Module)]
+    _check_name(arch, names, "smp architecture")
+    encoders = list(smp.encoders.get_encoder_names())
+    if encoder.startswith("tu-"):
+        _check_name(encoder[3:], timm.list_models(), "timm encoder")
+    else:
+        _check_name(encoder, encoders, "smp encoder")
+    weights = _check_weights(weights)
+    kwargs: dict = dict(encoder_name=encoder, in_channels=in_chans, classes=num_classes)
+    if arch in ("Unet", "UnetPlusPlus") and decoder_attention_type:
+        kwargs["decoder_attention_type"] = decoder_attention_type
+    elif decoder_attention_type:
+        raise ValueError(f"decoder_attention_type is supported by Unet and UnetPlusPlus, not {arch}")
+    cls = getattr(smp, arch)
+    if weights:
+        if not encoder.startswith("tu-"):
+            raise ValueError(f"--model.weights needs a timm encoder (tu-{encoder}) so the file can be read by timm")
+        return cls(encoder_weights=True, pretrained_cfg_overlay={"file": weights}, **kwargs)
+    try:
+        return cls(encoder_weights=("imagenet" if pretrained else None), **kwargs)
+    except (OSError, RuntimeError, ConnectionError, KeyError, ValueError) as err:
+        if not pretrained:
+            raise
+        raise _download_error(encoder, err) from err
+
+
+def normalization(model: nn.Module, in_chans: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean/std the backbone was pretrained with, as (1, C, 1, 1) tensors for [0, 1] inputs."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN), cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
+    if len(mean) != in_chans:
+        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    return torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)

@@ -1,0 +1,196 @@
+"""`lightning-cv`: fit/validate/test/predict through LightningCLI; other verbs from `commands/`.
+
+This is the only place that wires configuration to objects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning_cv  # noqa: F401  (environment defaults before wandb/albumentations are imported)
+
+COMMANDS = {
+    "demo": "lightning_cv.commands.demo:demo",
+}
+TRAINER_VERBS = ("fit", "validate", "test", "predict")
+
+
+def _timestamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _build_cli_class() -> type:
+    import yaml
+    from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from lightning_cv.callbacks import ValidationPictures
+    from lightning_cv.data.base import CVDataModule
+    from lightning_cv.tasks.base import CVTask
+    from lightning_cv.trainer import Trainer
+
+    class SaveConfig(SaveConfigCallback):
+        """Write the resolved config into the run directory and send it to W&B."""
+
+        def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_hyperparams({"config": config})
+
+    class LightningCV(LightningCLI):
+        """LightningCLI with run directories, default loggers/checkpoints and linked data facts."""
+
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            for key in ("num_classes", "class_names", "in_chans", "image_size"):
+                parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+            parser.add_argument("--wandb_project", type=str | None, default=None,
+                                help="W&B project (default: $WANDB_PROJECT or lightning-cv-<task>)")
+
+        # -- the run directory ----------------------------------------------------------------------
+        def _run_dir(self) -> Path:
+            config = self.config[self.subcommand]
+            if config.trainer.get("default_root_dir"):
+                return Path(config.trainer.default_root_dir)
+            ckpt = config.get("ckpt_path")
+            if self.subcommand != "fit" and ckpt and Path(ckpt).parent.name == "checkpoints":
+                return Path(ckpt).parent.parent / f"{self.subcommand}-{_timestamp()}"
+            return Path("runs") / self.datamodule.task_name / _timestamp()
+
+        def _loggers(self, run_dir: Path) -> list:
+            loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+            if os.environ.get("WANDB_MODE") != "disabled":
+                id_file = run_dir / "wandb_run_id"
+                run_id = id_file.read_text().strip() if id_file.is_file() else None
+                project = self.config[self.subcommand].get("wandb_project") or os.environ.get(
+                    "WANDB_PROJECT", f"lightning-cv-{self.datamodule.task_name}"
+                )
+                wandb = WandbLogger(save_dir=str(run_dir), project=project, name=f"{run_dir.parent.name}/{run_dir.name}",
+                                    id=run_id, resume="allow" if run_id else None, job_type=self.subcommand)
+                loggers.append(wandb)
+            return loggers
+
+        def instantiate_trainer(self, **kwargs: Any) -> Any:
+            trainer_config = self.config_init[self.subcommand].trainer
+            run_dir = self._run_dir()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            kwargs["default_root_dir"] = str(run_dir)
+            if trainer_config.get("logger") is None and self.subcommand != "predict":
+                kwargs["logger"] = self._loggers(run_dir)
+            elif self.subcommand == "predict" and trainer_config.get("logger") is None:
+                kwargs["logger"] = False
+            callbacks = list(trainer_config.get("callbacks") or [])
+            extra: list = []
+            if self.subcommand == "fit" and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+                extra.append(ModelCheckpoint(
+                    dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+                    monitor=self.model.monitor, mode=self.model.monitor_mode, save_last=True,
+                ))
+            if self.subcommand in ("fit", "validate"):
+                extra.append(ValidationPictures())
+            if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):
+                extra.append(self.model.prediction_writer(run_dir))
+            if trainer_config.get("enable_progress_bar", True) is not False and sys.stderr.isatty():
+                extra.append(RichProgressBar())
+            kwargs["callbacks"] = callbacks + extra
+            trainer = super().instantiate_trainer(**kwargs)
+            if self.subcommand == "fit":
+                self._remember_wandb_id(trainer, run_dir)
+            return trainer
+
+        def _remember_wandb_id(self, trainer: Any, run_dir: Path) -> None:
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                    (run_dir / "wandb_run_id").write_text(logger.version or "")
+
+        # -- summaries ------------------------------------------------------------------------------
+        def _summary(self) -> None:
+            from rich.console import Console
+            from rich.table import Table
+
+            trainer = self.trainer
+            if not trainer.is_global_zero:
+                return
+            table = Table(title=f"{self.subcommand} -> {trainer.default_root_dir}")
+            table.add_column("metric")
+            table.add_column("value", justify="right")
+            ckpt = trainer.checkpoint_callback
+            if self.subcommand == "fit" and ckpt is not None and ckpt.best_model_score is not None:
+                table.add_row(f"best {ckpt.monitor}", f"{float(ckpt.best_model_score):.4f}")
+                table.add_row("best checkpoint", str(ckpt.best_model_path))
+            for key, value in sorted(trainer.callback_metrics.items()):
+                if "/" in key and not key.endswith("_step"):
+                    table.add_row(key, f"{float(value):.4f}")
+            Console(stderr=False).print(table)
+
+        def after_fit(self) -> None:
+            self._summary()
+
+        def after_validate(self) -> None:
+            self._summary()
+
+        def after_test(self) -> None:
+            self._summary()
+
+    LightningCV.SaveConfig = SaveConfig
+    LightningCV.components = (CVTask, CVDataModule, Trainer)
+    return LightningCV
+
+
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
+    """The LightningCLI; `run=False` only parses and instantiates (for tests)."""
+    from lightning_cv.data.base import CVDataModule
+    from lightning_cv.tasks.base import CVTask
+    from lightning_cv.trainer import Trainer
+
+    cls = _build_cli_class()
+    return cls(
+        CVTask,
+        CVDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_class=Trainer,
+        save_config_callback=cls.SaveConfig,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        seed_everything_default=42,
+        parser_kwargs={"description": _description()},
+        args=list(args) if args is not None else None,
+        run=run,
+    )
+
+
+def _description() -> str:
+    return ("lightning-cv: train, validate, test and predict image-competition models. "
+            f"Other commands: {', '.join(COMMANDS)} (lightning-cv COMMAND --help).")
+
+
+def _run_command(name: str, args: list[str]) -> Any:
+    from jsonargparse import auto_cli
+
+    module, func = COMMANDS[name].split(":")
+    return auto_cli(getattr(importlib.import_module(module), func), args=args)
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Console entry point; user-input errors become one line on stderr and exit status 2."""
+    from lightning_cv.errors import UserInputError
+
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        if argv and argv[0] in COMMANDS:
+            _run_command(argv[0], argv[1:])
+        else:
+            build_cli(None if args is None else argv)
+    except UserInputError as err:
+        if os.environ.get("LIGHTNING_CV_TRACEBACK"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

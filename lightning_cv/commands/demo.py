@@ -1,0 +1,163 @@
+"""`lightning-cv demo`: deterministic Kaggle-like demo competitions, generated offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import pandas as pd
+from rich.progress import track
+
+from lightning_cv.io import rle_encode, write_csv, write_image
+
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+# Imbalanced on purpose, as competition data is.
+SHAPE_WEIGHTS = (0.34, 0.24, 0.18, 0.14, 0.10)
+
+
+def _polygon(kind: str, center: np.ndarray, radius: float, angle: float) -> np.ndarray:
+    if kind == "square":
+        t = np.deg2rad(angle) + np.arange(4) * np.pi / 2 + np.pi / 4
+        r = np.full(4, radius)
+    elif kind == "triangle":
+        t = np.deg2rad(angle) + np.arange(3) * 2 * np.pi / 3
+        r = np.full(3, radius * 1.15)
+    elif kind == "star":
+        t = np.deg2rad(angle) + np.arange(10) * np.pi / 5
+        r = np.where(np.arange(10) % 2 == 0, radius * 1.1, radius * 0.45)
+    elif kind == "cross":
+        a, b = radius, radius * 0.35
+        pts = np.array([(b, a), (b, b), (a, b), (a, -b), (b, -b), (b, -a), (-b, -a), (-b, -b), (-a, -b), (-a, b), (-b, b), (-b, a)])
+        rot = np.deg2rad(angle)
+        rmat = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
+        return (pts @ rmat.T + center).round().astype(np.int32)
+    else:
+        raise ValueError(kind)
+    return (np.stack([np.cos(t) * r, np.sin(t) * r], axis=1) + center).round().astype(np.int32)
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A coloured, low-frequency textured background with stripes and noise."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = rng.uniform(40, 215, size=3)
+    image = np.empty((height, width, 3), np.float32)
+    for c in range(3):
+        fx, fy = rng.uniform(0.02, 0.12, size=2)
+        phase = rng.uniform(0, 2 * np.pi)
+        image[..., c] = base[c] + rng.uniform(10, 30) * np.sin(fx * xx + fy * yy + phase)
+    for _ in range(rng.integers(2, 6)):  # distracting strokes
+        p1 = rng.integers(0, [width, height])
+        p2 = rng.integers(0, [width, height])
+        color = (base + rng.uniform(-50, 50, 3)).clip(0, 255).tolist()
+        cv2.line(image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), color, int(rng.integers(1, 3)), cv2.LINE_AA)
+    return image
+
+
+def render_shape(
+    rng: np.random.Generator, kind: str, height: int, width: int, scale: tuple[float, float] = (0.22, 0.4)
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """One image with one object: (RGB uint8 image, 0/255 mask of its visible pixels, square box x, y, size)."""
+    image = _background(rng, height, width)
+    side = min(height, width)
+    radius = rng.uniform(*scale) * side
+    margin = radius * 0.8
+    center = np.array([rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)])
+    mask = np.zeros((height, width), np.uint8)
+    if kind == "circle":
+        cv2.circle(mask, tuple(int(v) for v in center.round()), int(radius), 255, -1, cv2.LINE_AA)
+    else:
+        cv2.fillPoly(mask, [_polygon(kind, center, radius, rng.uniform(0, 360))], 255, cv2.LINE_AA)
+    mask = (mask > 127).astype(np.uint8) * 255
+    background_level = image.mean(axis=(0, 1))
+    color = rng.uniform(0, 255, size=3)
+    # Keep the object visible: push its brightness at least 70 levels away from the background's.
+    shift = 70 - abs(color.mean() - background_level.mean())
+    if shift > 0:
+        color += np.sign(color.mean() - background_level.mean() or 1) * shift
+    color = color.clip(0, 255)
+    shading = 1 + 0.15 * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), width))[None, :, None]
+    image = np.where(mask[..., None] > 0, color * shading, image)
+    if rng.random() < 0.3:  # occlusion by a background-coloured blob at the object's edge
+        angle = rng.uniform(0, 2 * np.pi)
+        at = center + radius * np.array([np.cos(angle), np.sin(angle)])
+        r = int(radius * rng.uniform(0.3, 0.5))
+        occluder = np.zeros_like(mask)
+        cv2.circle(occluder, tuple(int(v) for v in at.round()), r, 255, -1)
+        image = np.where(occluder[..., None] > 0, background_level + rng.uniform(-20, 20, 3), image)
+        mask[occluder > 0] = 0
+    image += rng.normal(0, rng.uniform(4, 12), image.shape)
+    image = image.clip(0, 255).astype(np.uint8)
+    ys, xs = np.nonzero(mask)
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    size = int(max(x1 - x0, y1 - y0))
+    x = int(np.clip((x0 + x1 - size) // 2, 0, width - size))
+    y = int(np.clip((y0 + y1 - size) // 2, 0, height - size))
+    return image, mask, (x, y, min(size, height, width))
+
+
+def make_shapes(
+    out: Path, n_train: int = 1000, n_test: int = 300, size: tuple[int, int] = (64, 64), seed: int = 0,
+    scale: tuple[float, float] = (0.22, 0.4), image_ext: str = ".png",
+) -> None:
+    """The shapes competition: train/ + train.csv (image, label, x, y, size), train_masks/ + RLE CSV,
+    test/ + sample_submission.csv, and the test labels kept aside in solution.csv."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows, rles = [], []
+        labels = rng.choice(len(SHAPES), size=n, p=SHAPE_WEIGHTS)
+        for i, label in enumerate(track(labels, description=f"demo {split}", transient=True)):
+            image, mask, (x, y, s) = render_shape(rng, SHAPES[label], height, width, scale)
+            name = f"{split}_{i:05d}{image_ext}"
+            write_image(out / split / name, image)
+            write_image(out / f"{split}_masks" / f"{Path(name).stem}_mask.png", mask)
+            rows.append({"image": name, "label": SHAPES[label], "x": x, "y": y, "size": s})
+            rles.append({"id": Path(name).stem, "rle_mask": rle_encode(mask > 0)})
+        frame = pd.DataFrame(rows)
+        if split == "train":
+            write_csv(frame, out / "train.csv")
+            write_csv(pd.DataFrame(rles), out / "train_masks.csv")
+        else:
+            write_csv(frame[["image", "label"]], out / "solution.csv")
+            write_csv(pd.DataFrame(rles), out / "solution_masks.csv")
+            write_csv(frame[["image"]].assign(label=SHAPES[0]), out / "sample_submission.csv")
+
+
+def make_mnist(out: Path, seed: int = 0) -> None:
+    """scikit-learn's 1,797 real handwritten 8x8 digits, upscaled to MNIST's 28x28 (a 20x20 digit,
+    centred), written as the four MNIST IDX files so the same reading code runs offline."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from lightning_cv.data.mnist import IDX_FILES, write_idx
+
+    digits = load_digits()
+    small = (digits.images * (255.0 / 16.0)).astype(np.float32)
+    images = np.zeros((len(small), 28, 28), np.uint8)
+    for i, digit in enumerate(small):
+        images[i, 4:24, 4:24] = cv2.resize(digit, (20, 20), interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+    labels = digits.target.astype(np.uint8)
+    train, test = train_test_split(np.arange(len(images)), test_size=297, random_state=seed, stratify=labels)
+    for kind, rows in (("train", train), ("test", test)):
+        write_idx(out / f"{IDX_FILES[f'{kind}_images']}.gz", images[rows])
+        write_idx(out / f"{IDX_FILES[f'{kind}_labels']}.gz", labels[rows])
+
+
+def demo(task: Literal["mnist", "cls"] = "cls", out: Path | None = None, seed: int = 0, n_train: int | None = None) -> Path:
+    """Write a demo competition for a task (default folder: data/<task>).
+
+    Args:
+        task: which competition to write.
+        out: output folder.
+        seed: generator seed; the same seed writes the same files.
+        n_train: number of training images (shapes tasks).
+    """
+    out = Path(out or f"data/{task}")
+    if task == "mnist":
+        make_mnist(out, seed)
+    else:
+        make_shapes(out, n_train=n_train or 1000, seed=seed)
+    print(f"demo {task} data written to {out}")
+    return out

@@ -1,0 +1,138 @@
+"""What every task's DataModule shares: standard options, hold-out split, DDP-safe loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_cv.augment import AugmentSpec, seed_worker
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError
+
+
+def default_num_workers() -> int:
+    """Loader workers from the CPU count: none on 2 cores, where workers only compete with training."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus <= 2 else min(8, cpus - 1)
+
+
+def list_images(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise DataError(f"{directory}: image directory not found")
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise DataError(f"{directory}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    return paths
+
+
+def holdout_split(
+    n: int, val_fraction: float, seed: int, stratify: Sequence[Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-seed train/val indices, stratified by `stratify` when given."""
+    indices = np.arange(n)
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--data.val_fraction must be in (0, 1), got {val_fraction}")
+    if stratify is not None:
+        values, counts = np.unique(np.asarray(stratify), return_counts=True)
+        if (counts < 2).any():
+            rare = ", ".join(str(v) for v in values[counts < 2])
+            raise DataError(f"class(es) {rare} have a single image: a stratified hold-out needs at least 2 per class")
+        n_val = max(int(round(n * val_fraction)), len(values))
+        train, val = train_test_split(indices, test_size=n_val, random_state=seed, stratify=stratify)
+    else:
+        train, val = train_test_split(indices, test_size=val_fraction, random_state=seed)
+    return np.sort(train), np.sort(val)
+
+
+class CVDataModule(L.LightningDataModule):
+    """Standard options and loaders; subclasses build the datasets in `setup`.
+
+    Args:
+        data_dir: the competition folder.
+        image_size: side of the square the model sees.
+        batch_size: per device.
+        num_workers: DataLoader workers; null picks from the CPU count (0 on 2 cores).
+        val_fraction: share of the training rows held out for validation (stratified, seeded).
+        seed: seed of the hold-out split and of the augmentation streams.
+        train_augment: albumentations pipeline for training, as a list (see `lightning_cv.augment`).
+        predict_dir: folder of images for `predict`; defaults to `data_dir/test`.
+    """
+
+    task_name: ClassVar[str] = "task"
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        image_size: int = 64,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        val_fraction: float = 0.2,
+        seed: int = 42,
+        train_augment: AugmentSpec | None = None,
+        predict_dir: str | None = None,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.train_augment = train_augment
+        self.predict_dir = Path(predict_dir) if predict_dir else self.data_dir / "test"
+        self.datasets: dict[str, Dataset] = {}
+
+    # -- linked to the model ------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def in_chans(self) -> int:
+        return 3
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        if split not in self.datasets:
+            raise DataError(f"no {split} data: check --data.data_dir ({self.data_dir})")
+        dataset = self.datasets[split]
+        sampler = None
+        trainer = self.trainer
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # The default DistributedSampler pads with duplicates, which would be counted in the metrics.
+            sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker,
+            drop_last=shuffle and len(dataset) > self.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

@@ -1,0 +1,153 @@
+"""Image classification data: a CSV of image + label, or one folder per class."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lightning_cv.augment import AugmentSpec, build_pipeline, resize
+from lightning_cv.data.base import CVDataModule, holdout_split, list_images
+from lightning_cv.data.dataset import ImageDataset
+from lightning_cv.io import DataError, image_size
+
+
+def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Read a CSV and check it has `columns`, naming the file and what it does have."""
+    if not path.is_file():
+        raise DataError(f"{path}: CSV not found")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; columns are {list(frame.columns)} (see --data.*_col)")
+    return frame
+
+
+def sorted_labels(labels: list[str]) -> list[str]:
+    """Class order: numeric when every label is an integer (so "10" follows "9"), else alphabetical."""
+    unique = set(labels)
+    if all(s.lstrip("-").isdigit() for s in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+def encode_labels(labels: list[str], classes: list[str], source: Path, first_row: int = 2) -> np.ndarray:
+    """Map label names to indices, naming the first row with a label outside `classes`."""
+    index = {name: i for i, name in enumerate(classes)}
+    for row, label in enumerate(labels, start=first_row):
+        if label not in index:
+            raise DataError(f"{source}: row {row}: unknown label {label!r}; known classes are {classes}")
+    return np.array([index[label] for label in labels], dtype=np.int64)
+
+
+class ClassificationDataModule(CVDataModule):
+    """Reads `data_dir/<csv>` (image, label) with images under `data_dir/<image_dir>/`, or, when the
+    CSV is absent, an ImageFolder layout: `data_dir/<image_dir>/<class>/*.png`.
+
+    Args:
+        csv: training CSV, relative to data_dir.
+        image_dir: folder of training images, relative to data_dir.
+        image_col: CSV column with the file name (or id, see image_suffix).
+        label_col: CSV column with the label (names or integers).
+        image_suffix: appended to image_col values to form file names (e.g. ".jpg" when the CSV has ids).
+        classes: explicit class list and order; labels outside it are an error. Default: from the CSV.
+        test_csv: labelled CSV (same columns) for `test`, images in predict_dir.
+    """
+
+    task_name = "cls"
+
+    def __init__(
+        self,
+        data_dir: str = "data/cls",
+        image_size: int = 64,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        val_fraction: float = 0.2,
+        seed: int = 42,
+        train_augment: AugmentSpec | None = None,
+        predict_dir: str | None = None,
+        csv: str = "train.csv",
+        image_dir: str = "train",
+        image_col: str = "image",
+        label_col: str = "label",
+        image_suffix: str = "",
+        classes: list[str] | None = None,
+        test_csv: str | None = None,
+    ):
+        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir)
+        self.csv = self.data_dir / csv
+        self.image_dir = self.data_dir / image_dir
+        self.image_col = image_col
+        self.label_col = label_col
+        self.image_suffix = image_suffix
+        self.classes = classes
+        self.test_csv = self.data_dir / test_csv if test_csv else None
+
+    # -- the labelled table ----------------------------------------------------------------------
+    @property
+    def is_image_folder(self) -> bool:
+        return not self.csv.is_file() and self.image_dir.is_dir() and any(p.is_dir() for p in self.image_dir.iterdir())
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        """Columns `path`, `label`, `id`: one row per training image, from the CSV or the folders."""
+        if self.is_image_folder:
+            rows = [(p, d.name, f"{d.name}/{p.name}") for d in sorted(self.image_dir.iterdir()) if d.is_dir() for p in list_images(d)]
+            return pd.DataFrame(rows, columns=["path", "label", "id"])
+        if not self.csv.is_file() and not self.data_dir.is_dir():
+            raise DataError(
+                f"{self.data_dir}: data directory not found. Create the demo with `lightning-cv demo --task cls --out {self.data_dir}` "
+                "or point --data.data_dir at a folder with train.csv and train/"
+            )
+        return self._read_labelled(self.csv, self.image_dir)
+
+    def _read_labelled(self, csv: Path, image_dir: Path) -> pd.DataFrame:
+        frame = read_table(csv, [self.image_col, self.label_col])
+        if frame.empty:
+            raise DataError(f"{csv}: no rows")
+        ids = frame[self.image_col].astype(str)
+        duplicated = ids[ids.duplicated()]
+        if len(duplicated):
+            raise DataError(f"{csv}: row {duplicated.index[0] + 2}: duplicate image {duplicated.iloc[0]!r}")
+        empty = frame[frame[self.label_col].str.strip() == ""]
+        if len(empty):
+            raise DataError(f"{csv}: row {empty.index[0] + 2}: empty label for {empty[self.image_col].iloc[0]!r}")
+        paths = [image_dir / f"{name}{self.image_suffix}" for name in ids]
+        return pd.DataFrame({"path": paths, "label": frame[self.label_col].str.strip().tolist(), "id": ids.tolist()})
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes) if self.classes else sorted_labels(self.table["label"].tolist())
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _check_images(self, paths: list[Path]) -> None:
+        """Fail before the first epoch: every image exists and has a readable header."""
+        for path in paths:
+            image_size(path)
+
+    def _pipeline(self, augment: AugmentSpec | None) -> object:
+        return build_pipeline(augment, pre=[resize(self.image_size, self.image_size)], seed=self.seed)
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and "val" not in self.datasets:
+            table = self.table
+            source = self.image_dir if self.is_image_folder else self.csv
+            targets = encode_labels(table["label"].tolist(), self.class_names, source)
+            self._check_images(table["path"].tolist())
+            train, val = holdout_split(len(table), self.val_fraction, self.seed, stratify=targets)
+            for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
+                part = table.iloc[rows]
+                self.datasets[split] = ImageDataset(part["path"].tolist(), targets[rows], self._pipeline(augment), part["id"].tolist())
+        if stage == "test" and "test" not in self.datasets:
+            if self.test_csv is None:
+                raise DataError("`test` needs labels: pass --data.test_csv (same columns as the training CSV, images in predict_dir)")
+            table = self._read_labelled(self.test_csv, self.predict_dir)
+            targets = encode_labels(table["label"].tolist(), self.class_names, self.test_csv)
+            self._check_images(table["path"].tolist())
+            self.datasets["test"] = ImageDataset(table["path"].tolist(), targets, self._pipeline(None), table["id"].tolist())
+        if stage == "predict" and "predict" not in self.datasets:
+            paths = list_images(self.predict_dir)
+            self._check_images(paths)
+            self.datasets["predict"] = ImageDataset(paths, None, self._pipeline(None))

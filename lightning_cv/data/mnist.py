@@ -1,0 +1,133 @@
+"""MNIST from the four standard IDX files (raw or .gz), downloaded by torchvision when online."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from lightning_cv.augment import AugmentSpec, build_pipeline, resize
+from lightning_cv.data.base import CVDataModule, holdout_split
+from lightning_cv.data.dataset import ArrayReader, ImageDataset
+from lightning_cv.io import DataError, atomic_path
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=_DTYPES[data[2]], offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise DataError(f"{path}: truncated IDX file ({array.size} values for shape {shape})")
+    return array.reshape(shape)
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzipped when the name ends in .gz)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with atomic_path(path) as tmp, opener(tmp, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def find_idx(data_dir: Path, name: str) -> Path | None:
+    """The IDX file `name` in data_dir or torchvision's MNIST/raw layout, raw or gzipped."""
+    for folder in (data_dir, data_dir / "MNIST" / "raw"):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+class MNISTDataModule(CVDataModule):
+    """MNIST digits (28x28 grayscale): train/val from the training IDX files, test/predict from t10k.
+
+    Missing files are downloaded with torchvision when `download` is true and the network is there.
+    """
+
+    task_name = "mnist"
+
+    def __init__(
+        self,
+        data_dir: str = "data/mnist",
+        image_size: int = 28,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        train_augment: AugmentSpec | None = None,
+        download: bool = True,
+    ):
+        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment)
+        self.download = download
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(i) for i in range(10)]
+
+    @property
+    def in_chans(self) -> int:
+        return 1
+
+    def _missing(self) -> list[str]:
+        return [name for name in IDX_FILES.values() if find_idx(self.data_dir, name) is None]
+
+    def prepare_data(self) -> None:
+        if not self._missing() or not self.download:
+            return
+        try:
+            from torchvision.datasets import MNIST
+
+            MNIST(str(self.data_dir), train=True, download=True)
+            MNIST(str(self.data_dir), train=False, download=True)
+        except Exception as err:  # noqa: BLE001 - any download failure gets the same advice
+            raise DataError(
+                f"MNIST IDX files missing in {self.data_dir} ({', '.join(self._missing())}) and the download failed "
+                f"({type(err).__name__}). Put the four IDX files (raw or .gz) there, or write the offline digits set "
+                f"with `lightning-cv demo --task mnist --out {self.data_dir}`."
+            ) from None
+
+    def _load(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        missing = self._missing()
+        if missing:
+            raise DataError(f"{self.data_dir}: missing MNIST file(s) {missing}; run `lightning-cv demo --task mnist --out {self.data_dir}`")
+        images = read_idx(find_idx(self.data_dir, IDX_FILES[f"{kind}_images"]))
+        labels = read_idx(find_idx(self.data_dir, IDX_FILES[f"{kind}_labels"])).astype(np.int64)
+        if len(images) != len(labels):
+            raise DataError(f"{self.data_dir}: {len(images)} {kind} images but {len(labels)} labels")
+        if labels.min() < 0 or labels.max() > 9:
+            raise DataError(f"{self.data_dir}: {kind} labels outside 0-9")
+        return images, labels
+
+    def _dataset(self, images: np.ndarray, labels: np.ndarray | None, rows: np.ndarray, augment: AugmentSpec | None) -> ImageDataset:
+        pre = [] if images.shape[1:3] == (self.image_size,) * 2 else [resize(self.image_size, self.image_size)]
+        pipeline = build_pipeline(augment, pre=pre, seed=self.seed)
+        return ImageDataset(rows.tolist(), None if labels is None else labels[rows], pipeline, [str(i) for i in rows], ArrayReader(images))
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and "val" not in self.datasets:
+            images, labels = self._load("train")
+            train, val = holdout_split(len(images), self.val_fraction, self.seed, stratify=labels)
+            self.datasets["train"] = self._dataset(images, labels, train, self.train_augment)
+            self.datasets["val"] = self._dataset(images, labels, val, None)
+        if stage in ("test", "predict") and stage not in self.datasets:
+            images, labels = self._load("test")
+            rows = np.arange(len(images))
+            self.datasets[stage] = self._dataset(images, labels if stage == "test" else None, rows, None)

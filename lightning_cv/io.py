@@ -1,0 +1,137 @@
+"""Reading images and masks, run-length encoding, and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lightning_cv.errors import DataError, ImageReadError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+__all__ = ["DataError", "ImageReadError", "read_image", "read_mask", "image_size", "rle_encode", "rle_decode",
+           "atomic_path", "write_image", "write_csv"]
+
+
+def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    if path.suffix.lower() == ".gif":
+        # OpenCV reads GIF only from 4.7 on and not in every build; VideoCapture handles it everywhere.
+        cap = cv2.VideoCapture(str(path))
+        ok, frame = cap.read()
+        cap.release()
+        if not ok:
+            raise ImageReadError(f"{path}: cannot decode GIF")
+        return frame if flags != cv2.IMREAD_GRAYSCALE else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, flags)
+    if image is None:
+        raise ImageReadError(f"{path}: cannot decode image (corrupt or unsupported format)")
+    return image
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode to HxWx3 uint8 RGB: grayscale and RGBA are converted, 16-bit is scaled to 8-bit."""
+    image = _decode(path, cv2.IMREAD_UNCHANGED)
+    if image.dtype == np.uint16:
+        image = (image / 257).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Decode a mask to HxW uint8 (pixel value = class index, or 0/255 for binary masks)."""
+    mask = _decode(path, cv2.IMREAD_UNCHANGED)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    return mask.astype(np.uint8)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file, from its header where possible (no full decode)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageReadError(f"{path}: cannot read image header ({err})") from None
+    return height, width
+
+
+def rle_encode(mask: np.ndarray, order: str = "C") -> str:
+    """Kaggle run-length encoding: 1-indexed "start length" pairs; order "F" for column-major comps."""
+    pixels = np.asarray(mask).flatten(order=order) > 0
+    padded = np.concatenate([[False], pixels, [False]])
+    runs = np.flatnonzero(padded[1:] != padded[:-1]) + 1
+    runs[1::2] -= runs[::2]
+    return " ".join(map(str, runs))
+
+
+def rle_decode(rle: str | float | None, shape: tuple[int, int], order: str = "C") -> np.ndarray:
+    """Inverse of `rle_encode`: an HxW uint8 mask of 0/1; an empty or NaN string is an empty mask."""
+    mask = np.zeros(shape[0] * shape[1], dtype=np.uint8)
+    if isinstance(rle, str) and rle.strip():
+        numbers = np.asarray(rle.split(), dtype=np.int64)
+        if numbers.size % 2:
+            raise ValueError(f"RLE has an odd number of values ({numbers.size}): {rle[:60]!r}")
+        starts, lengths = numbers[0::2] - 1, numbers[1::2]
+        if (starts < 0).any() or (starts + lengths > mask.size).any():
+            raise ValueError(f"RLE runs fall outside a {shape[0]}x{shape[1]} mask")
+        for start, length in zip(starts, lengths):
+            mask[start : start + length] = 1
+    return mask.reshape(shape, order=order)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB (or single-channel) uint8 image atomically; the format follows the suffix."""
+    path = Path(path)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise ValueError(f"{path}: cannot encode image as {path.suffix}")
+    with atomic_path(path) as tmp:
+        buf.tofile(tmp)
+
+
+def write_csv(frame, path: str | os.PathLike) -> None:
+    """Write a pandas DataFrame atomically, without its index."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

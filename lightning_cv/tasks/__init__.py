@@ -1,0 +1,6 @@
+"""One LightningModule per task, all built on `CVTask`."""
+
+from lightning_cv.tasks.base import CVTask
+from lightning_cv.tasks.classification import ClassificationTask
+
+__all__ = ["CVTask", "ClassificationTask"]

@@ -1,0 +1,160 @@
+"""The one LightningModule base all tasks share: normalised forward, the shared step, optimisers."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+
+from lightning_cv.backbones import normalization
+
+SPLITS = ("train", "val", "test")
+
+
+def _adamw(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
+class CVTask(L.LightningModule):
+    """A model (`self.model`, taking normalised images) plus a loss and metric collections.
+
+    Subclasses build `self.model`, `self.criterion` and `make_metrics(prefix)`, and say how raw
+    outputs become metric inputs (`metric_inputs`) and predictions (`predict_outputs`).
+    `forward` takes [0, 1] RGB and returns raw outputs (logits): export-ready, no activation.
+    """
+
+    monitor: ClassVar[str] = "val/loss"
+    monitor_mode: ClassVar[str] = "min"
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = _adamw,
+        scheduler: LRSchedulerCallable | None = None,
+        backbone_lr_scale: float = 1.0,
+        freeze_backbone_epochs: int = 0,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names given for {num_classes} classes")
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.backbone_lr_scale = backbone_lr_scale
+        self.freeze_backbone_epochs = freeze_backbone_epochs
+
+    # -- model ---------------------------------------------------------------------------------
+    def _init_normalization(self) -> None:
+        mean, std = normalization(self.model, self.in_chans)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.example_input_array = torch.rand(2, self.in_chans, *self.example_size())
+        for split in SPLITS:
+            setattr(self, f"{split}_loss", MeanMetric())
+            if split != "train":
+                setattr(self, f"{split}_metrics", self.make_metrics(f"{split}/"))
+
+    def example_size(self) -> tuple[int, int]:
+        return (64, 64)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The pretrained part (for freezing, discriminative learning rates, BackboneFinetuning)."""
+        return self.model
+
+    @property
+    def head(self) -> nn.Module:
+        raise NotImplementedError
+
+    # -- to implement per task -------------------------------------------------------------------
+    def make_metrics(self, prefix: str) -> MetricCollection:
+        raise NotImplementedError
+
+    def compute_loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        # float32: Dice and friends overflow in fp16.
+        return self.criterion(outputs.float(), batch["target"])
+
+    def metric_inputs(self, outputs: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- shared step -----------------------------------------------------------------------------
+    def _step(self, batch: dict, split: str) -> dict[str, torch.Tensor]:
+        outputs = self(batch["image"])
+        loss = self.compute_loss(outputs, batch)
+        if not torch.isfinite(loss):
+            ids = batch.get("id")
+            raise FloatingPointError(
+                f"non-finite {split} loss ({loss.item()}) at global step {self.global_step}; batch images: {ids}. "
+                "Lower the learning rate, check the inputs, or try --trainer.gradient_clip_val 1.0."
+            )
+        n = batch["image"].shape[0]
+        loss_metric = getattr(self, f"{split}_loss")
+        loss_metric.update(loss.detach(), weight=n)
+        if split == "train":
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+            self.log("train/loss_epoch", loss_metric, on_step=False, on_epoch=True, batch_size=n)
+        else:
+            metrics = getattr(self, f"{split}_metrics")
+            metrics.update(*self.metric_inputs(outputs.detach(), batch))
+            self.log(f"{split}/loss", loss_metric, on_epoch=True, batch_size=n, prog_bar=True)
+            self.log_dict(metrics, on_epoch=True, batch_size=n, prog_bar=True)
+        return {"loss": loss, "outputs": outputs.detach()}
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        return {"id": batch["id"], **self.predict_outputs(self(batch["image"]), batch)}
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Backbone and head groups (backbone lr scaled), each split so biases and norms get no decay."""
+        head_ids = {id(p) for p in self.head.parameters()}
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.model.named_parameters():
+            is_head = id(param) in head_ids
+            no_decay = param.ndim <= 1 or name.endswith(".bias")
+            groups.setdefault((is_head, no_decay), []).append(param)
+        return [
+            {"params": params, "lr_scale": 1.0 if is_head else self.backbone_lr_scale, **({"weight_decay": 0.0} if no_decay else {})}
+            for (is_head, no_decay), params in sorted(groups.items())
+        ]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group.pop("lr_scale", 1.0)
+        if self.scheduler is None:
+            return optimizer
+        scheduler = self.scheduler(optimizer)
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = self.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.freeze_backbone_epochs
+        head_ids = {id(p) for p in self.head.parameters()}
+        for param in self.backbone.parameters():
+            if id(param) not in head_ids:
+                param.requires_grad_(not frozen)
