@@ -1,0 +1,50 @@
+# lightning-cv: `make train TASK=seg` and `make test` work on a fresh clone.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TASK ?= cls
+ARGS ?=
+FOLDS ?= 5
+DATA := data/$(TASK)
+# pip prints one warning per package for the local mirrors it cannot list; keep the output readable.
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
+
+.PHONY: help install demo train test lint bench clean
+
+help:
+	@echo "make train TASK=mnist|cls|seg|bbox [ARGS='--trainer.max_epochs 5 ...']"
+	@echo "make test | make lint | make demo TASK=... | make install | make clean"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is several GB: install only when pyproject.toml is newer than the last install.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lightning-cv demo --task $(TASK) --out $(DATA)
+
+$(DATA): | $(STAMP)
+	$(BIN)/lightning-cv demo --task $(TASK) --out $(DATA)
+
+train: $(STAMP) | $(DATA)
+	$(BIN)/lightning-cv fit --config configs/$(TASK).yaml $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lightning_cv tests bench
+	$(BIN)/hadolint Dockerfile
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,16 @@
+import os
+
+# Tests never talk to W&B unless a test turns it on; no update checks.
+os.environ["WANDB_MODE"] = "disabled"
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """A session-wide folder for generated datasets (generated once, read by many tests)."""
+    return tmp_path_factory.mktemp("data")

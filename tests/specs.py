@@ -1,0 +1,76 @@
+"""The task registry the contract and smoke tests run over: add a task here and it is tested.
+
+Each spec builds a tiny module (no pretrained weights), a batch as its DataModule yields one, tiny
+generated data for the CLI smoke test, and the shrunk CLI overrides for that smoke test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lightning_cv.tasks import ClassificationTask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class TaskSpec:
+    """name: registry key; config: the task's YAML; output_shape(n): forward's output shape for a
+    batch of n; metric_keys: what validation logs; predict_file: what `predict` writes in its run dir."""
+
+    name: str
+    config: str
+    make_module: Callable[[], torch.nn.Module]
+    make_batch: Callable[[int], dict]
+    make_data: Callable[[Path], Path]
+    output_shape: Callable[[int], tuple[int, ...]]
+    metric_keys: list[str]
+    predict_file: str
+    smoke_args: list[str] = field(default_factory=list)
+
+
+def _cls_module() -> ClassificationTask:
+    return ClassificationTask(num_classes=3, backbone="resnet10t", image_size=32)
+
+
+def _cls_batch(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.rand(n, 3, 32, 32, generator=g), "target": torch.arange(n) % 3,
+            "id": [f"im{i}.png" for i in range(n)], "index": torch.arange(n)}
+
+
+def _cls_data(root: Path) -> Path:
+    from lightning_cv.commands.demo import make_shapes
+
+    make_shapes(root / "cls", n_train=40, n_test=8, size=(32, 32), seed=1)
+    return root / "cls"
+
+
+def _mnist_module() -> ClassificationTask:
+    return ClassificationTask(num_classes=10, in_chans=1, backbone="small_cnn", image_size=28)
+
+
+def _mnist_batch(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.rand(n, 1, 28, 28, generator=g), "target": torch.arange(n) % 10,
+            "id": [str(i) for i in range(n)], "index": torch.arange(n)}
+
+
+def _mnist_data(root: Path) -> Path:
+    from lightning_cv.commands.demo import make_mnist
+
+    make_mnist(root / "mnist")
+    return root / "mnist"
+
+
+SPECS = [
+    TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
+             ["val/acc", "val/f1"], "predictions.csv",
+             ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"]),
+    TaskSpec("mnist", "configs/mnist.yaml", _mnist_module, _mnist_batch, _mnist_data, lambda n: (n, 10),
+             ["val/acc", "val/f1"], "predictions.csv", ["--data.batch_size", "64"]),
+]

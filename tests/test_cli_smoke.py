@@ -1,0 +1,37 @@
+"""One smoke test per task: the real CLI, fit then predict, on generated data and a shrunk config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_cv.cli import build_cli
+from specs import ROOT, SPECS
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_fit_checkpoint_predict(spec, data_root, tmp_path):
+    data_dir = spec.make_data(data_root)
+    run_dir = tmp_path / "run"
+    common = ["--config", str(ROOT / spec.config), "--data.data_dir", str(data_dir), *spec.smoke_args,
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    cli = build_cli(["fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                     "--trainer.limit_val_batches", "2", "--trainer.default_root_dir", str(run_dir)])
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "metrics.csv").is_file()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    metrics = cli.trainer.callback_metrics
+    for key in spec.metric_keys:
+        assert key in metrics
+
+    # The checkpoint restores the same model, with weights_only loading (torch's default).
+    restored = type(cli.model).load_from_checkpoint(last, weights_only=True).eval()
+    model = cli.model.eval()
+    x = model.example_input_array
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x), model(x))
+
+    pred_dir = tmp_path / "pred"
+    build_cli(["predict", *common, "--ckpt_path", str(last), "--trainer.default_root_dir", str(pred_dir)])
+    assert (pred_dir / spec.predict_file).is_file()
