@@ -6,6 +6,7 @@ This is the only place that wires configuration to objects.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import lightning_cv  # noqa: F401  (environment defaults before wandb/albumentat
 
 COMMANDS = {
     "demo": "lightning_cv.commands.demo:demo",
+    "export": "lightning_cv.commands.export:export",
 }
 TRAINER_VERBS = ("fit", "validate", "test", "predict")
 
@@ -176,7 +178,15 @@ def _run_command(name: str, args: list[str]) -> Any:
     from jsonargparse import auto_cli
 
     module, func = COMMANDS[name].split(":")
-    return auto_cli(getattr(importlib.import_module(module), func), args=args)
+    function = getattr(importlib.import_module(module), func)
+    if "config" not in inspect.signature(function).parameters:
+        return auto_cli(function, args=args)
+    # auto_cli drops a parameter named `config` (its own config-file option): parse it as a plain option.
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(prog=f"lightning-cv {name}", description=(function.__doc__ or "").split("\n")[0])
+    parser.add_function_arguments(function, as_group=False)
+    return function(**parser.instantiate(parser.parse_args(args)).as_dict())
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -29,6 +29,8 @@ class CVTask(L.LightningModule):
 
     monitor: ClassVar[str] = "val/loss"
     monitor_mode: ClassVar[str] = "min"
+    # Export with a dynamic height and width (fully convolutional outputs, e.g. segmentation).
+    dynamic_spatial: ClassVar[bool] = False
 
     def __init__(
         self,

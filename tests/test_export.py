@@ -1,0 +1,104 @@
+"""ONNX export: onnxruntime matches PyTorch for every task, with dynamic batch (and size where declared)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import onnx
+import pytest
+import torch
+from specs import ROOT, SPECS
+from torch import nn
+
+from lightning_cv.cli import main
+from lightning_cv.commands.export import export_onnx, max_abs_difference, sample_inputs
+from lightning_cv.tasks import ClassificationTask
+from lightning_cv.tasks.base import CVTask
+
+# One export per task class: specs sharing a class (cls, mnist) test the same code.
+ONE_SPEC_PER_TASK = list({type(spec.make_module()).__name__: spec for spec in reversed(SPECS)}.values())
+
+
+def _input_dims(path: Path) -> list:
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param or d.dim_value for d in dims]
+
+
+@pytest.mark.parametrize("spec", ONE_SPEC_PER_TASK, ids=lambda s: s.name)
+def test_export_matches_eager(spec, tmp_path):
+    task = spec.make_module().eval()
+    out = export_onnx(task, tmp_path / "model.onnx", optimize=False)  # faster; the command test optimises
+    dims = _input_dims(out)
+    assert isinstance(dims[0], str), f"batch should be dynamic, got {dims}"
+    assert isinstance(dims[2], str) == task.dynamic_spatial and isinstance(dims[3], str) == task.dynamic_spatial
+    inputs = sample_inputs(task)
+    assert {x.shape[0] for x in inputs} >= {1, 3}
+    assert max_abs_difference(task, out, inputs) < 1e-4
+
+
+class _TinyDense(CVTask):
+    """A fully convolutional two-class task, the shape of a segmentation model."""
+
+    dynamic_spatial = True
+
+    def __init__(self):
+        super().__init__(num_classes=2)
+        self.model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                                   nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(8, 2, 3, padding=1))
+        self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
+        self.register_buffer("std", torch.full((1, 3, 1, 1), 0.25))
+        self.example_input_array = torch.rand(2, 3, 32, 32)
+
+
+def test_dynamic_spatial_export(tmp_path):
+    torch.manual_seed(0)
+    task = _TinyDense().eval()
+    out = export_onnx(task, tmp_path / "dense.onnx", optimize=False)
+    dims = _input_dims(out)
+    assert dims[1] == 3 and all(isinstance(dims[i], str) for i in (0, 2, 3)), dims
+    inputs = sample_inputs(task)
+    assert any(x.shape[-2:] != (32, 32) for x in inputs)
+    assert max_abs_difference(task, out, inputs) < 1e-4
+
+
+def _checkpoint(path: Path) -> ClassificationTask:
+    """A checkpoint as Lightning writes it, from one optimisation step."""
+    task = ClassificationTask(num_classes=3, backbone="small_cnn", image_size=32, class_names=["a", "b", "c"])
+    images, targets = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    loader = torch.utils.data.DataLoader([{"image": i, "target": t} for i, t in zip(images, targets)], batch_size=4)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", default_root_dir=path.parent)
+    trainer.fit(task, loader)
+    trainer.save_checkpoint(path)
+    return task
+
+
+def test_export_command_from_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "last.ckpt"
+    trained = _checkpoint(ckpt).eval()
+    out = tmp_path / "onnx" / "model.onnx"
+    # Checkpoints from plain Lightning do not name their class: the training config does.
+    main(["export", "--config", str(ROOT / "configs" / "cls.yaml"), "--ckpt_path", str(ckpt), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "max abs difference" in printed and out.is_file()
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["class_names"]) == ["a", "b", "c"] and json.loads(meta["input_size"]) == [32, 32]
+    # The exported weights are the trained ones (small_cnn from the checkpoint, not the config's resnet18).
+    import onnxruntime as ort
+
+    x = torch.rand(2, 3, 32, 32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, trained(x).numpy(), atol=1e-4)
+
+
+def test_export_needs_a_class(tmp_path, capsys):
+    ckpt = tmp_path / "bare.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 3}}, ckpt)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "m.onnx")])
+    assert exit_info.value.code == 2
+    assert "--config" in capsys.readouterr().err
