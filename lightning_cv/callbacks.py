@@ -86,8 +86,11 @@ class ValidationPictures(L.Callback):
             pictures["val/examples"] = pl_module.draw_validation(*self._first)
         if matrix is not None:
             pictures["val/confusion"] = draw_confusion(matrix, pl_module.class_names)
-        self._first = None
         wandb = _wandb(trainer)
+        # Tasks with richer W&B panels (e.g. segmentation masks) return log_image keyword arguments.
+        if wandb is not None and self._first is not None and hasattr(pl_module, "wandb_validation"):
+            wandb.log_image(step=trainer.global_step, **pl_module.wandb_validation(*self._first))
+        self._first = None
         for key, picture in pictures.items():
             write_image(out / f"{key.split('/')[-1]}_epoch{trainer.current_epoch:03d}.png", picture)
             if wandb is not None:

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+import torch
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryF1Score,
+    BinaryJaccardIndex,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+from torchmetrics.segmentation import DiceScore, MeanIoU
+from torchmetrics.wrappers.abstract import WrapperMetric
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -18,3 +28,45 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 def confusion_matrix(num_classes: int) -> MulticlassConfusionMatrix:
     return MulticlassConfusionMatrix(num_classes)
+
+
+class OneClass(WrapperMetric):
+    """A binary metric of one class of index masks (pixels == index), so it logs as a scalar."""
+
+    def __init__(self, metric: Metric, index: int):
+        super().__init__()
+        self.metric = metric
+        self.index = index
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.metric.update((preds == self.index).long(), (target == self.index).long())
+
+    def compute(self) -> torch.Tensor:
+        return self.metric.compute()
+
+    def reset(self) -> None:
+        self.metric.reset()
+        super().reset()
+
+
+def segmentation_metrics(class_names: list[str], prefix: str) -> MetricCollection:
+    """Pixel metrics of index masks (N, H, W), pooled over the split: dice, iou, pixel_acc.
+
+    Binary (2 classes): dice and IoU of the foreground. Multiclass: dice and iou are means over the
+    foreground classes (class 0 is background), plus dice_<class> and iou_<class> for each of them.
+    """
+    num_classes = len(class_names)
+    if num_classes <= 2:
+        metrics: dict[str, Metric] = {"dice": BinaryF1Score(), "iou": BinaryJaccardIndex(), "pixel_acc": BinaryAccuracy()}
+    else:
+        metrics = {
+            # input_format="index": the default "one-hot" silently misreads index masks.
+            "dice": DiceScore(num_classes, include_background=False, average="macro", input_format="index",
+                              aggregation_level="global"),
+            "iou": MeanIoU(num_classes, include_background=False, input_format="index"),
+            "pixel_acc": MulticlassAccuracy(num_classes, average="micro"),
+        }
+        for k, name in enumerate(class_names[1:], start=1):
+            metrics[f"dice_{name}"] = OneClass(BinaryF1Score(), k)
+            metrics[f"iou_{name}"] = OneClass(BinaryJaccardIndex(), k)
+    return MetricCollection(metrics, prefix=prefix)

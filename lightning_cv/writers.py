@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from lightning_cv.io import write_csv
+from lightning_cv.io import rle_encode, write_csv, write_image
 
 
 def gather_predictions(trainer: L.Trainer, predictions: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -54,3 +55,59 @@ class ClassificationWriter(BasePredictionWriter):
         frame = frame.drop_duplicates("image").sort_values("image", kind="stable")
         write_csv(frame, self.output_dir / self.filename)
         print(f"wrote {len(frame)} predictions to {self.output_dir / self.filename}")
+
+
+def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, threshold: float = 0.5) -> np.ndarray:
+    """Probabilities (C, h, w) at model resolution -> an index mask (H, W) at the original size.
+
+    The probabilities are resized (bilinear) before thresholding / argmax, so edges stay smooth.
+    """
+    height, width = int(size[0]), int(size[1])
+    probs = np.ascontiguousarray(np.asarray(probs, dtype=np.float32).transpose(1, 2, 0))
+    resized = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+    if binary:
+        return (resized[..., 0] > threshold).astype(np.uint8)
+    return resized.argmax(axis=2).astype(np.uint8)
+
+
+class SegmentationWriter(BasePredictionWriter):
+    """Masks at each image's original size (`masks/<id>.png`: 0/255 when binary, else class index)
+    and `submission.csv` with run-length encodings (id, rle_mask; multiclass: id, class, rle_mask per
+    foreground class; an empty mask is an empty string).
+
+    Each rank writes the PNGs of its own images; only the RLE rows are gathered.
+    """
+
+    def __init__(self, output_dir: str | Path, binary: bool = True, threshold: float = 0.5, rle_order: str | None = None,
+                 filename: str = "submission.csv", mask_dir: str = "masks"):
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir)
+        self.binary = binary
+        self.threshold = threshold
+        self.rle_order = rle_order
+        self.filename = filename
+        self.mask_dir = mask_dir
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any) -> None:
+        # The RLE pixel order of the competition: the DataModule's rle_order unless given here.
+        order = self.rle_order or getattr(trainer.datamodule, "rle_order", "C")
+        batches = [b for part in predictions for b in (part if isinstance(part, list) else [part])]
+        rows: dict[str, list] = {"id": [], "class": [], "rle_mask": []}
+        for batch in batches:
+            probs = batch["probs"].float().cpu().numpy()
+            for id_, prob, size in zip(batch["id"], probs, batch["size"].tolist()):
+                mask = restore_mask(prob, size, self.binary, self.threshold)
+                write_image(self.output_dir / self.mask_dir / f"{id_}.png", mask * 255 if self.binary else mask)
+                for k in [1] if self.binary else range(1, prob.shape[0]):
+                    rows["id"].append(id_)
+                    rows["class"].append(k)
+                    rows["rle_mask"].append(rle_encode(mask == k, order))
+        merged = gather_predictions(trainer, [rows])
+        if merged is None:
+            return
+        frame = pd.DataFrame(merged)
+        frame = frame.drop_duplicates(["id", "class"]).sort_values(["id", "class"], kind="stable")
+        if self.binary:
+            frame = frame.drop(columns="class")
+        write_csv(frame, self.output_dir / self.filename)
+        print(f"wrote {frame['id'].nunique()} masks to {self.output_dir / self.mask_dir} and {self.output_dir / self.filename}")

@@ -15,6 +15,7 @@ from lightning_cv.io import rle_encode, write_csv, write_image
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 # Imbalanced on purpose, as competition data is.
 SHAPE_WEIGHTS = (0.34, 0.24, 0.18, 0.14, 0.10)
+SEG_DEMO = {"n_train": 600, "n_test": 100, "size": (64, 64)}
 
 
 def _polygon(kind: str, center: np.ndarray, radius: float, angle: float) -> np.ndarray:
@@ -145,7 +146,7 @@ def make_mnist(out: Path, seed: int = 0) -> None:
         write_idx(out / f"{IDX_FILES[f'{kind}_labels']}.gz", labels[rows])
 
 
-def demo(task: Literal["mnist", "cls"] = "cls", out: Path | None = None, seed: int = 0, n_train: int | None = None) -> Path:
+def demo(task: Literal["mnist", "cls", "seg"] = "cls", out: Path | None = None, seed: int = 0, n_train: int | None = None) -> Path:
     """Write a demo competition for a task (default folder: data/<task>).
 
     Args:
@@ -157,6 +158,9 @@ def demo(task: Literal["mnist", "cls"] = "cls", out: Path | None = None, seed: i
     out = Path(out or f"data/{task}")
     if task == "mnist":
         make_mnist(out, seed)
+    elif task == "seg":
+        # Small images, so `make train TASK=seg` trains to dice > 0.9 in minutes on two CPU cores.
+        make_shapes(out, n_train=n_train or SEG_DEMO["n_train"], n_test=SEG_DEMO["n_test"], size=SEG_DEMO["size"], seed=seed)
     else:
         make_shapes(out, n_train=n_train or 1000, seed=seed)
     print(f"demo {task} data written to {out}")

@@ -3,5 +3,6 @@
 from lightning_cv.data.base import CVDataModule
 from lightning_cv.data.classification import ClassificationDataModule
 from lightning_cv.data.mnist import MNISTDataModule
+from lightning_cv.data.segmentation import SegmentationDataModule
 
-__all__ = ["CVDataModule", "ClassificationDataModule", "MNISTDataModule"]
+__all__ = ["CVDataModule", "ClassificationDataModule", "MNISTDataModule", "SegmentationDataModule"]

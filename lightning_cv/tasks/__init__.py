@@ -2,5 +2,6 @@
 
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.classification import ClassificationTask
+from lightning_cv.tasks.segmentation import SegmentationTask
 
-__all__ = ["CVTask", "ClassificationTask"]
+__all__ = ["CVTask", "ClassificationTask", "SegmentationTask"]

@@ -1,0 +1,268 @@
+"""Semantic segmentation data: images with mask files (matched by stem) or an RLE CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from lightning_cv.augment import AugmentSpec, build_pipeline, pad_to_multiple, resize
+from lightning_cv.data.base import CVDataModule, holdout_split, list_images
+from lightning_cv.data.classification import read_table
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError, image_size, read_image, read_mask, rle_decode
+
+MASK_EXTENSIONS = (".png", ".gif", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Masks read to guess the class count before setup (setup then checks every mask).
+CLASS_SAMPLE = 32
+STRIDE = 32
+
+
+def padded_size(size: int, stride: int = STRIDE) -> int:
+    """The smallest multiple of the network stride that holds `size`."""
+    return -(-size // stride) * stride
+
+
+def binary_or_classes(values: set[int]) -> int:
+    """2 for binary masks (0/1 or 0/255), else max value + 1 (pixel value = class index)."""
+    if values <= {0, 1} or values <= {0, 255}:
+        return 2
+    return max(values) + 1
+
+
+def to_class_mask(mask: np.ndarray, num_classes: int, source: Any) -> np.ndarray:
+    """Pixel values to class indices: binary masks to 0/1; others are checked against `num_classes`."""
+    if num_classes == 2:
+        values = np.unique(mask)
+        if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
+            raise DataError(f"{source}: mask values {values[:8].tolist()} are not binary (0/1 or 0/255); "
+                            "for multiclass masks pass --data.classes")
+        return (mask > 0).astype(np.uint8)
+    if int(mask.max()) >= num_classes:
+        raise DataError(f"{source}: mask value {int(mask.max())} is not a class index below {num_classes} "
+                        "(pixel value = class index; see --data.classes)")
+    return mask
+
+
+class SegmentationDataset(Dataset):
+    """Samples `{"image", "target"?, "id", "index", "size", "valid"}`.
+
+    `size` is the original (height, width), for mapping predictions back; `valid` is the
+    (height, width) of the resized image inside the padded tensor.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        masks: list[Callable[[], np.ndarray]] | None,
+        transform: Any,
+        ids: list[str],
+        valid: tuple[int, int],
+    ):
+        self.paths = paths
+        self.masks = masks
+        self.transform = transform
+        self.ids = ids
+        self.valid = torch.tensor(valid)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = read_image(self.paths[index])
+        sample: dict[str, Any] = {"id": self.ids[index], "index": index, "size": torch.tensor(image.shape[:2]),
+                                  "valid": self.valid}
+        if self.masks is None:
+            sample["image"] = self.transform(image=image)["image"]
+            return sample
+        mask = self.masks[index]()
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"{self.paths[index]}: image is {image.shape[:2]} but its mask is {mask.shape}")
+        out = self.transform(image=image, mask=mask)
+        sample["image"], sample["target"] = out["image"], out["mask"].long()
+        return sample
+
+
+class MaskFile:
+    """Reads one mask file as class indices (a picklable per-sample reader)."""
+
+    def __init__(self, path: Path, num_classes: int):
+        self.path, self.num_classes = path, num_classes
+
+    def __call__(self) -> np.ndarray:
+        return to_class_mask(read_mask(self.path), self.num_classes, self.path)
+
+
+class MaskRLE:
+    """Decodes one run-length encoded binary mask."""
+
+    def __init__(self, rle: str, shape: tuple[int, int], order: str):
+        self.rle, self.shape, self.order = rle, shape, order
+
+    def __call__(self) -> np.ndarray:
+        return rle_decode(self.rle, self.shape, self.order)
+
+
+class SegmentationDataModule(CVDataModule):
+    """Images under `data_dir/<image_dir>/`, masks under `data_dir/<mask_dir>/` named `<stem><mask_suffix>`
+    with any image extension (png, gif, jpg, bmp, tif), or run-length encoded in `data_dir/<rle_csv>`.
+
+    Masks are binary (0/1 or 0/255) or hold class indices (0 = background). Images are resized to
+    image_size x image_size and padded to a multiple of 32 (the encoders' stride); predictions are
+    mapped back to each image's own size.
+
+    Args:
+        image_dir: folder of training images, relative to data_dir.
+        mask_dir: folder of mask files, relative to data_dir.
+        mask_suffix: appended to the image stem to name its mask ("_mask" for Carvana's `<id>_mask.gif`).
+        rle_csv: a CSV of run-length encoded masks (relative to data_dir) instead of mask files.
+        id_col: the CSV column with the image id (file stem, or file name: Carvana's "img").
+        rle_col: the CSV column with the mask's RLE (Carvana's "rle_mask"); empty = empty mask.
+        rle_order: pixel order of the RLE: "C" row-major (Carvana), "F" column-major (TGS Salt, Airbus).
+        classes: class names, background first; default: from the masks (binary: background, foreground).
+    """
+
+    task_name = "seg"
+
+    def __init__(
+        self,
+        data_dir: str = "data/seg",
+        image_size: int = 96,
+        batch_size: int = 16,
+        num_workers: int | None = None,
+        val_fraction: float = 0.2,
+        seed: int = 42,
+        train_augment: AugmentSpec | None = None,
+        predict_dir: str | None = None,
+        image_dir: str = "train",
+        mask_dir: str = "train_masks",
+        mask_suffix: str = "_mask",
+        rle_csv: str | None = None,
+        id_col: str = "id",
+        rle_col: str = "rle_mask",
+        rle_order: Literal["C", "F"] = "C",
+        classes: list[str] | None = None,
+    ):
+        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir)
+        self.image_dir = self.data_dir / image_dir
+        self.mask_dir = self.data_dir / mask_dir
+        self.mask_suffix = mask_suffix
+        self.rle_csv = self.data_dir / rle_csv if rle_csv else None
+        self.id_col = id_col
+        self.rle_col = rle_col
+        self.rle_order = rle_order
+        self.classes = classes
+
+    # -- images and their masks ------------------------------------------------------------------
+    @cached_property
+    def images(self) -> list[Path]:
+        if not self.data_dir.is_dir():
+            raise DataError(
+                f"{self.data_dir}: data directory not found. Create the demo with `lightning-cv demo --task seg "
+                f"--out {self.data_dir}` or point --data.data_dir at a folder with train/ and train_masks/"
+            )
+        return list_images(self.image_dir)
+
+    @cached_property
+    def mask_files(self) -> dict[str, Path]:
+        """Mask file by image stem."""
+        if not self.mask_dir.is_dir():
+            raise DataError(f"{self.mask_dir}: mask directory not found (see --data.mask_dir, or --data.rle_csv)")
+        found: dict[str, Path] = {}
+        for path in sorted(self.mask_dir.iterdir()):
+            if path.suffix.lower() in MASK_EXTENSIONS and path.stem.endswith(self.mask_suffix):
+                found.setdefault(path.stem[: len(path.stem) - len(self.mask_suffix)] if self.mask_suffix else path.stem, path)
+        return found
+
+    @cached_property
+    def rles(self) -> dict[str, str]:
+        """RLE string by image stem (ids may be stems or file names)."""
+        assert self.rle_csv is not None
+        frame = read_table(self.rle_csv, [self.id_col, self.rle_col])
+        ids = [Path(i).stem if Path(i).suffix.lower() in IMAGE_EXTENSIONS else i for i in frame[self.id_col]]
+        duplicated = pd.Series(ids)[pd.Series(ids).duplicated()]
+        if len(duplicated):
+            raise DataError(f"{self.rle_csv}: row {duplicated.index[0] + 2}: duplicate id {duplicated.iloc[0]!r}")
+        return dict(zip(ids, frame[self.rle_col].str.strip()))
+
+    def _mask_source(self, image: Path) -> Path | str:
+        if self.rle_csv is not None:
+            if image.stem not in self.rles:
+                raise DataError(f"{image}: no row with {self.id_col} {image.stem!r} in {self.rle_csv}")
+            return self.rles[image.stem]
+        if image.stem not in self.mask_files:
+            raise DataError(f"{image}: no mask {self.mask_dir / (image.stem + self.mask_suffix)}.(png|gif|jpg|bmp|tif) "
+                            "(see --data.mask_dir, --data.mask_suffix)")
+        return self.mask_files[image.stem]
+
+    # -- linked to the model ---------------------------------------------------------------------
+    @cached_property
+    def class_names(self) -> list[str]:
+        if self.classes:
+            return list(self.classes)
+        if self.rle_csv is not None:
+            num_classes = 2  # run-length encoding is binary
+        else:
+            images = self.images
+            sample = images[:: max(1, len(images) // CLASS_SAMPLE)][:CLASS_SAMPLE]
+            values: set[int] = set()
+            for image in sample:
+                values |= set(np.unique(read_mask(self._mask_source(image))).tolist())
+            num_classes = binary_or_classes(values)
+        if num_classes == 2:
+            return ["background", "foreground"]
+        return ["background", *(str(i) for i in range(1, num_classes))]
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _check(self, image: Path, source: Path | str) -> tuple[int, int]:
+        """The image's (height, width); the mask must have the same size and class values."""
+        size = image_size(image)
+        if isinstance(source, Path):
+            mask_size = image_size(source)
+            if mask_size != size:
+                raise DataError(f"{source}: mask is {mask_size[0]}x{mask_size[1]} but its image {image.name} is {size[0]}x{size[1]}")
+            to_class_mask(read_mask(source), self.num_classes, source)
+        else:
+            try:
+                rle_decode(source, size, self.rle_order)
+            except ValueError as err:
+                raise DataError(f"{self.rle_csv}: {self.id_col} {image.stem!r}: {err} (image {image.name})") from None
+        return size
+
+    def _pipeline(self, augment: AugmentSpec | None) -> Any:
+        side = self.image_size
+        return build_pipeline(augment, pre=[resize(side, side), pad_to_multiple(STRIDE)], seed=self.seed)
+
+    def _dataset(self, paths: list[Path], sources: list[Path | str] | None, augment: AugmentSpec | None,
+                 sizes: list[tuple[int, int]] | None = None) -> SegmentationDataset:
+        masks = None
+        if sources is not None:
+            assert sizes is not None
+            masks = [MaskFile(s, self.num_classes) if isinstance(s, Path) else MaskRLE(s, size, self.rle_order)
+                     for s, size in zip(sources, sizes)]
+        valid = (self.image_size, self.image_size)
+        return SegmentationDataset(paths, masks, self._pipeline(augment), [p.stem for p in paths], valid)
+
+    def setup(self, stage: str) -> None:
+        if self.image_size < 1:
+            raise DataError(f"--data.image_size must be positive, got {self.image_size}")
+        if stage in ("fit", "validate") and "val" not in self.datasets:
+            images = self.images
+            sources = [self._mask_source(p) for p in images]
+            sizes = [self._check(p, s) for p, s in zip(images, sources)]
+            train, val = holdout_split(len(images), self.val_fraction, self.seed)
+            for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
+                self.datasets[split] = self._dataset([images[i] for i in rows], [sources[i] for i in rows],
+                                                     augment, [sizes[i] for i in rows])
+        if stage == "predict" and "predict" not in self.datasets:
+            paths = list_images(self.predict_dir)
+            for path in paths:
+                image_size(path)
+            self.datasets["predict"] = self._dataset(paths, None, None)
+        if stage == "test" and "test" not in self.datasets:
+            raise DataError("`test` needs masks for the test images; use `validate`, or `predict` for the test folder")
