@@ -17,8 +17,10 @@ from typing import Any
 import lightning_cv  # noqa: F401  (environment defaults before wandb/albumentations are imported)
 
 COMMANDS = {
+    "crop": "lightning_cv.commands.crop:crop",
     "demo": "lightning_cv.commands.demo:demo",
     "export": "lightning_cv.commands.export:export",
+    "new": "lightning_cv.commands.new:new",
 }
 TRAINER_VERBS = ("fit", "validate", "test", "predict")
 

@@ -1,0 +1,75 @@
+"""The competition template: generated projects are complete, and train where they were generated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from cookiecutter.main import cookiecutter
+
+from lightning_cv.cli import main
+from lightning_cv.commands.demo import make_shapes
+from lightning_cv.commands.new import template_dir
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    """cookiecutter writes ~/.cookiecutter_replay: keep it out of the real home."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.mark.parametrize("task", ["cls", "seg", "bbox"])
+def test_generated_project_files(task, tmp_path):
+    project = Path(cookiecutter(str(template_dir()), no_input=True, output_dir=str(tmp_path), default_config=True,
+                                extra_context={"competition_name": "Shapes Cup", "task": task, "image_size": "64",
+                                               "backbone": "resnet10t", "wandb_project": "shapes-wb"}))
+    assert project.name == "shapes-cup"
+    names = {str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()}
+    assert {f"configs/{task}.yaml", "Makefile", "README.md", ".gitignore", "data/README.md", "requirements.txt"} <= names
+    assert any(n.startswith("notebooks/") for n in names)
+    assert "{{" not in "".join((project / n).read_text() for n in names)
+
+    config = yaml.safe_load((project / "configs" / f"{task}.yaml").read_text())
+    repo_config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / f"{task}.yaml").read_text())
+    # Same task and data classes as the repository's config for the task, with the answers filled in.
+    assert config["model"]["class_path"] == repo_config["model"]["class_path"]
+    assert config["data"]["class_path"] == repo_config["data"]["class_path"]
+    assert config["data"]["init_args"]["image_size"] == 64 and config["wandb_project"] == "shapes-wb"
+    assert "resnet10t" in config["model"]["init_args"].values()
+    assert set(config["model"]["init_args"]) <= set(repo_config["model"]["init_args"]) | {"backbone", "encoder"}
+
+    makefile = (project / "Makefile").read_text()
+    for target in ("train:", "cv:", "submit:"):
+        assert f"\n{target}" in makefile
+    assert "--config $(CONFIG) --folds $(FOLDS)" in makefile and f"CONFIG ?= configs/{task}.yaml" in makefile
+    readme = (project / "README.md").read_text()
+    assert "make train" in readme and "make submit" in readme
+    ignored = (project / ".gitignore").read_text().split()
+    assert "data/*" in ignored and "runs/" in ignored and "!data/README.md" in ignored
+
+
+def test_bad_answers_are_rejected(tmp_path, capfd):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["new", "Bad", "--task", "seg", "--image_size", "100", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "multiple of 32" in capfd.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_new_project_trains(tmp_path, monkeypatch, capsys):
+    main(["new", "Shapes Cup", "--task", "cls", "--out", str(tmp_path), "--image_size", "32", "--backbone", "resnet10t"])
+    project = tmp_path / "shapes-cup"
+    assert "make train" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # a second time: refused, nothing overwritten
+        main(["new", "Shapes Cup", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+
+    make_shapes(project / "data", n_train=40, n_test=8, size=(32, 32), seed=1)
+    monkeypatch.chdir(project)
+    main(["fit", "--config", "configs/cls.yaml", "--data.batch_size", "8", "--trainer.max_epochs", "1",
+          "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"])
+    runs = list((project / "runs" / "cls").glob("*/checkpoints/last.ckpt"))
+    assert len(runs) == 1, "fit in the project writes its run under the project's runs/cls/"
+    saved = yaml.safe_load((runs[0].parents[1] / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["backbone"] == "resnet10t" and saved["data"]["init_args"]["data_dir"] == "data"
