@@ -6,8 +6,58 @@ import difflib
 
 import torch
 from torch import nn
+from torchvision.ops import generalized_box_iou_loss
 
 from lightning_cv.errors import UserInputError
+
+
+# -- square boxes (cx, cy, side), normalised to the image ----------------------------------------------
+def square_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 3) squares (cx, cy, side) -> (..., 4) corners (x0, y0, x1, y1)."""
+    cx, cy, side = boxes.unbind(-1)
+    half = side.abs() / 2
+    return torch.stack([cx - half, cy - half, cx + half, cy + half], dim=-1)
+
+
+class SquareBoxLoss(nn.Module):
+    """A weighted sum of GIoU and coordinate losses between predicted and true squares.
+
+    GIoU scores the overlap the metric measures (and still has a gradient when boxes do not
+    overlap); the coordinate term (smooth L1 or MSE on cx, cy, side) steadies early training.
+    """
+
+    def __init__(self, giou: float = 0.0, smooth_l1: float = 0.0, mse: float = 0.0, beta: float = 0.05):
+        super().__init__()
+        self.weights = {"giou": giou, "smooth_l1": smooth_l1, "mse": mse}
+        self.beta = beta
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred, target = pred.float(), target.float()
+        loss = pred.new_zeros(())
+        if self.weights["giou"]:
+            loss = loss + self.weights["giou"] * generalized_box_iou_loss(square_to_xyxy(pred), square_to_xyxy(target), reduction="mean")
+        if self.weights["smooth_l1"]:
+            loss = loss + self.weights["smooth_l1"] * nn.functional.smooth_l1_loss(pred, target, beta=self.beta)
+        if self.weights["mse"]:
+            loss = loss + self.weights["mse"] * nn.functional.mse_loss(pred, target)
+        return loss
+
+
+BOX_LOSSES = {
+    "smooth_l1": dict(smooth_l1=1.0),
+    "mse": dict(mse=1.0),
+    "giou": dict(giou=1.0),
+    "giou_smooth_l1": dict(giou=1.0, smooth_l1=5.0),
+}
+
+
+def box_loss(name: str) -> SquareBoxLoss:
+    """A square-box loss by name: smooth_l1, mse, giou, or giou_smooth_l1 (GIoU + 5 x smooth L1)."""
+    if name not in BOX_LOSSES:
+        close = difflib.get_close_matches(name, list(BOX_LOSSES), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserInputError(f"unknown box loss {name!r}; choose one of {', '.join(BOX_LOSSES)}.{hint}")
+    return SquareBoxLoss(**BOX_LOSSES[name])
 
 
 # -- segmentation masks --------------------------------------------------------------------------------

@@ -111,3 +111,25 @@ class SegmentationWriter(BasePredictionWriter):
             frame = frame.drop(columns="class")
         write_csv(frame, self.output_dir / self.filename)
         print(f"wrote {frame['id'].nunique()} masks to {self.output_dir / self.mask_dir} and {self.output_dir / self.filename}")
+
+
+class BoxWriter(BasePredictionWriter):
+    """`boxes.csv` in the box-training format (image, x, y, size: squares in original pixels)."""
+
+    def __init__(self, output_dir: str | Path, image_size: int, filename: str = "boxes.csv"):
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir)
+        self.image_size = image_size
+        self.filename = filename
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any) -> None:
+        from lightning_cv.data.bbox import original_square
+
+        merged = gather_predictions(trainer, predictions)
+        if merged is None:
+            return
+        squares = [original_square(box, int(h), int(w), self.image_size) for box, (h, w) in zip(merged["box"], merged["orig_size"])]
+        frame = pd.DataFrame(squares, columns=["x", "y", "size"]).assign(image=merged["id"])[["image", "x", "y", "size"]]
+        frame = frame.drop_duplicates("image").sort_values("image", kind="stable")
+        write_csv(frame, self.output_dir / self.filename)
+        print(f"wrote {len(frame)} boxes to {self.output_dir / self.filename}")

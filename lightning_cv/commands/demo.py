@@ -126,6 +126,28 @@ def make_shapes(
             write_csv(frame[["image"]].assign(label=SHAPES[0]), out / "sample_submission.csv")
 
 
+def make_bbox(
+    out: Path, n_train: int = 400, n_test: int = 40, size: tuple[int, int] = (480, 640), seed: int = 0,
+    scale: tuple[float, float] = (0.2, 0.38), image_ext: str = ".jpg",
+) -> None:
+    """The box-crop competition: large originals with one object each, train.csv (image, x, y, size,
+    label: the object's square box in original pixels, and its shape), and unlabelled test/ images."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = []
+        labels = rng.choice(len(SHAPES), size=n, p=SHAPE_WEIGHTS)
+        for i, label in enumerate(track(labels, description=f"demo {split}", transient=True)):
+            image, _, (x, y, s) = render_shape(rng, SHAPES[label], height, width, scale)
+            name = f"{split}_{i:05d}{image_ext}"
+            write_image(out / split / name, image)
+            rows.append({"image": name, "x": x, "y": y, "size": s, "label": SHAPES[label]})
+        if split == "train":
+            write_csv(pd.DataFrame(rows), out / "train.csv")
+        else:
+            write_csv(pd.DataFrame(rows), out / "solution.csv")
+
+
 def make_mnist(out: Path, seed: int = 0) -> None:
     """scikit-learn's 1,797 real handwritten 8x8 digits, upscaled to MNIST's 28x28 (a 20x20 digit,
     centred), written as the four MNIST IDX files so the same reading code runs offline."""
@@ -146,7 +168,7 @@ def make_mnist(out: Path, seed: int = 0) -> None:
         write_idx(out / f"{IDX_FILES[f'{kind}_labels']}.gz", labels[rows])
 
 
-def demo(task: Literal["mnist", "cls", "seg"] = "cls", out: Path | None = None, seed: int = 0, n_train: int | None = None) -> Path:
+def demo(task: Literal["mnist", "cls", "bbox", "seg"] = "cls", out: Path | None = None, seed: int = 0, n_train: int | None = None) -> Path:
     """Write a demo competition for a task (default folder: data/<task>).
 
     Args:
@@ -158,6 +180,8 @@ def demo(task: Literal["mnist", "cls", "seg"] = "cls", out: Path | None = None, 
     out = Path(out or f"data/{task}")
     if task == "mnist":
         make_mnist(out, seed)
+    elif task == "bbox":
+        make_bbox(out, n_train=n_train or 400, seed=seed)
     elif task == "seg":
         # Small images, so `make train TASK=seg` trains to dice > 0.9 in minutes on two CPU cores.
         make_shapes(out, n_train=n_train or SEG_DEMO["n_train"], n_test=SEG_DEMO["n_test"], size=SEG_DEMO["size"], seed=seed)

@@ -1,8 +1,9 @@
 """One LightningDataModule per task, built on `CVDataModule`."""
 
 from lightning_cv.data.base import CVDataModule
+from lightning_cv.data.bbox import BBoxCropDataModule
 from lightning_cv.data.classification import ClassificationDataModule
 from lightning_cv.data.mnist import MNISTDataModule
 from lightning_cv.data.segmentation import SegmentationDataModule
 
-__all__ = ["CVDataModule", "ClassificationDataModule", "MNISTDataModule", "SegmentationDataModule"]
+__all__ = ["BBoxCropDataModule", "CVDataModule", "ClassificationDataModule", "MNISTDataModule", "SegmentationDataModule"]

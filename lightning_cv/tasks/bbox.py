@@ -1,0 +1,179 @@
+"""Square-box regression: a timm backbone predicts one object's square (cx, cy, side) in [0, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchvision.ops import box_iou
+
+from lightning_cv.augment import to_uint8_image
+from lightning_cv.backbones import create_classifier
+from lightning_cv.callbacks import image_grid
+from lightning_cv.losses import box_loss, square_to_xyxy
+from lightning_cv.tasks.base import CVTask, _adamw
+from lightning_cv.writers import BoxWriter
+
+TRUE_COLOR, PRED_COLOR = (0, 200, 0), (230, 0, 0)
+
+
+def square_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample IoU of (N, 3) squares (cx, cy, side)."""
+    return box_iou(square_to_xyxy(pred.float()), square_to_xyxy(target.float())).diagonal()
+
+
+class MeanIoU(MeanMetric):
+    """Mean IoU between predicted and true squares (or the share with IoU >= `threshold`)."""
+
+    def __init__(self, threshold: float | None = None):
+        super().__init__()
+        self.threshold = threshold
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        iou = square_iou(pred, target)
+        super().update(iou if self.threshold is None else (iou >= self.threshold).float())
+
+
+class PoolHead(nn.Module):
+    """Global average pooling and a linear layer; sigmoid keeps the square inside [0, 1]."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.fc = nn.Linear(channels, 3)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.mean(dim=(2, 3))).sigmoid()
+
+
+class SoftArgmaxHead(nn.Module):
+    """Where-and-how-big: a heatmap over the feature grid locates the centre (soft-argmax plus a
+    learned sub-cell offset); features pooled under the heatmap give the side.
+
+    Global pooling throws away position, which a backbone trained from scratch on a few hundred
+    images then has to relearn; the heatmap keeps it.
+    """
+
+    def __init__(self, channels: int, hidden: int = 128):
+        super().__init__()
+        self.heat = nn.Conv2d(channels, 1, 1)
+        self.offset = nn.Conv2d(channels, 2, 1)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.side = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = features.shape
+        weights = self.heat(features).flatten(1).softmax(dim=1)  # (N, h*w)
+        ys = (torch.arange(h, device=features.device, dtype=features.dtype) + 0.5) / h
+        xs = (torch.arange(w, device=features.device, dtype=features.dtype) + 0.5) / w
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        offset = torch.tanh(self.offset(features)).flatten(2)  # (N, 2, h*w), up to one cell
+        cx = (weights * (grid_x.flatten() + offset[:, 0] / w)).sum(1)
+        cy = (weights * (grid_y.flatten() + offset[:, 1] / h)).sum(1)
+        pooled = torch.einsum("nk,nck->nc", weights, features.flatten(2))
+        side = self.side(pooled).squeeze(1).sigmoid()
+        return torch.stack([cx, cy, side], dim=1)
+
+
+HEADS = {"pool": PoolHead, "softargmax": SoftArgmaxHead}
+
+
+class BoxRegressor(nn.Module):
+    """timm backbone features + a box head; output (N, 3) squares (cx, cy, side) in [0, 1]."""
+
+    def __init__(self, backbone: nn.Module, head: str):
+        super().__init__()
+        self.backbone = backbone
+        self.head = HEADS[head](backbone.head_hidden_size if hasattr(backbone, "head_hidden_size") else backbone.num_features)
+        self.pretrained_cfg = getattr(backbone, "pretrained_cfg", {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(x))
+
+
+class BBoxCropTask(CVTask):
+    """One object's square box from a letterboxed image, for crop-then-classify pipelines.
+
+    `forward` returns the square (cx, cy, side) as fractions of the letterboxed image (the head's
+    sigmoid/soft-argmax is part of the box parameterisation, not a post-processing step).
+
+    Args:
+        num_classes: object classes in the box CSV (1: the box has no class); linked from the data.
+        backbone: any `timm.list_models()` name.
+        pretrained: start from the backbone's pretrained (ImageNet) weights, downloaded by timm.
+        weights: a local file with those pretrained weights, for machines without network.
+        head: "softargmax" (heatmap locates the centre) or "pool" (global pooling + linear).
+        loss: smooth_l1, mse, giou, or giou_smooth_l1, on the normalised squares.
+        image_size: the letterbox side, used for the example input (export, summaries).
+    """
+
+    monitor = "val/box_iou"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        num_classes: int = 1,
+        in_chans: int = 3,
+        class_names: list[str] | None = None,
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        weights: str | None = None,
+        head: Literal["softargmax", "pool"] = "softargmax",
+        loss: str = "giou_smooth_l1",
+        image_size: int = 64,
+        optimizer: OptimizerCallable = _adamw,
+        scheduler: LRSchedulerCallable | None = None,
+        backbone_lr_scale: float = 1.0,
+        freeze_backbone_epochs: int = 0,
+    ):
+        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.image_size = image_size
+        self.model = BoxRegressor(create_classifier(backbone, 0, in_chans, pretrained, weights), head)
+        self.criterion = box_loss(loss)
+        self._init_normalization()
+
+    def example_size(self) -> tuple[int, int]:
+        return (self.image_size, self.image_size)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.backbone
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.head
+
+    def make_metrics(self, prefix: str) -> MetricCollection:
+        return MetricCollection({"box_iou": MeanIoU(), "hit50": MeanIoU(threshold=0.5)}, prefix=prefix)
+
+    def metric_inputs(self, outputs: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return outputs, batch["target"]
+
+    def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
+        return {"box": outputs.float(), "orig_size": batch["orig_size"]}
+
+    def prediction_writer(self, output_dir: str | Path) -> BoxWriter:
+        return BoxWriter(output_dir, self.image_size)
+
+    def draw_validation(self, batch: dict, outputs: torch.Tensor) -> np.ndarray:
+        """Validation images with the true square in green and the predicted one in red, IoU above."""
+        ious = square_iou(outputs, batch["target"]).tolist()
+        scale = max(1, 128 // batch["image"].shape[-1])
+        tiles = []
+        for image, target, pred, iou in zip(batch["image"], batch["target"], outputs, ious):
+            tile = cv2.resize(to_uint8_image(image), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            size = tile.shape[0]
+            for box, color in ((target, TRUE_COLOR), (pred, PRED_COLOR)):
+                x0, y0, x1, y1 = (int(round(float(v) * size)) for v in square_to_xyxy(box.float()))
+                cv2.rectangle(tile, (x0, y0), (x1, y1), color, 1)
+            strip = np.full((14, tile.shape[1], 3), 255, np.uint8)
+            cv2.putText(strip, f"IoU {iou:.2f}", (2, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1, cv2.LINE_AA)
+            tiles.append(np.vstack([tile, strip]))
+        return image_grid(tiles)
