@@ -76,12 +76,8 @@ def _size_divisor(height: int, width: int) -> int:
     return next((d for d in (32, 16, 8) if height % d == 0 and width % d == 0), 1)
 
 
-def export_onnx(task: CVTask, out: Path, optimize: bool = True) -> Path:
-    """Write `task.forward` as a single-file ONNX model with a dynamic batch (and size, if the task says so).
-
-    `optimize` runs the exporter's graph optimisations (constant folding, fusions); onnxruntime
-    optimises again when it loads the model, so turning them off only makes the export faster.
-    """
+def export_onnx(task: CVTask, out: Path) -> Path:
+    """Write `task.forward` as a single-file ONNX model with a dynamic batch (and size, if the task says so)."""
     example = task.example_input_array
     if example is None:
         raise UserInputError(f"{type(task).__name__} has no example_input_array to trace the export with")
@@ -101,7 +97,9 @@ def export_onnx(task: CVTask, out: Path, optimize: bool = True) -> Path:
     with torch.no_grad():
         torch.onnx.export(
             task.eval(), (example,), str(out), input_names=["images"], output_names=["outputs"],
-            dynamic_shapes=(dims,), dynamo=True, external_data=False, optimize=optimize, verbose=False,
+            # optimize (the default) is needed: without it torch 2.14 can emit a graph that onnxruntime
+            # rejects ("Duplicate definition of name (mean)": the normalisation buffer vs a pooling node).
+            dynamic_shapes=(dims,), dynamo=True, external_data=False, optimize=True, verbose=False,
         )
     _write_metadata(task, out, example)
     return out
