@@ -67,10 +67,36 @@ def _mnist_data(root: Path) -> Path:
     return root / "mnist"
 
 
+def _bbox_module():
+    from lightning_cv.tasks import BBoxCropTask
+
+    return BBoxCropTask(num_classes=1, backbone="test_resnet", image_size=32)
+
+
+def _bbox_batch(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(n, 3, generator=g) * 0.4 + torch.tensor([0.3, 0.3, 0.2])
+    image = torch.rand(n, 3, 32, 32, generator=g) * 0.3
+    for i, (cx, cy, side) in enumerate((target * 32).round().int().tolist()):
+        image[i, :, max(cy - side // 2, 0) : cy + side // 2, max(cx - side // 2, 0) : cx + side // 2] += 0.6
+    return {"image": image, "target": target, "id": [f"im{i}.png" for i in range(n)], "index": torch.arange(n),
+            "orig_size": torch.tensor([[96, 128]] * n)}
+
+
+def _bbox_data(root: Path) -> Path:
+    from lightning_cv.commands.demo import make_bbox
+
+    make_bbox(root / "bbox", n_train=20, n_test=4, size=(96, 128), seed=1, image_ext=".png")
+    return root / "bbox"
+
+
 SPECS = [
     TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
              ["val/acc", "val/f1"], "predictions.csv",
              ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"]),
     TaskSpec("mnist", "configs/mnist.yaml", _mnist_module, _mnist_batch, _mnist_data, lambda n: (n, 10),
              ["val/acc", "val/f1"], "predictions.csv", ["--data.batch_size", "64"]),
+    TaskSpec("bbox", "configs/bbox.yaml", _bbox_module, _bbox_batch, _bbox_data, lambda n: (n, 3),
+             ["val/box_iou", "val/hit50"], "boxes.csv",
+             ["--model.backbone", "test_resnet", "--data.image_size", "32", "--data.batch_size", "8"]),
 ]
