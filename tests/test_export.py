@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import runpy
+import sys
 from pathlib import Path
 
+import cv2
 import lightning as L
 import numpy as np
 import onnx
@@ -49,7 +52,7 @@ def _checkpoint(path: Path) -> ClassificationTask:
     return task
 
 
-def test_export_command_from_checkpoint(tmp_path, capsys):
+def test_export_command_from_checkpoint(tmp_path, capsys, monkeypatch):
     ckpt = tmp_path / "last.ckpt"
     trained = _checkpoint(ckpt).eval()
     out = tmp_path / "onnx" / "model.onnx"
@@ -66,6 +69,16 @@ def test_export_command_from_checkpoint(tmp_path, capsys):
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, trained(x).numpy(), atol=1e-4)
+
+    # The torch-free example script reads the same file.
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    monkeypatch.setitem(sys.modules, "torch", None)  # any `import torch` in the script fails
+    monkeypatch.setattr(sys, "argv", ["onnx_predict.py", str(out), str(image)])
+    runpy.run_path(str(ROOT / "examples" / "onnx_predict.py"), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split("\t")[0] for line in lines) == ["a", "b", "c"]
+    assert abs(sum(float(line.split("\t")[1]) for line in lines) - 1) < 1e-3
 
 
 def test_export_needs_a_class(tmp_path, capsys):

@@ -1,0 +1,112 @@
+"""Run an exported lightning-cv model on one image with numpy, OpenCV and onnxruntime only (no torch).
+
+    pip install numpy opencv-python-headless onnxruntime
+    python onnx_predict.py model.onnx image.jpg [--out mask.png] [--size 512]
+
+Classification prints the top classes, box regression the square (x, y, size) in the image's pixels,
+segmentation writes the mask (0/255 for binary, class indices otherwise) at the image's size.
+The model takes float32 RGB in [0, 1], NCHW; `lightning-cv export` stores its input size, class names
+and task in the ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+
+def load(path: str) -> tuple[ort.InferenceSession, dict]:
+    session = ort.InferenceSession(path, providers=ort.get_available_providers())
+    meta = session.get_modelmeta().custom_metadata_map
+    info = {
+        "task": meta.get("task", ""),
+        "class_names": json.loads(meta.get("class_names", "[]")),
+        "input_size": json.loads(meta.get("input_size", "[224, 224]")),
+        "dynamic_spatial": json.loads(meta.get("dynamic_spatial", "false")),
+    }
+    return session, info
+
+
+def read_rgb(path: str) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise SystemExit(f"error: cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def to_input(image: np.ndarray) -> np.ndarray:
+    """HWC uint8 RGB -> 1CHW float32 in [0, 1] (normalisation is inside the model)."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def classify(session: ort.InferenceSession, info: dict, image: np.ndarray, top: int = 5) -> None:
+    height, width = info["input_size"]
+    x = to_input(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+    probs = softmax(session.run(None, {session.get_inputs()[0].name: x})[0][0], axis=0)
+    names = info["class_names"] or [str(i) for i in range(len(probs))]
+    for i in np.argsort(-probs)[:top]:
+        print(f"{names[i]}\t{probs[i]:.4f}")
+
+
+def box(session: ort.InferenceSession, info: dict, image: np.ndarray) -> None:
+    """Letterbox (longer side to the model size, padded at the bottom/right), predict, map back."""
+    size = info["input_size"][0]
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    cx, cy, side = session.run(None, {session.get_inputs()[0].name: to_input(canvas)})[0][0] * size
+    sx, sy = w / new_w, h / new_h
+    side_px = side * max(sx, sy)
+    print(f"x={cx * sx - side_px / 2:.1f} y={cy * sy - side_px / 2:.1f} size={side_px:.1f}")
+
+
+def segment(session: ort.InferenceSession, info: dict, image: np.ndarray, out: Path, size: int | None) -> None:
+    """Resize to the model size (any multiple of 32 with a dynamic-size model), pad to /32, predict,
+    crop the padding and resize the mask back to the image."""
+    h, w = image.shape[:2]
+    height, width = (size, size) if size else info["input_size"]
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    pad_h, pad_w = -height % 32, -width % 32
+    padded = cv2.copyMakeBorder(resized, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
+    logits = session.run(None, {session.get_inputs()[0].name: to_input(padded)})[0][0, :, :height, :width]
+    if logits.shape[0] == 1:
+        mask = ((1 / (1 + np.exp(-logits[0]))) > 0.5).astype(np.uint8) * 255
+    else:
+        mask = logits.argmax(axis=0).astype(np.uint8)
+    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(out), mask)
+    print(f"mask {w}x{h} written to {out} (foreground share {float((mask > 0).mean()):.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="ONNX file from `lightning-cv export`")
+    parser.add_argument("image")
+    parser.add_argument("--out", default="mask.png", help="segmentation: where to write the mask")
+    parser.add_argument("--size", type=int, default=None,
+                        help="segmentation: run at this square size instead of the training size")
+    args = parser.parse_args()
+    session, info = load(args.model)
+    image = read_rgb(args.image)
+    if info["task"] == "SegmentationTask" or info["dynamic_spatial"]:
+        segment(session, info, image, Path(args.out), args.size)
+    elif info["task"] == "BBoxCropTask":
+        box(session, info, image)
+    else:
+        classify(session, info, image)
+
+
+if __name__ == "__main__":
+    main()
