@@ -34,16 +34,16 @@ def list_images(directory: Path) -> list[Path]:
 
 
 def holdout_split(
-    n: int, val_fraction: float, seed: int, stratify: Sequence[Any] | None = None
+    n: int, val_fraction: float, seed: int, stratify: Sequence[Any] | None = None, names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-seed train/val indices, stratified by `stratify` when given."""
+    """Fixed-seed train/val indices, stratified by `stratify` (class indices into `names`) when given."""
     indices = np.arange(n)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--data.val_fraction must be in (0, 1), got {val_fraction}")
     if stratify is not None:
         values, counts = np.unique(np.asarray(stratify), return_counts=True)
         if (counts < 2).any():
-            rare = ", ".join(str(v) for v in values[counts < 2])
+            rare = ", ".join(str(names[v] if names else v) for v in values[counts < 2])
             raise DataError(f"class(es) {rare} have a single image: a stratified hold-out needs at least 2 per class")
         n_val = max(int(round(n * val_fraction)), len(values))
         train, val = train_test_split(indices, test_size=n_val, random_state=seed, stratify=stratify)

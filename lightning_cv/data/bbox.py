@@ -57,8 +57,9 @@ def letterbox_to_original(square: Sequence[float], height: int, width: int, size
 
 
 def fit_square(x: float, y: float, side: float, height: int, width: int) -> tuple[int, int, int]:
-    """Round a square to whole pixels and move it inside the image (shrinking it if it is larger)."""
-    side = int(min(max(round(side), 1), height, width))
+    """Round a square to whole pixels and move it inside the image (shrunk about its centre if larger)."""
+    new_side = int(min(max(round(side), 1), height, width))
+    x, y, side = x + (side - new_side) / 2, y + (side - new_side) / 2, new_side
     x = int(min(max(round(x), 0), width - side))
     y = int(min(max(round(y), 0), height - side))
     return x, y, side

@@ -136,7 +136,7 @@ class ClassificationDataModule(CVDataModule):
             source = self.image_dir if self.is_image_folder else self.csv
             targets = encode_labels(table["label"].tolist(), self.class_names, source)
             self._check_images(table["path"].tolist())
-            train, val = holdout_split(len(table), self.val_fraction, self.seed, stratify=targets)
+            train, val = holdout_split(len(table), self.val_fraction, self.seed, stratify=targets, names=self.class_names)
             for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
                 part = table.iloc[rows]
                 self.datasets[split] = ImageDataset(part["path"].tolist(), targets[rows], self._pipeline(augment), part["id"].tolist())

@@ -236,7 +236,7 @@ class SegmentationDataModule(CVDataModule):
 
     def _pipeline(self, augment: AugmentSpec | None) -> Any:
         side = self.image_size
-        return build_pipeline(augment, pre=[resize(side, side), pad_to_multiple(STRIDE)], seed=self.seed)
+        return build_pipeline(augment, pre=[resize(side, side)], post=[pad_to_multiple(STRIDE)], seed=self.seed)
 
     def _dataset(self, paths: list[Path], sources: list[Path | str] | None, augment: AugmentSpec | None,
                  sizes: list[tuple[int, int]] | None = None) -> SegmentationDataset:

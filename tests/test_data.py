@@ -1,0 +1,160 @@
+"""Reading data: IDX files, CSV / ImageFolder layouts, label mapping, image conversions, bad input."""
+
+from __future__ import annotations
+
+import gzip
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from lightning_cv.cli import main
+from lightning_cv.data import ClassificationDataModule, MNISTDataModule
+from lightning_cv.data.classification import sorted_labels
+from lightning_cv.data.mnist import read_idx, write_idx
+from lightning_cv.errors import DataError
+from lightning_cv.io import read_image
+
+
+def _write_cls(root, labels, size=16):
+    (root / "train").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, _ in enumerate(labels):
+        cv2.imwrite(str(root / "train" / f"{i}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    pd.DataFrame({"image": [f"{i}.png" for i in range(len(labels))], "label": labels}).to_csv(root / "train.csv", index=False)
+    return root
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path, suffix):
+    array = np.random.default_rng(0).integers(0, 255, (5, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / f"x-idx3-ubyte{suffix}", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / f"x-idx3-ubyte{suffix}"), array)
+
+
+def test_idx_header_is_the_mnist_format(tmp_path):
+    write_idx(tmp_path / "labels", np.array([3, 1, 4], dtype=np.uint8))
+    raw = (tmp_path / "labels").read_bytes()
+    assert raw[:8] == bytes([0, 0, 8, 1, 0, 0, 0, 3]) and raw[8:] == bytes([3, 1, 4])
+
+
+def test_truncated_idx_is_a_data_error(tmp_path):
+    write_idx(tmp_path / "x", np.zeros((4, 2, 2), np.uint8))
+    (tmp_path / "y").write_bytes((tmp_path / "x").read_bytes()[:-3])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "y")
+
+
+def test_mnist_reads_torchvision_layout(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    rng = np.random.default_rng(0)
+    for kind, n in (("train", 40), ("t10k", 10)):
+        write_idx(raw / f"{kind}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28), dtype=np.uint8))
+        with gzip.open(raw / f"{kind}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + (np.arange(n) % 10).astype(np.uint8).tobytes())
+    dm = MNISTDataModule(data_dir=str(tmp_path), val_fraction=0.25, download=False)
+    dm.setup("fit")
+    dm.setup("test")
+    assert len(dm.datasets["train"]) == 30 and len(dm.datasets["val"]) == 10 and len(dm.datasets["test"]) == 10
+    sample = dm.datasets["val"][0]
+    assert sample["image"].shape == (1, 28, 28) and 0 <= sample["target"] <= 9
+
+
+def test_mnist_missing_files_names_the_demo(tmp_path):
+    dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
+    with pytest.raises(DataError, match="lightning-cv demo --task mnist"):
+        dm.setup("fit")
+
+
+def test_integer_labels_sort_numerically():
+    assert sorted_labels(["10", "9", "2"]) == ["2", "9", "10"]
+    assert sorted_labels(["cat", "ant"]) == ["ant", "cat"]
+
+
+def test_csv_layout_split_is_stratified_and_seeded(tmp_path):
+    root = _write_cls(tmp_path / "d", ["a"] * 30 + ["b"] * 10)
+    dm = ClassificationDataModule(data_dir=str(root), image_size=8, val_fraction=0.25)
+    assert dm.class_names == ["a", "b"] and dm.num_classes == 2
+    dm.setup("fit")
+    val = dm.datasets["val"]
+    assert sorted(np.bincount(val.targets)) == [2, 8]
+    again = ClassificationDataModule(data_dir=str(root), image_size=8, val_fraction=0.25)
+    again.setup("fit")
+    assert again.datasets["val"].ids == val.ids
+    assert val[0]["image"].shape == (3, 8, 8)
+
+
+def test_image_folder_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls, n in (("dog", 4), ("cat", 6)):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / "train" / cls / f"{i}.jpg"), rng.integers(0, 255, (10, 12, 3), dtype=np.uint8))
+    dm = ClassificationDataModule(data_dir=str(tmp_path), image_size=8, val_fraction=0.4)
+    assert dm.class_names == ["cat", "dog"]
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 10
+    assert set(dm.datasets["val"].ids) <= {f"{c}/{i}.jpg" for c in ("cat", "dog") for i in range(6)}
+
+
+def test_image_conversions_to_rgb(tmp_path):
+    gray = np.arange(16, dtype=np.uint8).reshape(4, 4) * 10
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    assert read_image(tmp_path / "g.png").shape == (4, 4, 3)
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 2] = 200  # red in BGRA
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    assert read_image(tmp_path / "a.png")[0, 0].tolist() == [200, 0, 0]
+    deep = np.full((4, 4), 65535, np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    image = read_image(tmp_path / "d.png")
+    assert image.dtype == np.uint8 and image.max() == 255
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("missing", "file not found"),
+        ("empty", "empty"),
+        ("garbage", "cannot"),
+        ("column", "missing column"),
+        ("duplicate", "duplicate image"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys, breakage, message):
+    root = _write_cls(tmp_path / "d", ["a", "b"] * 4)
+    if breakage == "missing":
+        (root / "train" / "3.png").unlink()
+    elif breakage == "empty":
+        (root / "train" / "3.png").write_bytes(b"")
+    elif breakage == "garbage":
+        (root / "train" / "3.png").write_bytes(b"not an image at all")
+    elif breakage == "column":
+        pd.read_csv(root / "train.csv").rename(columns={"label": "target"}).to_csv(root / "train.csv", index=False)
+    elif breakage == "duplicate":
+        frame = pd.read_csv(root / "train.csv")
+        frame.loc[5, "image"] = "3.png"
+        frame.to_csv(root / "train.csv", index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "configs/cls.yaml", "--data.data_dir", str(root), "--model.backbone", "resnet10t",
+              "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
+              "--trainer.enable_progress_bar", "false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and message in err
+    assert "3.png" in err or "train.csv" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_label_names_the_row(tmp_path):
+    root = _write_cls(tmp_path / "d", ["a", "b", "a", "c"])
+    dm = ClassificationDataModule(data_dir=str(root), classes=["a", "b"], val_fraction=0.5)
+    with pytest.raises(DataError, match=r"row 5: unknown label 'c'"):
+        dm.setup("fit")
+
+
+def test_single_image_class_cannot_be_stratified(tmp_path):
+    root = _write_cls(tmp_path / "d", ["a", "a", "a", "b"])
+    with pytest.raises(DataError, match="class\\(es\\) b have a single image"):
+        ClassificationDataModule(data_dir=str(root)).setup("fit")
