@@ -68,13 +68,15 @@ def build_pipeline(
     pre: Sequence[A.BasicTransform] = (),
     bboxes: bool = False,
     seed: int | None = None,
+    post: Sequence[A.BasicTransform] = (),
 ) -> A.Compose:
-    """`pre` (resizing, fixed by the task) + the configured augmentations + float [0, 1] CHW tensor.
+    """`pre` (resizing, fixed by the task) + the configured augmentations + `post` (e.g. stride padding,
+    which flips must not move) + float [0, 1] CHW tensor.
 
     Normalisation to the backbone's mean/std happens inside the model, so it always matches the
     backbone and exported models take plain [0, 1] RGB.
     """
-    transforms = [*pre, *(build_transform(s) for s in spec or ()), A.ToFloat(max_value=255.0), ToTensorV2()]
+    transforms = [*pre, *(build_transform(s) for s in spec or ()), *post, A.ToFloat(max_value=255.0), ToTensorV2()]
     bbox_params = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, min_visibility=0.0) if bboxes else None
     return A.Compose(transforms, bbox_params=bbox_params, strict=True, seed=seed)
 

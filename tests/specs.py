@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_cv.tasks import ClassificationTask
+from lightning_cv.tasks import ClassificationTask, SegmentationTask
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +67,28 @@ def _mnist_data(root: Path) -> Path:
     return root / "mnist"
 
 
+def _seg_module() -> SegmentationTask:
+    return SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=32)
+
+
+def _seg_batch(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    target = torch.zeros(n, 32, 32, dtype=torch.long)
+    for i in range(n):
+        y, x = torch.randint(0, 16, (2,), generator=g).tolist()
+        target[i, y : y + 12, x : x + 12] = 1
+    image = torch.rand(n, 3, 32, 32, generator=g) * 0.3 + target[:, None] * 0.6
+    return {"image": image, "target": target, "id": [f"im{i}" for i in range(n)], "index": torch.arange(n),
+            "size": torch.tensor([[32, 32]] * n), "valid": torch.tensor([[32, 32]] * n)}
+
+
+def _seg_data(root: Path) -> Path:
+    from lightning_cv.commands.demo import make_shapes
+
+    make_shapes(root / "seg", n_train=20, n_test=4, size=(32, 32), seed=1)
+    return root / "seg"
+
+
 def _bbox_module():
     from lightning_cv.tasks import BBoxCropTask
 
@@ -96,6 +118,9 @@ SPECS = [
              ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"]),
     TaskSpec("mnist", "configs/mnist.yaml", _mnist_module, _mnist_batch, _mnist_data, lambda n: (n, 10),
              ["val/acc", "val/f1"], "predictions.csv", ["--data.batch_size", "64"]),
+    TaskSpec("seg", "configs/seg.yaml", _seg_module, _seg_batch, _seg_data, lambda n: (n, 1, 32, 32),
+             ["val/dice", "val/iou", "val/pixel_acc"], "submission.csv",
+             ["--model.encoder", "tu-test_resnet", "--data.image_size", "32", "--data.batch_size", "8"]),
     TaskSpec("bbox", "configs/bbox.yaml", _bbox_module, _bbox_batch, _bbox_data, lambda n: (n, 3),
              ["val/box_iou", "val/hit50"], "boxes.csv",
              ["--model.backbone", "test_resnet", "--data.image_size", "32", "--data.batch_size", "8"]),

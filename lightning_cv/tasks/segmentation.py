@@ -67,6 +67,7 @@ class SegmentationTask(CVTask):
 
     monitor = "val/dice"
     monitor_mode = "max"
+    dynamic_spatial = True
 
     def __init__(
         self,

@@ -1,0 +1,219 @@
+"""Segmentation: mask sources (files, GIF, RLE CSV), checks, stride padding and mapping back, losses,
+metrics, W&B mask panels, and a Carvana-like layout through the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from PIL import Image
+from specs import ROOT
+
+from lightning_cv.callbacks import ValidationPictures
+from lightning_cv.cli import build_cli
+from lightning_cv.data.segmentation import SegmentationDataModule
+from lightning_cv.errors import DataError, UserInputError
+from lightning_cv.io import rle_decode, rle_encode
+from lightning_cv.losses import segmentation_loss
+from lightning_cv.tasks.segmentation import SegmentationTask
+from lightning_cv.writers import restore_mask
+
+# Odd Carvana-like size (width 150, height 97): neither side divides by 32.
+HEIGHT, WIDTH = 97, 150
+
+
+def _ellipse_sample(rng: np.random.Generator, value: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    image = rng.integers(0, 60, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    center = (int(rng.integers(40, WIDTH - 40)), int(rng.integers(30, HEIGHT - 30)))
+    cv2.ellipse(mask, center, (int(rng.integers(15, 35)), int(rng.integers(10, 25))), 0, 0, 360, value, -1)
+    image[mask > 0] = (220, 200, 40)
+    return image, mask
+
+
+@pytest.fixture(scope="module")
+def carvana(tmp_path_factory) -> Path:
+    """jpg images of an odd size, `<id>_mask.gif` masks (written by PIL: OpenCV cannot write GIF) and
+    the same masks as Carvana's `img,rle_mask` CSV; plus a test folder."""
+    root = tmp_path_factory.mktemp("carvana")
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, n in (("train", 12), ("test", 3)):
+        (root / split).mkdir()
+        (root / f"{split}_masks").mkdir()
+        for i in range(n):
+            image, mask = _ellipse_sample(rng)
+            name = f"car{i:02d}_{split}"
+            cv2.imwrite(str(root / split / f"{name}.jpg"), image[..., ::-1])
+            Image.fromarray((mask > 0).astype(np.uint8)).convert("P").save(root / f"{split}_masks" / f"{name}_mask.gif")
+            if split == "train":
+                rows.append({"img": f"{name}.jpg", "rle_mask": rle_encode(mask > 0)})
+    pd.DataFrame(rows).to_csv(root / "train_masks.csv", index=False)
+    return root
+
+
+def _dm(root: Path, **kwargs) -> SegmentationDataModule:
+    return SegmentationDataModule(data_dir=str(root), image_size=40, batch_size=4, num_workers=0, **kwargs)
+
+
+def test_gif_masks_and_rle_csv_give_the_same_samples(carvana):
+    from_files = _dm(carvana)
+    from_rle = _dm(carvana, rle_csv="train_masks.csv", id_col="img", rle_col="rle_mask")
+    assert from_files.num_classes == from_rle.num_classes == 2
+    for dm in (from_files, from_rle):
+        dm.setup("fit")
+    for split in ("train", "val"):
+        a, b = from_files.datasets[split], from_rle.datasets[split]
+        assert a.ids == b.ids
+    a, b = from_files.datasets["val"][0], from_rle.datasets["val"][0]
+    torch.testing.assert_close(a["target"], b["target"])
+    # Resized to 40x40, padded to the 64x64 the encoders' stride needs; valid region and original size kept.
+    assert a["image"].shape == (3, 64, 64) and a["target"].shape == (64, 64)
+    assert a["valid"].tolist() == [40, 40] and a["size"].tolist() == [HEIGHT, WIDTH]
+    assert set(a["target"].unique().tolist()) == {0, 1}
+    assert a["target"][40:].sum() == 0 and a["target"][:, 40:].sum() == 0
+
+
+def test_image_and_mask_are_augmented_together(carvana):
+    dm = _dm(carvana, train_augment=[{"HorizontalFlip": {"p": 1.0}}], val_fraction=0.25)
+    plain = _dm(carvana, val_fraction=0.25)
+    dm.setup("fit")
+    plain.setup("fit")
+    flipped, original = dm.datasets["train"][0], plain.datasets["train"][0]
+    torch.testing.assert_close(flipped["target"][:40, :40], original["target"][:40, :40].flip(-1))
+    torch.testing.assert_close(flipped["image"][:, :40, :40], original["image"][:, :40, :40].flip(-1))
+
+
+def test_multiclass_masks_set_num_classes(tmp_path):
+    rng = np.random.default_rng(1)
+    for d in ("train", "train_masks"):
+        (tmp_path / d).mkdir()
+    for i in range(5):
+        image, mask = _ellipse_sample(rng, value=1)
+        mask[:10, :10] = 3
+        cv2.imwrite(str(tmp_path / "train" / f"{i}.png"), image)
+        cv2.imwrite(str(tmp_path / "train_masks" / f"{i}.png"), mask)
+    dm = _dm(tmp_path, mask_suffix="")
+    assert dm.num_classes == 4 and dm.class_names[0] == "background"
+    dm.setup("fit")
+    assert dm.datasets["train"][0]["target"].max() == 3
+    # Declared classes that the masks exceed: one line naming the mask file.
+    with pytest.raises(DataError, match=r"train_masks/\d\.png: mask value 3"):
+        _dm(tmp_path, mask_suffix="", classes=["bg", "a", "b"]).setup("fit")
+
+
+def test_data_errors_name_the_file(carvana, tmp_path):
+    import shutil
+
+    root = tmp_path / "bad"
+    shutil.copytree(carvana, root)
+    (root / "train_masks" / "car03_train_mask.gif").unlink()
+    with pytest.raises(DataError, match="car03_train.jpg: no mask"):
+        _dm(root).setup("fit")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).convert("P").save(root / "train_masks" / "car03_train_mask.gif")
+    with pytest.raises(DataError, match="car03_train_mask.gif: mask is 10x10 but its image car03_train.jpg is 97x150"):
+        _dm(root).setup("fit")
+    frame = pd.read_csv(root / "train_masks.csv").iloc[1:]
+    frame.to_csv(root / "short.csv", index=False)
+    with pytest.raises(DataError, match="car00_train.jpg: no row with img 'car00_train'"):
+        _dm(root, rle_csv="short.csv", id_col="img").setup("fit")
+    with pytest.raises(DataError, match="missing column"):
+        _dm(root, rle_csv="short.csv").setup("fit")
+
+
+def test_restore_mask_maps_back_to_the_original_size():
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[20:70, 30:120] = 1
+    small = cv2.resize(mask.astype(np.float32), (40, 40), interpolation=cv2.INTER_AREA)
+    restored = restore_mask(small[None], (HEIGHT, WIDTH), binary=True)
+    assert restored.shape == (HEIGHT, WIDTH)
+    assert (restored == mask).mean() > 0.97
+    probs = np.stack([1 - small, small * 0.2, small * 0.8])
+    assert restore_mask(probs, (HEIGHT, WIDTH), binary=False).max() == 2
+
+
+@pytest.mark.parametrize("name", ["dice", "bce", "bce+dice", "focal", "lovasz"])
+def test_binary_losses_are_float32_and_finite(name):
+    loss = segmentation_loss(name, num_classes=2)
+    logits = torch.randn(2, 1, 8, 8).half()
+    value = loss(logits, (torch.rand(2, 8, 8) > 0.5).long())
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+
+
+@pytest.mark.parametrize("name", ["ce", "dice", "ce+dice", "focal", "lovasz"])
+def test_multiclass_losses(name):
+    value = segmentation_loss(name, num_classes=3)(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8)))
+    assert torch.isfinite(value)
+
+
+def test_loss_names_are_checked():
+    with pytest.raises(UserInputError, match="Did you mean dice"):
+        segmentation_loss("dise", 2)
+    with pytest.raises(UserInputError, match="binary"):
+        segmentation_loss("bce", 3)
+
+
+def test_multiclass_metrics_per_class():
+    task = SegmentationTask(num_classes=3, class_names=["bg", "car", "road"], encoder="tu-test_resnet", image_size=32).eval()
+    target = torch.zeros(2, 32, 32, dtype=torch.long)
+    target[:, :10] = 1
+    target[:, 20:] = 2
+    outputs = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 10
+    outputs[1, :, :5] = torch.tensor([10.0, 0, 0])[:, None, None]  # half of image 1's "car" rows missed
+    task.val_metrics.update(*task.metric_inputs(outputs, {"target": target}))
+    computed = task.val_metrics.compute()
+    assert set(computed) >= {"val/dice", "val/iou", "val/pixel_acc", "val/dice_car", "val/iou_road"}
+    assert computed["val/iou_road"] == 1.0
+    assert computed["val/iou_car"] == pytest.approx(15 / 20)
+    assert computed["val/dice"] == pytest.approx((2 * 15 / 35 + 1.0) / 2)
+
+
+def test_pictures_and_wandb_mask_panels(tmp_path):
+    from specs import _seg_batch
+
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=32).eval()
+    batch = _seg_batch(3)
+    with torch.no_grad():
+        outputs = task(batch["image"])
+    wandb = mock.Mock(spec=WandbLogger)
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, default_root_dir=str(tmp_path),
+                              loggers=[wandb], current_epoch=0, global_step=5)
+    callback = ValidationPictures()
+    callback.on_validation_batch_end(trainer, task, {"outputs": outputs}, batch, 0)
+    callback.on_validation_epoch_end(trainer, task)
+    assert (tmp_path / "pictures" / "examples_epoch000.png").is_file()
+    panels = [c.kwargs for c in wandb.log_image.call_args_list if c.kwargs.get("key") == "val/masks"]
+    assert len(panels) == 1 and len(panels[0]["images"]) == 3
+    gt = panels[0]["masks"][0]["gt"]["mask_data"]
+    assert gt.shape == (32, 32) and gt.dtype.kind == "i"
+    np.testing.assert_array_equal(gt, batch["target"][0].numpy())
+
+
+def test_carvana_layout_through_the_cli(carvana, tmp_path):
+    """Only --data.* options change (the smaller encoder only keeps the test fast); predictions come
+    back at each image's original size."""
+    data = ["--model.encoder", "tu-test_resnet", "--data.data_dir", str(carvana), "--data.image_size", "48", "--data.batch_size", "4",
+            "--data.rle_csv", "train_masks.csv", "--data.id_col", "img"]
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    config = ["--config", str(ROOT / "configs" / "seg.yaml")]
+    run = tmp_path / "run"
+    cli = build_cli(["fit", *config, *data, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                     "--trainer.default_root_dir", str(run)])
+    assert "val/dice" in cli.trainer.callback_metrics
+    pred = tmp_path / "pred"
+    build_cli(["predict", *config, *data, *quiet, "--data.predict_dir", str(carvana / "test"),
+               "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--trainer.default_root_dir", str(pred)])
+    submission = pd.read_csv(pred / "submission.csv", keep_default_na=False)
+    assert list(submission.columns) == ["id", "rle_mask"]
+    assert sorted(submission["id"]) == [f"car{i:02d}_test" for i in range(3)]
+    for row in submission.itertuples():
+        png = cv2.imread(str(pred / "masks" / f"{row.id}.png"), cv2.IMREAD_GRAYSCALE)
+        assert png.shape == (HEIGHT, WIDTH)
+        np.testing.assert_array_equal(rle_decode(row.rle_mask, (HEIGHT, WIDTH)), (png > 0).astype(np.uint8))
