@@ -71,3 +71,13 @@ def test_param_groups_cover_every_parameter_once(spec):
     module = spec.make_module()
     grouped = [id(p) for g in module.parameter_groups() for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in module.model.parameters())
+
+
+def test_non_finite_loss_names_the_step_and_images(spec):
+    module = spec.make_module()
+    batch = spec.make_batch(2)
+    batch["image"] = batch["image"].clone()
+    batch["image"][0] = float("nan")
+    with pytest.raises(FloatingPointError, match="global step 0") as info:
+        module._step(batch, "train")
+    assert str(batch["id"][0]) in str(info.value)

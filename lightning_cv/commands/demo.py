@@ -48,11 +48,11 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         fx, fy = rng.uniform(0.02, 0.12, size=2)
         phase = rng.uniform(0, 2 * np.pi)
         image[..., c] = base[c] + rng.uniform(10, 30) * np.sin(fx * xx + fy * yy + phase)
-    for _ in range(rng.integers(2, 6)):  # distracting strokes
+    for _ in range(rng.integers(0, 3)):  # distracting strokes
         p1 = rng.integers(0, [width, height])
         p2 = rng.integers(0, [width, height])
         color = (base + rng.uniform(-50, 50, 3)).clip(0, 255).tolist()
-        cv2.line(image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), color, int(rng.integers(1, 3)), cv2.LINE_AA)
+        cv2.line(image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), color, 1, cv2.LINE_AA)
     return image
 
 
@@ -80,15 +80,15 @@ def render_shape(
     color = color.clip(0, 255)
     shading = 1 + 0.15 * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), width))[None, :, None]
     image = np.where(mask[..., None] > 0, color * shading, image)
-    if rng.random() < 0.3:  # occlusion by a background-coloured blob at the object's edge
+    if rng.random() < 0.2:  # occlusion by a background-coloured blob at the object's edge
         angle = rng.uniform(0, 2 * np.pi)
         at = center + radius * np.array([np.cos(angle), np.sin(angle)])
-        r = int(radius * rng.uniform(0.3, 0.5))
+        r = int(radius * rng.uniform(0.25, 0.4))
         occluder = np.zeros_like(mask)
         cv2.circle(occluder, tuple(int(v) for v in at.round()), r, 255, -1)
         image = np.where(occluder[..., None] > 0, background_level + rng.uniform(-20, 20, 3), image)
         mask[occluder > 0] = 0
-    image += rng.normal(0, rng.uniform(4, 12), image.shape)
+    image += rng.normal(0, rng.uniform(3, 8), image.shape)
     image = image.clip(0, 255).astype(np.uint8)
     ys, xs = np.nonzero(mask)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
