@@ -43,6 +43,7 @@ def draw_boxes(image: np.ndarray, square: tuple[int, int, int], crop_box: tuple[
 
 
 def crop(
+    *,
     ckpt_path: Path,
     images: Path,
     out: Path,
