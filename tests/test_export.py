@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -11,16 +12,23 @@ import cv2
 import lightning as L
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from specs import ROOT, SPECS
 
 from lightning_cv.cli import main
-from lightning_cv.commands.export import export_onnx, max_abs_difference, sample_inputs
-from lightning_cv.tasks import ClassificationTask
+from lightning_cv.commands.export import load_task, sample_inputs
 
-# One export per task class: specs sharing a class (cls, mnist) test the same code.
+# One export per task class (exports are slow): specs sharing a class (cls, mnist) test the same code.
 ONE_SPEC_PER_TASK = list({type(spec.make_module()).__name__: spec for spec in reversed(SPECS)}.values())
+
+
+def _save_checkpoint(task: torch.nn.Module, path: Path) -> None:
+    """What export reads from a Lightning checkpoint: weights and hyperparameters (these without the
+    `_class_path` LightningCLI adds, so the training config must name the class)."""
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                "pytorch-lightning_version": L.__version__}, path)
 
 
 def _input_dims(path: Path) -> list:
@@ -28,57 +36,68 @@ def _input_dims(path: Path) -> list:
     return [d.dim_param or d.dim_value for d in dims]
 
 
+def _run_example(monkeypatch, capsys, *args: str) -> str:
+    """examples/onnx_predict.py in-process, with any `import torch` failing."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(sys, "argv", ["onnx_predict.py", *args])
+    runpy.run_path(str(ROOT / "examples" / "onnx_predict.py"), run_name="__main__")
+    monkeypatch.delitem(sys.modules, "torch")
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("spec", ONE_SPEC_PER_TASK, ids=lambda s: s.name)
-def test_export_matches_eager(spec, tmp_path):
-    task = spec.make_module().eval()
-    out = export_onnx(task, tmp_path / "model.onnx")
+def test_export_command_matches_eager(spec, tmp_path, capsys, monkeypatch):
+    torch.manual_seed(0)
+    trained = spec.make_module().eval()
+    for p in trained.parameters():  # move away from the initialisation, as training would
+        p.data.add_(0.01 * torch.randn_like(p))
+    ckpt, out = tmp_path / "last.ckpt", tmp_path / "onnx" / "model.onnx"
+    _save_checkpoint(trained, ckpt)
+
+    main(["export", "--config", str(ROOT / spec.config), "--ckpt_path", str(ckpt), "--out", str(out)])
+    printed = capsys.readouterr().out
+    diff = float(re.search(r"max abs difference (\S+)", printed).group(1))
+    assert diff < 1e-3 and out.is_file()
+
     dims = _input_dims(out)
     assert isinstance(dims[0], str), f"batch should be dynamic, got {dims}"
-    assert isinstance(dims[2], str) == task.dynamic_spatial and isinstance(dims[3], str) == task.dynamic_spatial
-    inputs = sample_inputs(task)
-    assert {x.shape[0] for x in inputs} >= {1, 3}
-    assert max_abs_difference(task, out, inputs) < 1e-4
-
-
-def _checkpoint(path: Path) -> ClassificationTask:
-    """A checkpoint as Lightning writes it, from one optimisation step."""
-    task = ClassificationTask(num_classes=3, backbone="small_cnn", image_size=32, class_names=["a", "b", "c"])
-    images, targets = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    loader = torch.utils.data.DataLoader([{"image": i, "target": t} for i, t in zip(images, targets)], batch_size=4)
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", default_root_dir=path.parent)
-    trainer.fit(task, loader)
-    trainer.save_checkpoint(path)
-    return task
-
-
-def test_export_command_from_checkpoint(tmp_path, capsys, monkeypatch):
-    ckpt = tmp_path / "last.ckpt"
-    trained = _checkpoint(ckpt).eval()
-    out = tmp_path / "onnx" / "model.onnx"
-    # Checkpoints from plain Lightning do not name their class: the training config does.
-    main(["export", "--config", str(ROOT / "configs" / "cls.yaml"), "--ckpt_path", str(ckpt), "--out", str(out)])
-    printed = capsys.readouterr().out
-    assert "max abs difference" in printed and out.is_file()
-    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert json.loads(meta["class_names"]) == ["a", "b", "c"] and json.loads(meta["input_size"]) == [32, 32]
-    # The exported weights are the trained ones (small_cnn from the checkpoint, not the config's resnet18).
-    import onnxruntime as ort
-
-    x = torch.rand(2, 3, 32, 32)
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    assert all(isinstance(dims[i], str) == trained.dynamic_spatial for i in (2, 3)), dims
+    # The exported weights are the checkpoint's, whatever the config's backbone says.
+    inputs = sample_inputs(trained, seed=1)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        np.testing.assert_allclose(got, trained(x).numpy(), atol=1e-4)
+        for x in inputs:
+            np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], trained(x).numpy(), atol=1e-4)
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["task"] == type(trained).__name__
+    assert json.loads(meta["class_names"]) == list(trained.class_names)
 
-    # The torch-free example script reads the same file.
+    # The torch-free example reads the same file.
     image = tmp_path / "im.png"
-    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    monkeypatch.setitem(sys.modules, "torch", None)  # any `import torch` in the script fails
-    monkeypatch.setattr(sys, "argv", ["onnx_predict.py", str(out), str(image)])
-    runpy.run_path(str(ROOT / "examples" / "onnx_predict.py"), run_name="__main__")
-    lines = capsys.readouterr().out.splitlines()
-    assert sorted(line.split("\t")[0] for line in lines) == ["a", "b", "c"]
-    assert abs(sum(float(line.split("\t")[1]) for line in lines) - 1) < 1e-3
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    shown = _run_example(monkeypatch, capsys, str(out), str(image), "--out", str(tmp_path / "mask.png"))
+    if trained.dynamic_spatial:
+        assert cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_GRAYSCALE).shape == (40, 56)
+    elif meta["task"] == "BBoxCropTask":
+        assert re.fullmatch(r"x=\S+ y=\S+ size=\S+\n", shown)
+    else:
+        lines = [line.split("\t") for line in shown.splitlines()]
+        assert {name for name, _ in lines} <= set(trained.class_names) and len(lines) == min(5, trained.num_classes)
+
+
+def test_load_task_uses_checkpoint_hyperparameters(tmp_path):
+    """Hyperparameters win over the config; pretrained weights are never fetched for an export."""
+    from lightning_cv.tasks import ClassificationTask
+
+    task = ClassificationTask(num_classes=3, backbone="small_cnn", image_size=32, class_names=["a", "b", "c"])
+    task.hparams["pretrained"] = True  # as if trained from ImageNet weights: must not download now
+    ckpt = tmp_path / "c.ckpt"
+    _save_checkpoint(task, ckpt)
+    loaded = load_task(ckpt, ROOT / "configs" / "cls.yaml")  # the config says resnet18
+    assert isinstance(loaded, ClassificationTask) and loaded.class_names == ["a", "b", "c"]
+    assert not loaded.training
+    for key, value in task.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
 
 
 def test_export_needs_a_class(tmp_path, capsys):

@@ -10,6 +10,7 @@ from cookiecutter.main import cookiecutter
 
 from lightning_cv.cli import main
 from lightning_cv.commands.demo import make_shapes
+from lightning_cv.commands.export import load_task
 from lightning_cv.commands.new import template_dir
 
 
@@ -73,3 +74,6 @@ def test_new_project_trains(tmp_path, monkeypatch, capsys):
     assert len(runs) == 1, "fit in the project writes its run under the project's runs/cls/"
     saved = yaml.safe_load((runs[0].parents[1] / "config.yaml").read_text())
     assert saved["model"]["init_args"]["backbone"] == "resnet10t" and saved["data"]["init_args"]["data_dir"] == "data"
+    # The checkpoint names its task class, so export needs no config (the ONNX part is in test_export).
+    task = load_task(runs[0])
+    assert type(task).__name__ == "ClassificationTask" and task.num_classes == 5
