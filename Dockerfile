@@ -15,14 +15,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     NO_ALBUMENTATIONS_UPDATE=1
 
-# The source stays in /opt/lightning-cv (installed editable): `lightning-cv new` reads templates/ from it.
+# A regular install: the competition template goes to <prefix>/share/lightning-cv (pyproject data-files).
 WORKDIR /opt/lightning-cv
 COPY pyproject.toml README.md ./
 COPY lightning_cv ./lightning_cv
 COPY templates ./templates
 COPY configs ./configs
-RUN pip install --no-cache-dir -e . \
-    && python -c "import torch, lightning_cv.cli; print('torch', torch.__version__)"
+RUN pip install --no-cache-dir . \
+    && python -I -c "import torch; from lightning_cv.commands.new import template_dir; print(torch.__version__, template_dir())"
 
 # Runs as an unprivileged user; /work is where data/ and runs/ are mounted.
 # (uid 10001: Ubuntu-based images may already have uid 1000.)

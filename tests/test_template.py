@@ -77,3 +77,24 @@ def test_new_project_trains(tmp_path, monkeypatch, capsys):
     # The checkpoint names its task class, so export needs no config (the ONNX part is in test_export).
     task = load_task(runs[0])
     assert type(task).__name__ == "ClassificationTask" and task.num_classes == 5
+
+
+def test_wheel_ships_every_template_file():
+    """pyproject's data-files (the template in a wheel) name every file of templates/competition."""
+    import glob
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    data_files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = {}
+    for target, patterns in data_files.items():
+        for pattern in patterns:
+            for match in glob.glob(glob.escape(str(root)) + "/" + pattern):
+                if Path(match).is_file():
+                    shipped[Path(match).relative_to(root)] = Path(target) / Path(match).name
+    template = template_dir()
+    files = {p.relative_to(root) for p in template.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert files and files == set(shipped), f"not in pyproject data-files: {sorted(map(str, files - set(shipped)))}"
+    for source, target in shipped.items():  # same layout under share/lightning-cv/
+        assert Path("share/lightning-cv") / source == target

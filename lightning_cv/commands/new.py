@@ -6,6 +6,7 @@ The same template runs as `cookiecutter templates/competition` (with prompts).
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -16,12 +17,14 @@ TEMPLATE = Path("templates") / "competition"
 
 
 def template_dir() -> Path:
-    """The template, inside the installed package (wheel) or next to it (source checkout, editable install)."""
+    """The template next to the package (source checkout, editable install), else the copy a wheel
+    installs under <prefix>/share/lightning-cv (pyproject.toml's data-files)."""
     package = Path(lightning_cv.__file__).resolve().parent
-    for candidate in (package / TEMPLATE, package.parent / TEMPLATE):
+    candidates = (package.parent / TEMPLATE, Path(sys.prefix) / "share" / "lightning-cv" / TEMPLATE)
+    for candidate in candidates:
         if (candidate / "cookiecutter.json").is_file():
             return candidate
-    raise UserInputError(f"competition template not found next to {package} (looked for {TEMPLATE}/cookiecutter.json)")
+    raise UserInputError(f"competition template not found (looked in {', '.join(map(str, candidates))})")
 
 
 def new(
