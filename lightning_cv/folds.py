@@ -81,12 +81,14 @@ def assign_folds(
     seed: int = 42,
     groups: Sequence[str] | None = None,
     multilabel: bool = False,
+    n_rows: int | None = None,
 ) -> np.ndarray:
     """Fold (0..n_folds-1) of every row: stratified by `labels` when given (iterative stratification
-    for space-separated multi-label tags), and with every group of `groups` inside one fold."""
+    for space-separated multi-label tags), and with every group of `groups` inside one fold; with
+    neither, `n_rows` rows are shuffled into folds."""
     if n_folds < 2:
         raise UserInputError(f"--folds must be at least 2, got {n_folds}")
-    n = len(labels) if labels is not None else len(groups) if groups is not None else 0
+    n = len(labels) if labels is not None else len(groups) if groups is not None else int(n_rows or 0)
     if n < n_folds:
         raise DataError(f"{n} rows cannot be split into {n_folds} folds")
     folds = np.full(n, -1, dtype=np.int64)
@@ -169,7 +171,7 @@ def load_or_create_folds(
     labels = frame[label_col].tolist() if label_col else None
     groups = frame[group_col].tolist() if group_col else None
     result = frame.copy()
-    result[FOLD_COL] = assign_folds(labels, n_folds, seed, groups, multilabel)
+    result[FOLD_COL] = assign_folds(labels, n_folds, seed, groups, multilabel, n_rows=len(frame))
     write_csv(result, path)
     return result
 

@@ -96,3 +96,8 @@ def test_folds_csv_is_written_once_and_reused(tmp_path):
     train, val = fold_split(frame["image"].tolist(), again, "image", 1)
     assert set(frame["image"].iloc[val]) == set(first.loc[first["fold"] == 1, "image"])
     assert sorted([*train, *val]) == list(range(30))
+
+
+def test_unlabelled_rows_are_shuffled_into_folds():
+    folds = assign_folds(None, 4, seed=0, n_rows=22)
+    assert sorted(np.bincount(folds).tolist()) == [5, 5, 6, 6]

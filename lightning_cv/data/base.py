@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
@@ -15,6 +15,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_cv.augment import AugmentSpec, seed_worker
+from lightning_cv.folds import fold_split, read_folds
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError
 
 
@@ -64,6 +65,10 @@ class CVDataModule(L.LightningDataModule):
         seed: seed of the hold-out split and of the augmentation streams.
         train_augment: albumentations pipeline for training, as a list (see `lightning_cv.augment`).
         predict_dir: folder of images for `predict`; defaults to `data_dir/test`.
+        fold: validate on this fold of `folds_csv` and train on the others (instead of the hold-out).
+        folds_csv: the fold of every training row (written by `lightning-cv cv`).
+        predict_split: what `predict` runs on: "test" (predict_dir) or "val" (the held-out rows,
+            e.g. a fold's out-of-fold predictions).
     """
 
     task_name: ClassVar[str] = "task"
@@ -78,6 +83,9 @@ class CVDataModule(L.LightningDataModule):
         seed: int = 42,
         train_augment: AugmentSpec | None = None,
         predict_dir: str | None = None,
+        fold: int | None = None,
+        folds_csv: str | None = None,
+        predict_split: Literal["test", "val"] = "test",
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -88,7 +96,26 @@ class CVDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_augment = train_augment
         self.predict_dir = Path(predict_dir) if predict_dir else self.data_dir / "test"
+        self.fold = fold
+        self.folds_csv = Path(folds_csv) if folds_csv else None
+        self.predict_split = predict_split
         self.datasets: dict[str, Dataset] = {}
+
+    # -- train/val split -----------------------------------------------------------------------
+    def fold_table(self) -> tuple[Any, str, str | None]:
+        """(training rows as a DataFrame, its key column, its label column or None) for fold assignment."""
+        raise NotImplementedError(f"{type(self).__name__} does not support K-fold cross-validation")
+
+    def split_rows(
+        self, ids: Sequence[str], stratify: Sequence[Any] | None = None, names: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Train/val indices: the rows of `fold` in `folds_csv` when a fold is set, else the hold-out split."""
+        if self.fold is None:
+            return holdout_split(len(ids), self.val_fraction, self.seed, stratify=stratify, names=names)
+        if self.folds_csv is None:
+            raise DataError("--data.fold needs --data.folds_csv (the folds.csv that `lightning-cv cv` writes)")
+        _, key, _ = self.fold_table()
+        return fold_split(ids, read_folds(self.folds_csv, key), key, self.fold)
 
     # -- linked to the model ------------------------------------------------------------------
     @property

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from lightning_cv.augment import AugmentSpec, build_pipeline, resize
-from lightning_cv.data.base import CVDataModule, holdout_split, list_images
+from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, image_size
 
@@ -75,8 +76,12 @@ class ClassificationDataModule(CVDataModule):
         image_suffix: str = "",
         classes: list[str] | None = None,
         test_csv: str | None = None,
+        fold: int | None = None,
+        folds_csv: str | None = None,
+        predict_split: Literal["test", "val"] = "test",
     ):
-        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir)
+        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
+                         fold=fold, folds_csv=folds_csv, predict_split=predict_split)
         self.csv = self.data_dir / csv
         self.image_dir = self.data_dir / image_dir
         self.image_col = image_col
@@ -121,6 +126,12 @@ class ClassificationDataModule(CVDataModule):
     def class_names(self) -> list[str]:
         return list(self.classes) if self.classes else sorted_labels(self.table["label"].tolist())
 
+    def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
+        """The training CSV as it is (ImageFolder: id, label), keyed by image."""
+        if self.is_image_folder:
+            return self.table[["id", "label"]], "id", "label"
+        return read_table(self.csv, [self.image_col, self.label_col]), self.image_col, self.label_col
+
     # -- setup ------------------------------------------------------------------------------------
     def _check_images(self, paths: list[Path]) -> None:
         """Fail before the first epoch: every image exists and has a readable header."""
@@ -136,7 +147,7 @@ class ClassificationDataModule(CVDataModule):
             source = self.image_dir if self.is_image_folder else self.csv
             targets = encode_labels(table["label"].tolist(), self.class_names, source)
             self._check_images(table["path"].tolist())
-            train, val = holdout_split(len(table), self.val_fraction, self.seed, stratify=targets, names=self.class_names)
+            train, val = self.split_rows(table["id"].tolist(), stratify=targets, names=self.class_names)
             for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
                 part = table.iloc[rows]
                 self.datasets[split] = ImageDataset(part["path"].tolist(), targets[rows], self._pipeline(augment), part["id"].tolist())
@@ -147,6 +158,9 @@ class ClassificationDataModule(CVDataModule):
             targets = encode_labels(table["label"].tolist(), self.class_names, self.test_csv)
             self._check_images(table["path"].tolist())
             self.datasets["test"] = ImageDataset(table["path"].tolist(), targets, self._pipeline(None), table["id"].tolist())
+        if stage == "predict" and "predict" not in self.datasets and self.predict_split == "val":
+            self.setup("validate")
+            self.datasets["predict"] = self.datasets["val"]
         if stage == "predict" and "predict" not in self.datasets:
             paths = list_images(self.predict_dir)
             self._check_images(paths)

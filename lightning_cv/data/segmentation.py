@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_cv.augment import AugmentSpec, build_pipeline, pad_to_multiple, resize
-from lightning_cv.data.base import CVDataModule, holdout_split, list_images
+from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.classification import read_table
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError, image_size, read_image, read_mask, rle_decode
 
@@ -147,8 +147,12 @@ class SegmentationDataModule(CVDataModule):
         rle_col: str = "rle_mask",
         rle_order: Literal["C", "F"] = "C",
         classes: list[str] | None = None,
+        fold: int | None = None,
+        folds_csv: str | None = None,
+        predict_split: Literal["test", "val"] = "test",
     ):
-        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir)
+        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
+                         fold=fold, folds_csv=folds_csv, predict_split=predict_split)
         self.image_dir = self.data_dir / image_dir
         self.mask_dir = self.data_dir / mask_dir
         self.mask_suffix = mask_suffix
@@ -218,6 +222,10 @@ class SegmentationDataModule(CVDataModule):
             return ["background", "foreground"]
         return ["background", *(str(i) for i in range(1, num_classes))]
 
+    def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
+        """Training images by id (file stem); folds are not stratified."""
+        return pd.DataFrame({"id": [p.stem for p in self.images]}), "id", None
+
     # -- setup -----------------------------------------------------------------------------------
     def _check(self, image: Path, source: Path | str) -> tuple[int, int]:
         """The image's (height, width); the mask must have the same size and class values."""
@@ -255,10 +263,13 @@ class SegmentationDataModule(CVDataModule):
             images = self.images
             sources = [self._mask_source(p) for p in images]
             sizes = [self._check(p, s) for p, s in zip(images, sources)]
-            train, val = holdout_split(len(images), self.val_fraction, self.seed)
+            train, val = self.split_rows([p.stem for p in images])
             for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
                 self.datasets[split] = self._dataset([images[i] for i in rows], [sources[i] for i in rows],
                                                      augment, [sizes[i] for i in rows])
+        if stage == "predict" and "predict" not in self.datasets and self.predict_split == "val":
+            self.setup("validate")
+            self.datasets["predict"] = self.datasets["val"]
         if stage == "predict" and "predict" not in self.datasets:
             paths = list_images(self.predict_dir)
             for path in paths:
