@@ -67,3 +67,22 @@ def test_weights_cover_every_pixel():
 def test_rejects_non_dense_outputs():
     with pytest.raises(ValueError, match="per-pixel"):
         predict_tiled(lambda x: x.mean(dim=(2, 3)), torch.rand(3, 40, 40), tile_size=32)
+
+
+def test_segmentation_predicts_by_tiles():
+    from lightning_cv.tasks import SegmentationTask
+
+    torch.manual_seed(0)
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=32).eval()
+    n, side = 2, 96
+    batch = {"image": torch.rand(n, 3, side, side), "id": ["a", "b"], "size": torch.tensor([[side, side]] * n),
+             "valid": torch.tensor([[side, side]] * n)}
+    whole = task.predict_step(batch, 0)["probs"].float()
+    task.tile_size = side  # one tile covering the image: the whole-image prediction
+    assert torch.allclose(task.predict_step(batch, 0)["probs"].float(), whole, atol=1e-3)
+    task.tile_size = 32  # 3x3+ overlapping tiles, blended
+    tiled = task.predict_step(batch, 0)
+    assert tiled["id"] == ["a", "b"] and tiled["probs"].shape == whole.shape
+    assert ((tiled["probs"] >= 0) & (tiled["probs"] <= 1)).all()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=32, tile_size=40)

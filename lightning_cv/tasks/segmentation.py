@@ -18,6 +18,7 @@ from lightning_cv.callbacks import caption, image_grid
 from lightning_cv.losses import segmentation_loss
 from lightning_cv.metrics import segmentation_metrics
 from lightning_cv.tasks.base import CVTask, _adamw
+from lightning_cv.tiling import predict_tiled
 from lightning_cv.writers import SegmentationWriter
 
 # Overlay colours per class (RGB); class 0 (background) is left transparent.
@@ -63,6 +64,9 @@ class SegmentationTask(CVTask):
         loss: dice, bce, ce, focal, lovasz, or a sum (bce+dice); default bce+dice (binary), ce+dice (multiclass).
         threshold: foreground probability threshold for binary masks (pictures, predictions).
         image_size: the training resolution, for the example input (export, summaries).
+        tile_size: predict by blended overlapping tiles of this side (a multiple of 32) instead of the
+            whole image, e.g. when predicting at a larger --data.image_size than the training one.
+        tile_overlap: share of a tile that neighbouring tiles overlap.
     """
 
     monitor = "val/dice"
@@ -82,6 +86,8 @@ class SegmentationTask(CVTask):
         loss: str | None = None,
         threshold: float = 0.5,
         image_size: int = 96,
+        tile_size: int | None = None,
+        tile_overlap: float = 0.25,
         optimizer: OptimizerCallable = _adamw,
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
@@ -94,6 +100,10 @@ class SegmentationTask(CVTask):
         self.binary = num_classes == 2
         self.image_size = image_size
         self.threshold = threshold
+        if tile_size is not None and (tile_size < 32 or tile_size % 32):
+            raise ValueError(f"tile_size must be a positive multiple of 32 (the encoder stride), got {tile_size}")
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
         self.model = create_segmentation_model(arch, encoder, 1 if self.binary else num_classes, in_chans,
                                                pretrained, weights, decoder_attention_type)
         # Read by CVTask._init_normalization, as on timm models.
@@ -143,6 +153,12 @@ class SegmentationTask(CVTask):
         outputs = self._crop(outputs, batch).float()
         probs = outputs.sigmoid() if self.binary else outputs.softmax(dim=1)
         return {"probs": probs.half(), "size": batch["size"]}
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        if self.tile_size is None:
+            return super().predict_step(batch, batch_idx)
+        outputs = predict_tiled(self, batch["image"], self.tile_size, self.tile_overlap)
+        return {"id": batch["id"], **self.predict_outputs(outputs, batch)}
 
     def prediction_writer(self, output_dir: str | Path) -> SegmentationWriter:
         return SegmentationWriter(output_dir, binary=self.binary, threshold=self.threshold)
