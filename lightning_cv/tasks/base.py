@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from lightning_cv.backbones import normalization
+from lightning_cv.tta import tta_logits
 
 SPLITS = ("train", "val", "test")
 
@@ -31,6 +32,9 @@ class CVTask(L.LightningModule):
     monitor_mode: ClassVar[str] = "min"
     # Export with a dynamic height and width (fully convolutional outputs, e.g. segmentation).
     dynamic_spatial: ClassVar[bool] = False
+    # How outputs become probabilities (TTA averages those); tasks taking a `tta` argument set `self.tta`.
+    activation: str = "softmax"
+    tta: str = "none"
 
     def __init__(
         self,
@@ -70,6 +74,11 @@ class CVTask(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model((images - self.mean) / self.std)
 
+    def predict_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Outputs for evaluation and prediction: with `tta`, the logits of the probabilities averaged
+        over the flipped views (dense outputs flipped back first)."""
+        return tta_logits(self, images, self.tta, self.activation, dense=self.dynamic_spatial)
+
     @property
     def backbone(self) -> nn.Module:
         """The pretrained part (for freezing, discriminative learning rates, BackboneFinetuning)."""
@@ -95,7 +104,7 @@ class CVTask(L.LightningModule):
 
     # -- shared step -----------------------------------------------------------------------------
     def _step(self, batch: dict, split: str) -> dict[str, torch.Tensor]:
-        outputs = self(batch["image"])
+        outputs = self(batch["image"]) if split == "train" else self.predict_forward(batch["image"])
         loss = self.compute_loss(outputs, batch)
         if not torch.isfinite(loss):
             ids = batch.get("id")
@@ -126,7 +135,7 @@ class CVTask(L.LightningModule):
         return self._step(batch, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        return {"id": batch["id"], **self.predict_outputs(self(batch["image"]), batch)}
+        return {"id": batch["id"], **self.predict_outputs(self.predict_forward(batch["image"]), batch)}
 
     # -- optimisation ----------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

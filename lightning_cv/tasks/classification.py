@@ -16,6 +16,7 @@ from lightning_cv.backbones import create_classifier
 from lightning_cv.callbacks import caption, image_grid
 from lightning_cv.metrics import classification_metrics, confusion_matrix
 from lightning_cv.tasks.base import CVTask, _adamw
+from lightning_cv.tta import TTAMode
 from lightning_cv.writers import ClassificationWriter
 
 
@@ -29,6 +30,8 @@ class ClassificationTask(CVTask):
         drop_rate: dropout before the classifier.
         label_smoothing: cross-entropy label smoothing.
         image_size: the training resolution, used for the example input (export, summaries).
+        tta: test-time augmentation for validate/test/predict: none, hflip, flip (h + v) or d4
+            (probabilities averaged over the views).
     """
 
     monitor = "val/acc"
@@ -45,6 +48,7 @@ class ClassificationTask(CVTask):
         drop_rate: float = 0.0,
         label_smoothing: float = 0.0,
         image_size: int = 64,
+        tta: TTAMode = "none",
         optimizer: OptimizerCallable = _adamw,
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
@@ -53,6 +57,7 @@ class ClassificationTask(CVTask):
         super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.image_size = image_size
+        self.tta = tta
         self.model = create_classifier(backbone, num_classes, in_chans, pretrained, weights, drop_rate)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self._init_normalization()
