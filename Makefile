@@ -14,10 +14,11 @@ DATA := data/$(TASK)
 # pip prints one warning per package for the local mirrors it cannot list; keep the output readable.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: help install demo train test lint bench clean
+.PHONY: help install demo train cv test lint bench clean
 
 help:
 	@echo "make train TASK=mnist|cls|seg|bbox [ARGS='--trainer.max_epochs 5 ...']"
+	@echo "make cv TASK=cls|seg [FOLDS=5] [ARGS='--tta flip --trainer.max_epochs 5 ...']"
 	@echo "make test | make lint | make demo TASK=... | make install | make clean"
 
 $(BIN)/python:
@@ -38,6 +39,10 @@ $(DATA): | $(STAMP)
 
 train: $(STAMP) | $(DATA)
 	$(BIN)/lightning-cv fit --config configs/$(TASK).yaml $(ARGS)
+
+# K-fold CV: runs/$(TASK)/cv-<timestamp>/ with folds.csv, fold<k>/ runs, oof.npz/oof.csv, cv_results.json.
+cv: $(STAMP) | $(DATA)
+	$(BIN)/lightning-cv cv --config configs/$(TASK).yaml --folds $(FOLDS) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -18,6 +18,7 @@ import lightning_cv  # noqa: F401  (environment defaults before wandb/albumentat
 
 COMMANDS = {
     "crop": "lightning_cv.commands.crop:crop",
+    "cv": "lightning_cv.commands.cv:cv",
     "demo": "lightning_cv.commands.demo:demo",
     "export": "lightning_cv.commands.export:export",
     "new": "lightning_cv.commands.new:new",
@@ -176,19 +177,43 @@ def _description() -> str:
             f"Other commands: {', '.join(COMMANDS)} (lightning-cv COMMAND --help).")
 
 
+def split_overrides(args: list[str], known: set[str]) -> tuple[list[str], list[str]]:
+    """(the command's own options, the rest): `--name value` / `--name=value` pairs whose name is in
+    `known` stay; everything else (--trainer.*, --model.*, --data.* ...) is passed on untouched."""
+    own: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        name = token[2:].split("=", 1)[0] if token.startswith("--") else None
+        target = own if name in known or token in ("-h", "--help") else rest
+        target.append(token)
+        takes_value = token.startswith("--") and "=" not in token and i + 1 < len(args) and not args[i + 1].startswith("--")
+        if takes_value:
+            target.append(args[i + 1])
+            i += 1
+        i += 1
+    return own, rest
+
+
 def _run_command(name: str, args: list[str]) -> Any:
     from jsonargparse import auto_cli
 
     module, func = COMMANDS[name].split(":")
     function = getattr(importlib.import_module(module), func)
-    if "config" not in inspect.signature(function).parameters:
+    parameters = inspect.signature(function).parameters
+    extra: dict[str, Any] = {}
+    if "overrides" in parameters:
+        # A command that runs `fit` (cv) passes the options it does not know on to it.
+        args, extra["overrides"] = split_overrides(args, set(parameters) - {"overrides"})
+    if "config" not in parameters and not extra:
         return auto_cli(function, args=args)
     # auto_cli drops a parameter named `config` (its own config-file option): parse it as a plain option.
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(prog=f"lightning-cv {name}", description=(function.__doc__ or "").split("\n")[0])
-    parser.add_function_arguments(function, as_group=False)
-    return function(**parser.instantiate(parser.parse_args(args)).as_dict())
+    parser.add_function_arguments(function, as_group=False, skip=set(extra))
+    return function(**parser.instantiate(parser.parse_args(args)).as_dict(), **extra)
 
 
 def main(args: Sequence[str] | None = None) -> None:
