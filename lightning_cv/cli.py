@@ -72,13 +72,21 @@ def _build_cli_class() -> type:
         def _loggers(self, run_dir: Path) -> list:
             loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
             if os.environ.get("WANDB_MODE") != "disabled":
+                from wandb.util import generate_id
+
+                # A fixed id per run directory: a resumed run (--ckpt_path last) continues the same W&B run.
                 id_file = run_dir / "wandb_run_id"
-                run_id = id_file.read_text().strip() if id_file.is_file() else None
+                run_id = id_file.read_text().strip() if id_file.is_file() else ""
+                resume = bool(run_id) and self.subcommand == "fit"
+                if not resume:
+                    run_id = generate_id()
+                if self.subcommand == "fit" and self.trainer_is_global_zero():
+                    id_file.write_text(run_id)
                 project = self.config[self.subcommand].get("wandb_project") or os.environ.get(
                     "WANDB_PROJECT", f"lightning-cv-{self.datamodule.task_name}"
                 )
                 wandb = WandbLogger(save_dir=str(run_dir), project=project, name=f"{run_dir.parent.name}/{run_dir.name}",
-                                    id=run_id, resume="allow" if run_id else None, job_type=self.subcommand)
+                                    id=run_id, resume="allow" if resume else None, job_type=self.subcommand)
                 loggers.append(wandb)
             return loggers
 
@@ -105,15 +113,12 @@ def _build_cli_class() -> type:
             if trainer_config.get("enable_progress_bar", True) is not False and sys.stderr.isatty():
                 extra.append(RichProgressBar())
             kwargs["callbacks"] = callbacks + extra
-            trainer = super().instantiate_trainer(**kwargs)
-            if self.subcommand == "fit":
-                self._remember_wandb_id(trainer, run_dir)
-            return trainer
+            return super().instantiate_trainer(**kwargs)
 
-        def _remember_wandb_id(self, trainer: Any, run_dir: Path) -> None:
-            for logger in trainer.loggers:
-                if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-                    (run_dir / "wandb_run_id").write_text(logger.version or "")
+        @staticmethod
+        def trainer_is_global_zero() -> bool:
+            """Rank 0 before the Trainer exists (launchers set RANK / LOCAL_RANK for the others)."""
+            return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
 
         # -- summaries ------------------------------------------------------------------------------
         def _summary(self) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from specs import ROOT, SPECS
 
 from lightning_cv.cli import build_cli
-from specs import ROOT, SPECS
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])

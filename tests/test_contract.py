@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-
 from specs import SPECS
 
 pytestmark = pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from specs import ROOT, SPECS
 
 from lightning_cv import trainer as trainer_module
 from lightning_cv.cli import build_cli
 from lightning_cv.trainer import Trainer, auto_precision
-from specs import ROOT, SPECS
 
 
 @pytest.mark.parametrize("native_bf16, expected", [(False, "32-true"), (True, "bf16-mixed")])
