@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,8 +21,10 @@ COMMANDS = {
     "crop": "lightning_cv.commands.crop:crop",
     "cv": "lightning_cv.commands.cv:cv",
     "demo": "lightning_cv.commands.demo:demo",
+    "ensemble": "lightning_cv.commands.ensemble:ensemble",
     "export": "lightning_cv.commands.export:export",
     "new": "lightning_cv.commands.new:new",
+    "score": "lightning_cv.commands.score:score",
 }
 TRAINER_VERBS = ("fit", "validate", "test", "predict")
 
@@ -207,6 +210,12 @@ def _run_command(name: str, args: list[str]) -> Any:
     module, func = COMMANDS[name].split(":")
     function = getattr(importlib.import_module(module), func)
     parameters = inspect.signature(function).parameters
+    first = next(iter(parameters.values()), None)
+    if first is not None and first.default is inspect.Parameter.empty and str(first.annotation).startswith("list["):
+        # A leading list parameter takes all the leading positional tokens (`ensemble DIR DIR ...`).
+        n = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+        if n:
+            args = [json.dumps(args[:n]), *args[n:]]
     extra: dict[str, Any] = {}
     if "overrides" in parameters:
         # A command that runs `fit` (cv) passes the options it does not know on to it.

@@ -1,0 +1,179 @@
+"""`lightning-cv ensemble`: combine saved predictions of folds, runs and models without running a model.
+
+    lightning-cv ensemble runs/cls/cv-*/ runs/cls/<run>/predict-* --method mean --out submission.csv \\
+        --sample_submission data/cls/sample_submission.csv
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from lightning_cv.errors import DataError, MissingFileError, UserInputError
+from lightning_cv.io import atomic_path, rle_encode, write_csv
+
+
+@dataclass
+class Predictions:
+    """One model's saved predictions: ids, probabilities (N, C) or (N, C, h, w), original sizes for masks."""
+
+    source: Path
+    ids: np.ndarray
+    probs: np.ndarray
+    class_names: list[str]
+    sizes: np.ndarray | None = None
+
+
+def load_predictions(path: Path) -> Predictions:
+    """A `predictions.npz` (cv's fold predictions, oof.npz) or a classification `predictions.csv`."""
+    if path.suffix == ".npz":
+        with np.load(path) as saved:
+            if "probs" not in saved.files:
+                raise DataError(f"{path}: no probabilities saved (only classification and segmentation can be ensembled)")
+            return Predictions(path, saved["ids"].astype(str), saved["probs"].astype(np.float32),
+                               saved["class_names"].astype(str).tolist(), saved["size"] if "size" in saved.files else None)
+    frame = pd.read_csv(path, dtype={0: str}, keep_default_na=False)
+    prob_cols = [c for c in frame.columns if c.startswith("prob_")]
+    if not prob_cols:
+        raise DataError(f"{path}: no prob_<class> columns; ensembles need probabilities (predictions.csv or .npz)")
+    return Predictions(path, frame.iloc[:, 0].astype(str).to_numpy(), frame[prob_cols].to_numpy(np.float32),
+                       [c[len("prob_"):] for c in prob_cols])
+
+
+def find_predictions(path: Path, split: Literal["test", "oof"] = "test") -> list[Path]:
+    """Prediction files under a path: a file itself; a CV run (every fold's test predictions, or its
+    oof.npz); a fold or run dir (test/, its newest predict-*/); a predict dir."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise MissingFileError(f"{path}: no such file or directory")
+    if (path / "folds.csv").is_file():
+        if split == "oof":
+            return [path / "oof.npz"] if (path / "oof.npz").is_file() else []
+        return [p for fold in sorted(path.glob("fold[0-9]*")) if "-replaced-" not in fold.name
+                for p in find_predictions(fold, split)[:1]]
+    for candidate in (path / "test" / "predictions.npz", path / "predictions.npz", path / "test" / "predictions.csv",
+                      path / "predictions.csv"):
+        if candidate.is_file():
+            return [candidate]
+    runs = sorted(path.glob("predict-*"), key=lambda p: p.stat().st_mtime)
+    return find_predictions(runs[-1], split) if runs else []
+
+
+def combine(predictions: list[Predictions], method: Literal["mean", "vote"] = "mean",
+            weights: list[float] | None = None) -> np.ndarray:
+    """Weighted mean of probabilities, or a weighted majority vote (shares of the votes per class;
+    for masks per pixel). Rows must already be aligned."""
+    if weights is None:
+        weights = [1.0] * len(predictions)
+    if len(weights) != len(predictions):
+        raise UserInputError(f"{len(weights)} weights for {len(predictions)} predictions")
+    w = np.asarray(weights, dtype=np.float64)
+    if (w < 0).any() or w.sum() <= 0:
+        raise UserInputError(f"weights must be non-negative with a positive sum, got {weights}")
+    w = w / w.sum()
+    stack = np.stack([p.probs for p in predictions]).astype(np.float64)
+    if method == "mean":
+        return np.tensordot(w, stack, axes=1).astype(np.float32)
+    if stack.shape[2] == 1:  # binary masks (one sigmoid channel): foreground share of the votes
+        return np.tensordot(w, (stack > 0.5).astype(np.float64), axes=1).astype(np.float32)
+    classes = np.arange(stack.shape[2]).reshape(1, -1, *[1] * (stack.ndim - 3))
+    votes = np.zeros(stack.shape[1:], dtype=np.float64)
+    for weight, probs in zip(w, stack):
+        votes += weight * (probs.argmax(axis=1)[:, None] == classes)
+    return votes.astype(np.float32)
+
+
+def align(predictions: list[Predictions]) -> list[Predictions]:
+    """Reorder every prediction set to the first one's ids; all must cover the same ids and classes."""
+    first = predictions[0]
+    order = {i: r for r, i in enumerate(first.ids)}
+    aligned = [first]
+    for p in predictions[1:]:
+        if p.class_names != first.class_names:
+            raise DataError(f"{p.source}: classes {p.class_names} differ from {first.source}'s {first.class_names}")
+        if set(p.ids) != set(order) or len(p.ids) != len(order):
+            raise DataError(f"{p.source}: its {len(p.ids)} ids are not the {len(order)} of {first.source}")
+        index = np.argsort([order[i] for i in p.ids])
+        aligned.append(Predictions(p.source, p.ids[index], p.probs[index], p.class_names,
+                                   None if p.sizes is None else p.sizes[index]))
+    return aligned
+
+
+def submission_frame(ids: np.ndarray, probs: np.ndarray, class_names: list[str], sizes: np.ndarray | None = None,
+                     sample: pd.DataFrame | None = None, rle_order: str = "C", threshold: float = 0.5) -> pd.DataFrame:
+    """Classification: image, label, prob_<class>; masks: id, rle_mask. With a sample submission: its
+    ids in its order and its columns (class-name columns get probabilities, others the label / RLE)."""
+    if probs.ndim == 2:
+        labels = np.asarray(class_names, dtype=object)[probs.argmax(axis=1)]
+        frame = pd.DataFrame({"image": ids, "label": labels})
+        for j, name in enumerate(class_names):
+            frame[f"prob_{name}"] = probs[:, j].round(6)
+        values = {"label": labels, **{name: probs[:, j].round(6) for j, name in enumerate(class_names)}}
+    else:
+        from lightning_cv.writers import restore_mask
+
+        if sizes is None:
+            raise DataError("mask predictions without original sizes (use predictions.npz written by `lightning-cv cv`)")
+        binary = probs.shape[1] == 1
+        rles = [rle_encode(restore_mask(p, tuple(s), binary, threshold) > 0, rle_order) for p, s in zip(probs, sizes)]
+        frame = pd.DataFrame({"id": ids, "rle_mask": rles})
+        values = {"rle_mask": np.asarray(rles, dtype=object)}
+    if sample is None:
+        return frame.sort_values(frame.columns[0], kind="stable")
+    id_col = sample.columns[0]
+    lookup = {str(i): r for r, i in enumerate(ids)}
+    stems = {Path(str(i)).stem: r for r, i in enumerate(ids)}
+    rows = [lookup.get(str(i), stems.get(Path(str(i)).stem)) for i in sample[id_col]]
+    if any(r is None for r in rows):
+        missing = [i for i, r in zip(sample[id_col], rows) if r is None]
+        raise DataError(f"sample submission: {len(missing)} id(s) have no prediction (e.g. {missing[0]!r})")
+    out = pd.DataFrame({id_col: sample[id_col].to_numpy()})
+    default = next(iter(values))
+    for column in sample.columns[1:]:
+        out[column] = np.asarray(values.get(column, values[default]))[rows]
+    return out
+
+
+def ensemble(
+    paths: list[Path],
+    method: Literal["mean", "vote"] = "mean",
+    weights: list[float] | None = None,
+    out: Path = Path("submission.csv"),
+    sample_submission: Path | None = None,
+    split: Literal["test", "oof"] = "test",
+    rle_order: Literal["C", "F"] = "C",
+    threshold: float = 0.5,
+) -> Path:
+    """Combine saved predictions (folds of a CV run, runs, different models) into one submission.
+
+    Args:
+        paths: CV run dirs (all their folds), fold or run dirs, predict dirs, or predictions.npz/.csv files.
+        method: mean (of probabilities) or vote (majority of predicted labels / mask pixels).
+        weights: one weight per prediction file found, in order (default: equal).
+        out: the submission CSV (written atomically); its probabilities go to the same name with .npz.
+        sample_submission: the competition's sample submission: same ids, order and columns.
+        split: "test" predictions, or a CV run's "oof" ones (to score an ensemble on CV).
+        rle_order: RLE pixel order of mask submissions: C row-major (Carvana), F column-major.
+        threshold: foreground probability (or vote share) threshold for binary masks.
+    """
+    files = [f for p in paths for f in find_predictions(Path(p), split)]
+    if not files:
+        raise DataError(f"no predictions found under {[str(p) for p in paths]} (predictions.npz / predictions.csv)")
+    predictions = align([load_predictions(f) for f in files])
+    probs = combine(predictions, method, weights)
+    first = predictions[0]
+    sample = pd.read_csv(sample_submission, dtype=str, keep_default_na=False) if sample_submission else None
+    frame = submission_frame(first.ids, probs, first.class_names, first.sizes, sample, rle_order, threshold)
+    out = Path(out)
+    write_csv(frame, out)
+    with atomic_path(out.with_suffix(".npz")) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, ids=first.ids, probs=probs, class_names=np.array(first.class_names, dtype=str),
+                            **({"size": first.sizes} if first.sizes is not None else {}))
+    print(f"{method} of {len(files)} prediction sets ({', '.join(str(f) for f in files)}) -> {out} ({len(frame)} rows)")
+    return out
