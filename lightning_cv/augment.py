@@ -81,6 +81,22 @@ def build_pipeline(
     return A.Compose(transforms, bbox_params=bbox_params, strict=True, seed=seed)
 
 
+class Preprocess:
+    """The fixed, pre-augmentation steps alone (no tensor conversion) on one image or one mask:
+    what the cache (`lightning_cv.cache`) stores. Deterministic, so cached and uncached samples agree."""
+
+    def __init__(self, transforms: Sequence[A.BasicTransform], target: str = "image"):
+        self.transforms = list(transforms)
+        self.compose = A.Compose(self.transforms, strict=True)
+        self.target = target
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        if self.target == "mask":
+            # albumentations reads the size from the image: a one-channel stand-in of the mask's size.
+            return self.compose(image=np.zeros(array.shape[:2], np.uint8), mask=array)["mask"]
+        return self.compose(image=array)["image"]
+
+
 def resize(height: int, width: int) -> A.BasicTransform:
     return A.Resize(height, width, interpolation=cv2.INTER_AREA, p=1.0)
 

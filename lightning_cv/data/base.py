@@ -11,17 +11,23 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_cv.augment import AugmentSpec, seed_worker
+from lightning_cv.augment import AugmentSpec, Preprocess, seed_worker
+from lightning_cv.cache import CACHE_DIR, ArrayCache, CachedReader, CacheMode, check_mode, describe
 from lightning_cv.folds import fold_split, read_folds
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError
 
 
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_num_workers() -> int:
     """Loader workers from the CPU count: none on 2 cores, where workers only compete with training."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     return 0 if cpus <= 2 else min(8, cpus - 1)
 
 
@@ -69,6 +75,9 @@ class CVDataModule(L.LightningDataModule):
         folds_csv: the fold of every training row (written by `lightning-cv cv`).
         predict_split: what `predict` runs on: "test" (predict_dir) or "val" (the held-out rows,
             e.g. a fold's out-of-fold predictions).
+        cache: decode and resize every image (and mask) once into `data_dir/.cache/`: "memmap" (.npy
+            read through a memory map), "npz" (compressed), or "none". Entries are keyed by source
+            file, size, mtime and the resize; augmentations still run every epoch.
     """
 
     task_name: ClassVar[str] = "task"
@@ -86,6 +95,7 @@ class CVDataModule(L.LightningDataModule):
         fold: int | None = None,
         folds_csv: str | None = None,
         predict_split: Literal["test", "val"] = "test",
+        cache: CacheMode = "none",
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -99,7 +109,19 @@ class CVDataModule(L.LightningDataModule):
         self.fold = fold
         self.folds_csv = Path(folds_csv) if folds_csv else None
         self.predict_split = predict_split
+        self.cache = check_mode(cache)
         self.datasets: dict[str, Dataset] = {}
+        self._reported = False
+
+    # -- the preprocessing cache -----------------------------------------------------------------
+    def array_cache(self, pre: Sequence[Any]) -> ArrayCache | None:
+        """The cache of arrays preprocessed by `pre` (fixed transforms), or None with --data.cache none."""
+        return None if self.cache == "none" else ArrayCache(self.data_dir / CACHE_DIR, self.cache, describe(pre))
+
+    def image_reader(self, pre: Sequence[Any]) -> CachedReader | None:
+        """A Dataset `reader` returning images already through `pre`, from the cache (None: no cache)."""
+        cache = self.array_cache(pre)
+        return None if cache is None else CachedReader(cache, Preprocess(pre))
 
     # -- train/val split -----------------------------------------------------------------------
     def fold_table(self) -> tuple[Any, str, str | None]:
@@ -140,13 +162,18 @@ class CVDataModule(L.LightningDataModule):
         if not shuffle and trainer is not None and trainer.world_size > 1:
             # The default DistributedSampler pads with duplicates, which would be counted in the metrics.
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
+        pin_memory = torch.cuda.is_available()
+        if not self._reported:
+            self._reported = True
+            rank_zero_info(f"data loading: num_workers={self.num_workers} ({usable_cpus()} CPUs; none on <= 2), "
+                           f"pin_memory={pin_memory}, persistent_workers={self.num_workers > 0}, cache={self.cache}")
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=pin_memory,
             persistent_workers=self.num_workers > 0,
             worker_init_fn=seed_worker,
             drop_last=shuffle and len(dataset) > self.batch_size,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.augment import AugmentSpec, build_pipeline, letterbox, to_uint8_image
+from lightning_cv.augment import AugmentSpec, build_pipeline, letterbox
+from lightning_cv.cache import CacheMode
 from lightning_cv.data.base import CVDataModule, holdout_split, list_images
 from lightning_cv.data.classification import read_table
 from lightning_cv.io import DataError, image_size, read_image
@@ -38,6 +38,13 @@ def letterbox_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """
     scale = size / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def letterbox_boxes(boxes: np.ndarray, sizes: Sequence[tuple[int, int]], size: int) -> np.ndarray:
+    """pascal_voc boxes in original pixels -> in letterbox pixels (what `augment.letterbox` does to them)."""
+    scales = np.array([(lambda lh, lw: (lw / w, lh / h, lw / w, lh / h))(*letterbox_shape(h, w, size)) for h, w in sizes],
+                      np.float64).reshape(-1, 4)
+    return (boxes.astype(np.float64) * scales).astype(np.float32)
 
 
 def normalized_to_square(box: Sequence[float], size: int) -> tuple[float, float, float]:
@@ -165,16 +172,6 @@ class BoxDataset(Dataset):
         return sample
 
 
-class ArrayCache:
-    """A `reader` over letterboxed uint8 images kept in memory, items are indices."""
-
-    def __init__(self, images: list[np.ndarray]):
-        self.images = images
-
-    def __call__(self, index: int) -> np.ndarray:
-        return self.images[index]
-
-
 # -- data module ------------------------------------------------------------------------------------
 class BBoxCropDataModule(CVDataModule):
     """Reads `data_dir/<csv>` (image, x, y, size: the object's square in original pixels) with images
@@ -183,8 +180,8 @@ class BBoxCropDataModule(CVDataModule):
     Args:
         csv: the box CSV, relative to data_dir (e.g. boxes.csv written and corrected after `crop`).
         image_dir: folder of the original images, relative to data_dir.
-        cache: letterbox every image once in setup and keep it in memory (uint8), so epochs skip
-            decoding the large originals; augmentations still run per sample.
+        cache: letterbox every image once into `data_dir/.cache/` ("memmap" or "npz", see
+            CVDataModule), so epochs skip decoding the large originals; "none" decodes every time.
         class_name: the name of the one object class (pictures, checkpoints).
     """
 
@@ -202,13 +199,13 @@ class BBoxCropDataModule(CVDataModule):
         predict_dir: str | None = None,
         csv: str = "train.csv",
         image_dir: str = "train",
-        cache: bool = True,
+        cache: CacheMode = "memmap",
         class_name: str = "object",
     ):
-        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir)
+        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
+                         cache=cache)
         self.csv = self.data_dir / csv
         self.image_dir = self.data_dir / image_dir
-        self.cache = cache
         self.class_name = class_name
 
     @property
@@ -237,28 +234,14 @@ class BBoxCropDataModule(CVDataModule):
             warnings.filterwarnings("ignore", message="Got processor for bboxes")
             return build_pipeline(augment, pre=pre, bboxes=True, seed=self.seed)
 
-    def _dataset(self, paths: list[Path], boxes: np.ndarray | None, sizes: list, augment: AugmentSpec | None,
-                 cached: tuple[list[np.ndarray], np.ndarray | None] | None) -> BoxDataset:
+    def _dataset(self, paths: list[Path], boxes: np.ndarray | None, sizes: list, augment: AugmentSpec | None) -> BoxDataset:
+        """Letterboxed in the pipeline, or once into the cache (boxes then mapped to the letterbox here)."""
         ids = [p.name for p in paths]
-        if cached is None:
+        reader = self.image_reader(letterbox(self.image_size))
+        if reader is None:
             return BoxDataset(paths, boxes, self._pipeline(augment, True), self.image_size, sizes, ids)
-        images, lb_boxes = cached
-        return BoxDataset(range(len(paths)), lb_boxes, self._pipeline(augment, False), self.image_size, sizes, ids,
-                          reader=ArrayCache(images))
-
-    def _letterbox_all(self, paths: list[Path], boxes: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """Decode and letterbox every image once (threads: OpenCV releases the GIL)."""
-        fixed = build_pipeline(None, pre=letterbox(self.image_size), bboxes=True)
-
-        def one(i: int) -> tuple[np.ndarray, np.ndarray]:
-            out = fixed(image=read_image(paths[i]), bboxes=boxes[i : i + 1], labels=[0])
-            if not len(out["bboxes"]):
-                raise DataError(f"{paths[i]}: its box vanished when letterboxed to {self.image_size} px")
-            return to_uint8_image(out["image"]), np.asarray(out["bboxes"][0], np.float32)
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            results = list(pool.map(one, range(len(paths))))
-        return [r[0] for r in results], np.stack([r[1] for r in results])
+        boxes = None if boxes is None else letterbox_boxes(boxes, sizes, self.image_size)
+        return BoxDataset(paths, boxes, self._pipeline(augment, False), self.image_size, sizes, ids, reader=reader)
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate", "test") and "val" not in self.datasets:
@@ -267,13 +250,11 @@ class BBoxCropDataModule(CVDataModule):
             sizes = [image_size(p) for p in paths]
             boxes = check_boxes(table, sizes, self.csv)
             train, val = holdout_split(len(table), self.val_fraction, self.seed)
-            cached = self._letterbox_all(paths, boxes) if self.cache else None
             for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
-                part = None if cached is None else ([cached[0][i] for i in rows], cached[1][rows])
-                self.datasets[split] = self._dataset([paths[i] for i in rows], boxes[rows], [sizes[i] for i in rows], augment, part)
+                self.datasets[split] = self._dataset([paths[i] for i in rows], boxes[rows], [sizes[i] for i in rows], augment)
             # `test` evaluates the held-out rows: the demo's test images carry no boxes.
             self.datasets["test"] = self.datasets["val"]
         if stage == "predict" and "predict" not in self.datasets:
             paths = list_images(self.predict_dir)
             sizes = [image_size(p) for p in paths]
-            self.datasets["predict"] = self._dataset(paths, None, sizes, None, None)
+            self.datasets["predict"] = self._dataset(paths, None, sizes, None)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_cv.augment import AugmentSpec, build_pipeline, resize
+from lightning_cv.cache import CacheMode
 from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, image_size
@@ -79,9 +80,10 @@ class ClassificationDataModule(CVDataModule):
         fold: int | None = None,
         folds_csv: str | None = None,
         predict_split: Literal["test", "val"] = "test",
+        cache: CacheMode = "none",
     ):
         super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
-                         fold=fold, folds_csv=folds_csv, predict_split=predict_split)
+                         fold=fold, folds_csv=folds_csv, predict_split=predict_split, cache=cache)
         self.csv = self.data_dir / csv
         self.image_dir = self.data_dir / image_dir
         self.image_col = image_col
@@ -138,8 +140,13 @@ class ClassificationDataModule(CVDataModule):
         for path in paths:
             image_size(path)
 
-    def _pipeline(self, augment: AugmentSpec | None) -> object:
-        return build_pipeline(augment, pre=[resize(self.image_size, self.image_size)], seed=self.seed)
+    def _dataset(self, paths: list[Path], targets: np.ndarray | None, augment: AugmentSpec | None,
+                 ids: list[str] | None = None) -> ImageDataset:
+        """The resize runs in the pipeline, or once into the cache (then not again in the pipeline)."""
+        pre = [resize(self.image_size, self.image_size)]
+        reader = self.image_reader(pre)
+        pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
+        return ImageDataset(paths, targets, pipeline, ids, **({"reader": reader} if reader else {}))
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and "val" not in self.datasets:
@@ -150,18 +157,18 @@ class ClassificationDataModule(CVDataModule):
             train, val = self.split_rows(table["id"].tolist(), stratify=targets, names=self.class_names)
             for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
                 part = table.iloc[rows]
-                self.datasets[split] = ImageDataset(part["path"].tolist(), targets[rows], self._pipeline(augment), part["id"].tolist())
+                self.datasets[split] = self._dataset(part["path"].tolist(), targets[rows], augment, part["id"].tolist())
         if stage == "test" and "test" not in self.datasets:
             if self.test_csv is None:
                 raise DataError("`test` needs labels: pass --data.test_csv (same columns as the training CSV, images in predict_dir)")
             table = self._read_labelled(self.test_csv, self.predict_dir)
             targets = encode_labels(table["label"].tolist(), self.class_names, self.test_csv)
             self._check_images(table["path"].tolist())
-            self.datasets["test"] = ImageDataset(table["path"].tolist(), targets, self._pipeline(None), table["id"].tolist())
+            self.datasets["test"] = self._dataset(table["path"].tolist(), targets, None, table["id"].tolist())
         if stage == "predict" and "predict" not in self.datasets and self.predict_split == "val":
             self.setup("validate")
             self.datasets["predict"] = self.datasets["val"]
         if stage == "predict" and "predict" not in self.datasets:
             paths = list_images(self.predict_dir)
             self._check_images(paths)
-            self.datasets["predict"] = ImageDataset(paths, None, self._pipeline(None))
+            self.datasets["predict"] = self._dataset(paths, None, None)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_cv.augment import AugmentSpec, build_pipeline, resize
+from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, resize
+from lightning_cv.cache import CacheMode, file_version
 from lightning_cv.data.base import CVDataModule, holdout_split
 from lightning_cv.data.dataset import ArrayReader, ImageDataset
 from lightning_cv.io import DataError, atomic_path
@@ -60,6 +61,9 @@ class MNISTDataModule(CVDataModule):
     """MNIST digits (28x28 grayscale): train/val from the training IDX files, test/predict from t10k.
 
     Missing files are downloaded with torchvision when `download` is true and the network is there.
+    The digits are held in memory; `cache` stores them (resized to image_size) as one array in
+    `data_dir/.cache/`, memory-mapped ("memmap") or compressed ("npz"), so a run skips the gunzip
+    and the resize.
     """
 
     task_name = "mnist"
@@ -74,8 +78,9 @@ class MNISTDataModule(CVDataModule):
         seed: int = 42,
         train_augment: AugmentSpec | None = None,
         download: bool = True,
+        cache: CacheMode = "none",
     ):
-        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment)
+        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, cache=cache)
         self.download = download
 
     @property
@@ -116,8 +121,16 @@ class MNISTDataModule(CVDataModule):
             raise DataError(f"{self.data_dir}: {kind} labels outside 0-9")
         return images, labels
 
-    def _dataset(self, images: np.ndarray, labels: np.ndarray | None, rows: np.ndarray, augment: AugmentSpec | None) -> ImageDataset:
+    def _dataset(self, images: np.ndarray, labels: np.ndarray | None, rows: np.ndarray, augment: AugmentSpec | None,
+                 kind: str = "train") -> ImageDataset:
         pre = [] if images.shape[1:3] == (self.image_size,) * 2 else [resize(self.image_size, self.image_size)]
+        cache = self.array_cache(pre)
+        if cache is not None:
+            source = find_idx(self.data_dir, IDX_FILES[f"{kind}_images"])
+            prepare = Preprocess(pre)
+            images = cache.get(str(source.resolve()), file_version(source),
+                               lambda: np.stack([prepare(image) for image in images]), mapped=True)
+            pre = []
         pipeline = build_pipeline(augment, pre=pre, seed=self.seed)
         return ImageDataset(rows.tolist(), None if labels is None else labels[rows], pipeline, [str(i) for i in rows], ArrayReader(images))
 
@@ -130,4 +143,4 @@ class MNISTDataModule(CVDataModule):
         if stage in ("test", "predict") and stage not in self.datasets:
             images, labels = self._load("test")
             rows = np.arange(len(images))
-            self.datasets[stage] = self._dataset(images, labels if stage == "test" else None, rows, None)
+            self.datasets[stage] = self._dataset(images, labels if stage == "test" else None, rows, None, "test")

@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.augment import AugmentSpec, build_pipeline, pad_to_multiple, resize
+from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to_multiple, resize
+from lightning_cv.cache import CachedSource, CacheMode, content_id, file_version
 from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.classification import read_table
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError, image_size, read_image, read_mask, rle_decode
@@ -63,7 +64,11 @@ class SegmentationDataset(Dataset):
         transform: Any,
         ids: list[str],
         valid: tuple[int, int],
+        reader: Callable[[Path], np.ndarray] = read_image,
+        sizes: list[tuple[int, int]] | None = None,
     ):
+        self.reader = reader
+        self.sizes = sizes  # original sizes: needed when `reader` returns cached, resized images
         self.paths = paths
         self.masks = masks
         self.transform = transform
@@ -74,8 +79,9 @@ class SegmentationDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image = read_image(self.paths[index])
-        sample: dict[str, Any] = {"id": self.ids[index], "index": index, "size": torch.tensor(image.shape[:2]),
+        image = self.reader(self.paths[index])
+        size = image.shape[:2] if self.sizes is None else self.sizes[index]
+        sample: dict[str, Any] = {"id": self.ids[index], "index": index, "size": torch.tensor(size),
                                   "valid": self.valid}
         if self.masks is None:
             sample["image"] = self.transform(image=image)["image"]
@@ -150,9 +156,10 @@ class SegmentationDataModule(CVDataModule):
         fold: int | None = None,
         folds_csv: str | None = None,
         predict_split: Literal["test", "val"] = "test",
+        cache: CacheMode = "none",
     ):
         super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
-                         fold=fold, folds_csv=folds_csv, predict_split=predict_split)
+                         fold=fold, folds_csv=folds_csv, predict_split=predict_split, cache=cache)
         self.image_dir = self.data_dir / image_dir
         self.mask_dir = self.data_dir / mask_dir
         self.mask_suffix = mask_suffix
@@ -242,19 +249,25 @@ class SegmentationDataModule(CVDataModule):
                 raise DataError(f"{self.rle_csv}: {self.id_col} {image.stem!r}: {err} (image {image.name})") from None
         return size
 
-    def _pipeline(self, augment: AugmentSpec | None) -> Any:
-        side = self.image_size
-        return build_pipeline(augment, pre=[resize(side, side)], post=[pad_to_multiple(STRIDE)], seed=self.seed)
-
     def _dataset(self, paths: list[Path], sources: list[Path | str] | None, augment: AugmentSpec | None,
                  sizes: list[tuple[int, int]] | None = None) -> SegmentationDataset:
+        """The resize runs in the pipeline, or once into the cache (images and masks alike)."""
+        pre = [resize(self.image_size, self.image_size)]
+        reader = self.image_reader(pre)
+        mask_cache = self.array_cache([*pre, f"mask classes={self.num_classes}"]) if sources is not None else None
         masks = None
         if sources is not None:
             assert sizes is not None
             masks = [MaskFile(s, self.num_classes) if isinstance(s, Path) else MaskRLE(s, size, self.rle_order)
                      for s, size in zip(sources, sizes)]
+            if mask_cache is not None:
+                masks = [CachedSource(mask_cache, m, Preprocess(pre, "mask"), *(
+                    (str(s.resolve()), file_version(s)) if isinstance(s, Path) else (content_id(s, size, self.rle_order), "")
+                )) for m, s, size in zip(masks, sources, sizes)]
         valid = (self.image_size, self.image_size)
-        return SegmentationDataset(paths, masks, self._pipeline(augment), [p.stem for p in paths], valid)
+        pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
+        return SegmentationDataset(paths, masks, pipeline, [p.stem for p in paths], valid,
+                                   **({"reader": reader} if reader else {}), sizes=sizes)
 
     def setup(self, stage: str) -> None:
         if self.image_size < 1:
@@ -272,8 +285,7 @@ class SegmentationDataModule(CVDataModule):
             self.datasets["predict"] = self.datasets["val"]
         if stage == "predict" and "predict" not in self.datasets:
             paths = list_images(self.predict_dir)
-            for path in paths:
-                image_size(path)
-            self.datasets["predict"] = self._dataset(paths, None, None)
+            sizes = [image_size(path) for path in paths]
+            self.datasets["predict"] = self._dataset(paths, None, None, sizes)
         if stage == "test" and "test" not in self.datasets:
             raise DataError("`test` needs masks for the test images; use `validate`, or `predict` for the test folder")
