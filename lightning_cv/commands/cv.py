@@ -170,6 +170,7 @@ def cv(
     tta: TTAMode = "none",
     group_col: str | None = None,
     predict_test: bool = True,
+    train: bool = True,
     overrides: list[str] | None = None,
 ) -> Path:
     """K-fold cross-validation: each fold trains in its own `fit` process, then its best checkpoint
@@ -184,6 +185,8 @@ def cv(
         tta: test-time augmentation for the out-of-fold and test predictions: none, hflip, flip, d4.
         group_col: training CSV column whose groups never span two folds (e.g. a patient id).
         predict_test: also predict the test images with every fold (for `lightning-cv ensemble`).
+        train: false re-predicts every fold of an existing CV run (--out) with its best checkpoint,
+            without training (e.g. with another --tta).
     """
     overrides = list(overrides or [])
     config = Path(config)
@@ -207,7 +210,7 @@ def cv(
     env = {**os.environ, "WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", f"{task}-{cv_dir.name}")}
     retrained: set[int] = set()
     status: dict[int, str] = {}
-    for k in [fold] if fold is not None else range(folds):
+    for k in ([fold] if fold is not None else range(folds)) if train else []:
         fold_dir = cv_dir / f"fold{k}"
         if fold_dir.exists():  # a rerun starts afresh; the previous run is kept beside it
             fold_dir.rename(cv_dir / f"fold{k}-replaced-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
@@ -237,7 +240,7 @@ def cv(
             continue
         fold_args = ["--data.fold", str(k), "--data.folds_csv", str(folds_csv)]
         cached = fold_dir / "oof" / PREDICTIONS
-        if k not in retrained and cached.is_file():
+        if train and k not in retrained and cached.is_file():
             with np.load(cached) as saved:
                 pred = {name: saved[name] for name in saved.files}
             pred["targets"] = None
