@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
@@ -45,8 +46,12 @@ class CVTask(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
         freeze_backbone_epochs: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
+        self.channels_last = channels_last
+        self.use_compile = compile  # `compile` is nn.Module's own method
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -71,8 +76,21 @@ class CVTask(L.LightningModule):
     def example_size(self) -> tuple[int, int]:
         return (64, 64)
 
+    def configure_model(self) -> None:
+        """channels_last and torch.compile, when asked for (both off by default: on the CPUs measured in
+        bench/results.md neither paid for itself); the choice goes to the log."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.use_compile and "_compiled" not in self.__dict__:
+            # Kept out of the module tree, so checkpoints keep the plain parameter names.
+            self.__dict__["_compiled"] = torch.compile(self.model)
+        rank_zero_info(f"model: channels_last={self.channels_last}, compile={self.use_compile}")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images - self.mean) / self.std)
+        images = (images - self.mean) / self.std
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.__dict__.get("_compiled", self.model)(images)
 
     def predict_forward(self, images: torch.Tensor) -> torch.Tensor:
         """Outputs for evaluation and prediction: with `tta`, the logits of the probabilities averaged

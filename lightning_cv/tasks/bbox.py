@@ -111,6 +111,8 @@ class BBoxCropTask(CVTask):
         head: "softargmax" (heatmap locates the centre) or "pool" (global pooling + linear).
         loss: smooth_l1, mse, giou, or giou_smooth_l1, on the normalised squares.
         image_size: the letterbox side, used for the example input (export, summaries).
+        channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
+        compile: torch.compile the model (slow first steps; pays off on long GPU runs).
     """
 
     monitor = "val/box_iou"
@@ -131,8 +133,11 @@ class BBoxCropTask(CVTask):
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
         freeze_backbone_epochs: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
-        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs)
+        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs,
+                         channels_last=channels_last, compile=compile)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.image_size = image_size
         self.model = BoxRegressor(create_classifier(backbone, 0, in_chans, pretrained, weights), head)

@@ -32,6 +32,8 @@ class ClassificationTask(CVTask):
         image_size: the training resolution, used for the example input (export, summaries).
         tta: test-time augmentation for validate/test/predict: none, hflip, flip (h + v) or d4
             (probabilities averaged over the views).
+        channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
+        compile: torch.compile the model (slow first steps; pays off on long GPU runs).
     """
 
     monitor = "val/acc"
@@ -53,8 +55,11 @@ class ClassificationTask(CVTask):
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
         freeze_backbone_epochs: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
-        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs)
+        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs,
+                         channels_last=channels_last, compile=compile)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.image_size = image_size
         self.tta = tta

@@ -67,6 +67,8 @@ class SegmentationTask(CVTask):
         tile_size: predict by blended overlapping tiles of this side (a multiple of 32) instead of the
             whole image, e.g. when predicting at a larger --data.image_size than the training one.
         tile_overlap: share of a tile that neighbouring tiles overlap.
+        channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
+        compile: torch.compile the model (slow first steps; pays off on long GPU runs).
     """
 
     monitor = "val/dice"
@@ -92,8 +94,11 @@ class SegmentationTask(CVTask):
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
         freeze_backbone_epochs: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
-        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs)
+        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs,
+                         channels_last=channels_last, compile=compile)
         if num_classes < 2:
             raise ValueError(f"segmentation needs at least 2 classes (background + one), got {num_classes}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
