@@ -82,7 +82,7 @@ def test_logits_of_averaged_probabilities_give_them_back():
 
 
 def test_classification_task_predicts_with_tta():
-    task = ClassificationTask(num_classes=3, backbone="resnet10t", image_size=32, tta="hflip").eval()
+    task = ClassificationTask(num_classes=3, backbone="small_cnn", image_size=32, tta="hflip").eval()
     batch = {"image": torch.rand(2, 3, 32, 32), "id": ["a", "b"]}
     with torch.no_grad():
         out = task.predict_step(batch, 0)["probs"]
