@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -37,10 +38,11 @@ def _build_cli_class() -> type:
     import yaml
     from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers import WandbLogger
 
     from lightning_cv.callbacks import ValidationPictures
     from lightning_cv.data.base import CVDataModule
+    from lightning_cv.loggers import RunCSVLogger
     from lightning_cv.tasks.base import CVTask
     from lightning_cv.trainer import Trainer
 
@@ -73,16 +75,14 @@ def _build_cli_class() -> type:
             return Path("runs") / self.datamodule.task_name / _timestamp()
 
         def _loggers(self, run_dir: Path) -> list:
-            loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+            loggers: list = [RunCSVLogger(str(run_dir))]
             if os.environ.get("WANDB_MODE") != "disabled":
-                from wandb.util import generate_id
-
                 # A fixed id per run directory: a resumed run (--ckpt_path last) continues the same W&B run.
                 id_file = run_dir / "wandb_run_id"
                 run_id = id_file.read_text().strip() if id_file.is_file() else ""
                 resume = bool(run_id) and self.subcommand == "fit"
                 if not resume:
-                    run_id = generate_id()
+                    run_id = uuid.uuid4().hex[:8]
                 if self.subcommand == "fit" and self.trainer_is_global_zero():
                     id_file.write_text(run_id)
                 project = self.config[self.subcommand].get("wandb_project") or os.environ.get(
@@ -105,10 +105,13 @@ def _build_cli_class() -> type:
             callbacks = list(trainer_config.get("callbacks") or [])
             extra: list = []
             if self.subcommand == "fit" and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+                # Two callbacks: Lightning 2.6 refreshes `save_last` only when a top-k checkpoint was
+                # saved, so last.ckpt would lag behind (and a resume would repeat epochs).
                 extra.append(ModelCheckpoint(
                     dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
-                    monitor=self.model.monitor, mode=self.model.monitor_mode, save_last=True,
+                    monitor=self.model.monitor, mode=self.model.monitor_mode, save_top_k=1,
                 ))
+                extra.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
             if self.subcommand in ("fit", "validate"):
                 extra.append(ValidationPictures())
             if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):

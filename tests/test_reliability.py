@@ -1,0 +1,83 @@
+"""Multi-process correctness and surviving a kill: real processes, so marked slow (CI still runs them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from specs import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict:
+    return {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+
+
+def _mnist_args(data_dir, run_dir, *extra):
+    return [sys.executable, "-m", "lightning_cv", "fit", "--config", str(ROOT / "configs/mnist.yaml"),
+            "--data.data_dir", str(data_dir), "--trainer.default_root_dir", str(run_dir),
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--data.num_workers", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(data_root):
+    from lightning_cv.commands.demo import make_mnist
+
+    make_mnist(data_root / "mnist-rel")
+    return data_root / "mnist-rel"
+
+
+def _val_rows(run_dir):
+    frame = pd.read_csv(run_dir / "metrics.csv")
+    return frame.dropna(subset=["val/acc"])
+
+
+def test_kill_then_resume_finishes_the_same_run(mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = _mnist_args(mnist_dir, run_dir, "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "6")
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), "no checkpoint before the kill"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_id = (run_dir / "wandb_run_id").read_text()
+    done = subprocess.run([*args, "--ckpt_path", "last"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _val_rows(run_dir)
+    assert sorted(set(rows["epoch"])) == [0, 1, 2, 3]
+    assert rows["step"].is_monotonic_increasing
+    assert (run_dir / "wandb_run_id").read_text() == run_id
+    import torch
+
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 3
+
+
+def test_ddp_validation_counts_every_sample_once(mnist_dir, tmp_path):
+    fit_dir = tmp_path / "fit"
+    # 125 validation digits: with 2 ranks a padded sampler would add a duplicate and change the metrics.
+    fit = subprocess.run(_mnist_args(mnist_dir, fit_dir, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+                                     "--data.val_fraction", "0.0835"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    ckpt = fit_dir / "checkpoints" / "last.ckpt"
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"val{devices}"
+        args = _mnist_args(mnist_dir, out, "--data.val_fraction", "0.0835", "--trainer.accelerator", "cpu",
+                           "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
+                           "--ckpt_path", str(ckpt))
+        args[args.index("fit")] = "validate"
+        run = subprocess.run(args, env={**_env(), "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        results[devices] = _val_rows(out).iloc[-1]
+    for key in ("val/acc", "val/f1", "val/loss"):
+        assert results[2][key] == pytest.approx(results[1][key], abs=1e-6), key
