@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import csv
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.fabric.loggers.logger import rank_zero_experiment
 
 
 class _AppendingWriter(ExperimentWriter):
