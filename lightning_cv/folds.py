@@ -187,4 +187,9 @@ def fold_split(ids: Sequence[str], folds: pd.DataFrame, key: str, fold: int) -> 
         raise DataError(f"{len(missing)} training row(s) have no fold in the folds CSV (e.g. {missing[0]!r}); "
                         "it was made for other data: delete it to re-split")
     assigned = np.array([by_id[str(i)] for i in ids])
-    return np.flatnonzero(assigned != fold), np.flatnonzero(assigned == fold)
+    train, val = np.flatnonzero(assigned != fold), np.flatnonzero(assigned == fold)
+    for split, rows in (("validation", val), ("training", train)):
+        if not len(rows):
+            raise DataError(f"--data.fold {fold}: no {split} rows in the folds CSV for this data "
+                            f"(folds present: {sorted(set(assigned.tolist()))}); delete it to re-split")
+    return train, val

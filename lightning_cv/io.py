@@ -16,7 +16,7 @@ from lightning_cv.errors import DataError, ImageReadError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
-__all__ = ["DataError", "ImageReadError", "read_image", "read_mask", "image_size", "rle_encode", "rle_decode",
+__all__ = ["DataError", "ImageReadError", "read_image", "read_mask", "image_size", "check_image", "rle_encode", "rle_decode",
            "atomic_path", "write_image", "write_csv"]
 
 
@@ -78,6 +78,30 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     except (UnidentifiedImageError, OSError) as err:
         raise ImageReadError(f"{path}: cannot read image header ({err})") from None
     return height, width
+
+
+# What a complete file ends with, by the magic bytes it starts with: a cut-off (truncated) file lacks
+# it. JPEG may carry a little trailing data after its end-of-image marker, so that is looked for near the end.
+_END_MARKERS = {b"\x89PNG": ("PNG", b"IEND\xaeB`\x82", 12), b"\xff\xd8": ("JPEG", b"\xff\xd9", 4096),
+                b"GIF8": ("GIF", b";", 16)}
+
+
+def check_image(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image that exists, is not empty, has a readable header and, for PNG, JPEG
+    and GIF, ends as a complete file does: truncation is caught from the header and the last bytes,
+    without decoding (other formats: header only; a bad body fails when read, naming the file)."""
+    path = Path(path)
+    size = image_size(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        marker = next((m for magic, m in _END_MARKERS.items() if head.startswith(magic)), None)
+        if marker is None:
+            return size
+        kind, end, window = marker
+        f.seek(max(0, path.stat().st_size - window))
+        if end not in f.read():
+            raise ImageReadError(f"{path}: truncated {kind} (no end marker); re-copy or remove the file")
+    return size
 
 
 def rle_encode(mask: np.ndarray, order: str = "C") -> str:

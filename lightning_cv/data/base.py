@@ -47,6 +47,8 @@ def holdout_split(
     indices = np.arange(n)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--data.val_fraction must be in (0, 1), got {val_fraction}")
+    if n < 2:
+        raise DataError(f"{n} training image(s): a train/validation split needs at least 2")
     if stratify is not None:
         values, counts = np.unique(np.asarray(stratify), return_counts=True)
         if (counts < 2).any():

@@ -24,7 +24,7 @@ from lightning_cv.augment import AugmentSpec, build_pipeline, letterbox
 from lightning_cv.cache import CacheMode
 from lightning_cv.data.base import CVDataModule, holdout_split, list_images
 from lightning_cv.data.classification import read_table
-from lightning_cv.io import DataError, image_size, read_image
+from lightning_cv.io import DataError, check_image, read_image
 
 BOX_COLUMNS = ("x", "y", "size")
 MAX_AUGMENT_TRIES = 20
@@ -247,7 +247,7 @@ class BBoxCropDataModule(CVDataModule):
         if stage in ("fit", "validate", "test") and "val" not in self.datasets:
             table = self.table
             paths = [self.image_dir / name for name in table["image"]]
-            sizes = [image_size(p) for p in paths]
+            sizes = [check_image(p) for p in paths]
             boxes = check_boxes(table, sizes, self.csv)
             train, val = holdout_split(len(table), self.val_fraction, self.seed)
             for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
@@ -256,5 +256,5 @@ class BBoxCropDataModule(CVDataModule):
             self.datasets["test"] = self.datasets["val"]
         if stage == "predict" and "predict" not in self.datasets:
             paths = list_images(self.predict_dir)
-            sizes = [image_size(p) for p in paths]
+            sizes = [check_image(p) for p in paths]
             self.datasets["predict"] = self._dataset(paths, None, sizes, None)

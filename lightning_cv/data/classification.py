@@ -13,7 +13,7 @@ from lightning_cv.augment import AugmentSpec, build_pipeline, resize
 from lightning_cv.cache import CacheMode
 from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.dataset import ImageDataset
-from lightning_cv.io import DataError, image_size
+from lightning_cv.io import DataError, check_image
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -136,9 +136,9 @@ class ClassificationDataModule(CVDataModule):
 
     # -- setup ------------------------------------------------------------------------------------
     def _check_images(self, paths: list[Path]) -> None:
-        """Fail before the first epoch: every image exists and has a readable header."""
+        """Fail before the first epoch: every image exists, has a readable header and is not truncated."""
         for path in paths:
-            image_size(path)
+            check_image(path)
 
     def _dataset(self, paths: list[Path], targets: np.ndarray | None, augment: AugmentSpec | None,
                  ids: list[str] | None = None) -> ImageDataset:

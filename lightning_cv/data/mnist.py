@@ -27,8 +27,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:  # a truncated or corrupt .gz
+        raise DataError(f"{path}: cannot read ({type(err).__name__}: {err}); re-download or re-create it") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     ndim = data[3]
@@ -117,6 +120,8 @@ class MNISTDataModule(CVDataModule):
         labels = read_idx(find_idx(self.data_dir, IDX_FILES[f"{kind}_labels"])).astype(np.int64)
         if len(images) != len(labels):
             raise DataError(f"{self.data_dir}: {len(images)} {kind} images but {len(labels)} labels")
+        if images.ndim != 3 or not len(images):
+            raise DataError(f"{self.data_dir}: {kind} images have shape {images.shape}, expected N x height x width with N > 0")
         if labels.min() < 0 or labels.max() > 9:
             raise DataError(f"{self.data_dir}: {kind} labels outside 0-9")
         return images, labels

@@ -16,7 +16,7 @@ from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to
 from lightning_cv.cache import CachedSource, CacheMode, content_id, file_version
 from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.classification import read_table
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, image_size, read_image, read_mask, rle_decode
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask, rle_decode
 
 MASK_EXTENSIONS = (".png", ".gif", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Masks read to guess the class count before setup (setup then checks every mask).
@@ -236,9 +236,9 @@ class SegmentationDataModule(CVDataModule):
     # -- setup -----------------------------------------------------------------------------------
     def _check(self, image: Path, source: Path | str) -> tuple[int, int]:
         """The image's (height, width); the mask must have the same size and class values."""
-        size = image_size(image)
+        size = check_image(image)
         if isinstance(source, Path):
-            mask_size = image_size(source)
+            mask_size = check_image(source)
             if mask_size != size:
                 raise DataError(f"{source}: mask is {mask_size[0]}x{mask_size[1]} but its image {image.name} is {size[0]}x{size[1]}")
             to_class_mask(read_mask(source), self.num_classes, source)
@@ -285,7 +285,7 @@ class SegmentationDataModule(CVDataModule):
             self.datasets["predict"] = self.datasets["val"]
         if stage == "predict" and "predict" not in self.datasets:
             paths = list_images(self.predict_dir)
-            sizes = [image_size(path) for path in paths]
+            sizes = [check_image(path) for path in paths]
             self.datasets["predict"] = self._dataset(paths, None, None, sizes)
         if stage == "test" and "test" not in self.datasets:
             raise DataError("`test` needs masks for the test images; use `validate`, or `predict` for the test folder")
