@@ -19,7 +19,7 @@ QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 help:
 	@echo "make train TASK=mnist|cls|seg|bbox [ARGS='--trainer.max_epochs 5 ...']"
 	@echo "make cv TASK=cls|seg [FOLDS=5] [ARGS='--tta flip --trainer.max_epochs 5 ...']"
-	@echo "make test | make lint | make demo TASK=... | make install | make clean"
+	@echo "make test | make lint | make bench | make demo TASK=... | make install | make clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ cv: $(STAMP) | $(DATA)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# Side-by-side speed ratios (cache, loaders, precision, TTA, framework cost) -> bench/results.md.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check lightning_cv tests bench
