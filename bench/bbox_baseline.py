@@ -11,6 +11,7 @@ box, cosine schedule, 64 px). Both use the same images and the same seeded hold-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -67,29 +68,44 @@ def baseline(data: Path, epochs: int = 12, size: int = 96) -> dict[str, float]:
     return {"box_iou": iou.mean().item(), "hit50": (iou >= 0.5).float().mean().item(), "seconds": seconds}
 
 
+def run_metrics(run_dir: Path) -> dict[str, float]:
+    """Best val/box_iou (and its hit50) and the epoch count of a finished `fit` run."""
+    metrics = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val/box_iou"])
+    best = metrics.sort_values("val/box_iou").iloc[-1]
+    return {"box_iou": float(best["val/box_iou"]), "hit50": float(best["val/hit50"]), "epochs": int(metrics["epoch"].max()) + 1}
+
+
 def project(data: Path, run_dir: Path) -> dict[str, float]:
     start = time.perf_counter()
-    cli = build_cli(["fit", "--config", str(ROOT / "configs/bbox.yaml"), "--data.data_dir", str(data),
-                     "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
-                     "--trainer.enable_model_summary", "false"])
-    seconds = time.perf_counter() - start
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    best = metrics.dropna(subset=["val/box_iou"]).sort_values("val/box_iou").iloc[-1]
-    return {"box_iou": float(best["val/box_iou"]), "hit50": float(best["val/hit50"]), "seconds": seconds,
-            "epochs": cli.trainer.current_epoch}
+    build_cli(["fit", "--config", str(ROOT / "configs/bbox.yaml"), "--data.data_dir", str(data),
+               "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
+               "--trainer.enable_model_summary", "false"])
+    return {**run_metrics(run_dir), "seconds": time.perf_counter() - start}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data/bbox", help="box data (generated when missing)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/bbox.md")
+    parser.add_argument("--baseline_json", type=Path, default=None,
+                        help="reuse the baseline's figures from this file if it exists, else save them there")
+    parser.add_argument("--project_run", type=Path, default=None,
+                        help="read the task's figures from a finished `fit --config configs/bbox.yaml` run on the same data")
     args = parser.parse_args()
     if not (args.data / "train.csv").is_file():
         make_bbox(args.data)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    base = baseline(args.data)
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = project(args.data, Path(tmp) / "run")
+    if args.baseline_json is not None and args.baseline_json.is_file():
+        base = json.loads(args.baseline_json.read_text())
+    else:
+        base = baseline(args.data)
+        if args.baseline_json is not None:
+            args.baseline_json.write_text(json.dumps(base))
+    if args.project_run is not None:
+        ours = {**run_metrics(args.project_run), "seconds": float("nan")}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = project(args.data, Path(tmp) / "run")
     n = len(pd.read_csv(args.data / "train.csv"))
     lines = [
         "# Square-box regression: hand-written baseline vs the bbox task",
