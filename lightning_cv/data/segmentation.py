@@ -223,7 +223,13 @@ class SegmentationDataModule(CVDataModule):
             sample = images[:: max(1, len(images) // CLASS_SAMPLE)][:CLASS_SAMPLE]
             values: set[int] = set()
             for image in sample:
-                values |= set(np.unique(read_mask(self._mask_source(image))).tolist())
+                source = self._mask_source(image)
+                found = set(np.unique(read_mask(source)).tolist())
+                if 255 in found and not found <= {0, 255}:
+                    # Not 255 classes: an anti-aliased or JPEG-compressed binary mask.
+                    raise DataError(f"{source}: mask values {sorted(found)[:8]} mix 255 with other values; save binary "
+                                    "masks as 0/255 or 0/1 PNGs, or pass --data.classes for class-index masks")
+                values |= found
             num_classes = binary_or_classes(values)
         if num_classes == 2:
             return ["background", "foreground"]
