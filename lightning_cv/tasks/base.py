@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from lightning_cv.backbones import normalization
+from lightning_cv.errors import UserInputError
 from lightning_cv.tta import tta_logits
 
 SPLITS = ("train", "val", "test")
@@ -77,8 +78,8 @@ class CVTask(L.LightningModule):
         return (64, 64)
 
     def configure_model(self) -> None:
-        """channels_last and torch.compile, when asked for (both off by default: on the CPUs measured in
-        bench/results.md neither paid for itself); the choice goes to the log."""
+        """channels_last and torch.compile, when asked for (both off by default: channels_last was slower on
+        the AVX2 CPU in bench/results.md, compile is unmeasured there); the choice goes to the log."""
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.use_compile and "_compiled" not in self.__dict__:
@@ -154,6 +155,37 @@ class CVTask(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         return {"id": batch["id"], **self.predict_outputs(self.predict_forward(batch["image"]), batch)}
+
+    # -- loading ----------------------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of another task, class list or architecture is a one-line UserInputError naming
+        both sides, raised before the weights are copied (instead of a tensor-shape traceback)."""
+        trainer = self._trainer
+        source = f"checkpoint {trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
+        hparams = checkpoint.get("hyper_parameters") or {}
+        task = str(hparams.get("_class_path") or type(self).__name__).rsplit(".", 1)[-1]
+        if task != type(self).__name__:
+            raise UserInputError(f"{source} is a {task}, not a {type(self).__name__}: use the config it was trained with")
+        theirs = hparams.get("class_names") or [str(i) for i in range(int(hparams.get("num_classes", self.num_classes)))]
+        if list(theirs) != list(self.class_names):
+            raise UserInputError(
+                f"{source} was trained for {len(theirs)} classes {list(theirs)[:10]}, but the data has "
+                f"{self.num_classes} {self.class_names[:10]}: use data with the checkpoint's classes (e.g. "
+                "--data.classes in its order), or train a new model for these classes"
+            )
+        if int(hparams.get("in_chans", self.in_chans)) != self.in_chans:
+            raise UserInputError(f"{source} takes {hparams['in_chans']}-channel images, the data has {self.in_chans}")
+        own = self.state_dict()
+        weights = checkpoint.get("state_dict") or {}
+        wrong = [k for k, v in weights.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        if wrong or (self.strict_loading and (missing or unexpected)):
+            example = (f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} there, {tuple(own[wrong[0]].shape)} here" if wrong
+                       else f"e.g. {(missing or unexpected)[0]!r}")
+            raise UserInputError(
+                f"{source} does not fit this model ({len(wrong)} weights of another shape, {len(missing)} missing, "
+                f"{len(unexpected)} unexpected; {example}): was it trained with another backbone, encoder or head?"
+            )
 
     # -- optimisation ----------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
