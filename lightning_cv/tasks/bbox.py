@@ -16,6 +16,7 @@ from torchvision.ops import box_iou
 from lightning_cv.augment import to_uint8_image
 from lightning_cv.backbones import create_classifier
 from lightning_cv.callbacks import image_grid
+from lightning_cv.errors import UserInputError
 from lightning_cv.losses import box_loss, square_to_xyxy
 from lightning_cv.tasks.base import CVTask, _adamw
 from lightning_cv.writers import BoxWriter
@@ -84,17 +85,41 @@ class SoftArgmaxHead(nn.Module):
 HEADS = {"pool": PoolHead, "softargmax": SoftArgmaxHead}
 
 
-class BoxRegressor(nn.Module):
-    """timm backbone features + a box head; output (N, 3) squares (cx, cy, side) in [0, 1]."""
+def feature_level(backbone: nn.Module, stride: int) -> int:
+    """Index of the backbone stage whose features are `stride` times smaller than the input."""
+    info = getattr(backbone, "feature_info", None)
+    reductions = [f["reduction"] for f in info] if info else []
+    if stride not in reductions or not hasattr(backbone, "prune_intermediate_layers"):
+        raise UserInputError(
+            f"--model.feature_stride {stride}: the backbone offers feature strides {reductions or 'none'} "
+            "(timm models with forward_intermediates); pick one of them, or leave it unset for the last stage"
+        )
+    return len(reductions) - 1 - reductions[::-1].index(stride)
 
-    def __init__(self, backbone: nn.Module, head: str):
+
+class BoxRegressor(nn.Module):
+    """timm backbone features + a box head; output (N, 3) squares (cx, cy, side) in [0, 1].
+
+    With `feature_stride`, the backbone stops at that stage (later stages are removed, not just
+    skipped): a finer grid for the heatmap head, and less compute on small letterboxes.
+    """
+
+    def __init__(self, backbone: nn.Module, head: str, feature_stride: int | None = None):
         super().__init__()
         self.backbone = backbone
-        self.head = HEADS[head](backbone.head_hidden_size if hasattr(backbone, "head_hidden_size") else backbone.num_features)
+        self.level = None if feature_stride is None else feature_level(backbone, feature_stride)
+        if self.level is None:
+            channels = backbone.head_hidden_size if hasattr(backbone, "head_hidden_size") else backbone.num_features
+        else:
+            backbone.prune_intermediate_layers(indices=[self.level], prune_norm=True, prune_head=True)
+            channels = backbone.feature_info[self.level]["num_chs"]
+        self.head = HEADS[head](channels)
         self.pretrained_cfg = getattr(backbone, "pretrained_cfg", {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.forward_features(x))
+        if self.level is None:
+            return self.head(self.backbone.forward_features(x))
+        return self.head(self.backbone.forward_intermediates(x, indices=[self.level], intermediates_only=True)[0])
 
 
 class BBoxCropTask(CVTask):
@@ -109,6 +134,8 @@ class BBoxCropTask(CVTask):
         pretrained: start from the backbone's pretrained (ImageNet) weights, downloaded by timm.
         weights: a local file with those pretrained weights, for machines without network.
         head: "softargmax" (heatmap locates the centre) or "pool" (global pooling + linear).
+        feature_stride: take the features of the backbone stage at this stride (e.g. 16: a 4x4 grid
+            at 64 px instead of 2x2) and drop the later stages; unset: the last stage.
         loss: smooth_l1, mse, giou, or giou_smooth_l1, on the normalised squares.
         image_size: the letterbox side, used for the example input (export, summaries).
         channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
@@ -127,6 +154,7 @@ class BBoxCropTask(CVTask):
         pretrained: bool = False,
         weights: str | None = None,
         head: Literal["softargmax", "pool"] = "softargmax",
+        feature_stride: int | None = None,
         loss: str = "giou_smooth_l1",
         image_size: int = 64,
         optimizer: OptimizerCallable = _adamw,
@@ -140,7 +168,7 @@ class BBoxCropTask(CVTask):
                          channels_last=channels_last, compile=compile)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.image_size = image_size
-        self.model = BoxRegressor(create_classifier(backbone, 0, in_chans, pretrained, weights), head)
+        self.model = BoxRegressor(create_classifier(backbone, 0, in_chans, pretrained, weights), head, feature_stride)
         self.criterion = box_loss(loss)
         self._init_normalization()
 
