@@ -64,6 +64,20 @@ def _build_cli_class() -> type:
             parser.add_argument("--wandb_project", type=str | None, default=None,
                                 help="W&B project (default: $WANDB_PROJECT or lightning-cv-<task>)")
 
+        def _parse_ckpt_path(self) -> None:
+            """Lightning rebuilds the model from the checkpoint's hyperparameters (loaded weights_only):
+            a checkpoint of another task than the config's is a one-line error, not a crash later."""
+            from lightning_cv.errors import UserInputError
+
+            subcommand = self.config.get("subcommand")
+            configured = self.config[subcommand].get("model") if subcommand else None
+            before = getattr(configured, "class_path", None)
+            super()._parse_ckpt_path()
+            after = getattr(self.config[subcommand].get("model"), "class_path", None) if subcommand else None
+            if before and after and before.rsplit(".", 1)[-1] != after.rsplit(".", 1)[-1]:
+                raise UserInputError(f"checkpoint {self.config[subcommand].ckpt_path} is a {after.rsplit('.', 1)[-1]}, "
+                                     f"but the config asks for a {before.rsplit('.', 1)[-1]}: use the config it was trained with")
+
         # -- the run directory ----------------------------------------------------------------------
         def _run_dir(self) -> Path:
             config = self.config[self.subcommand]
