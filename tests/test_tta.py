@@ -89,3 +89,9 @@ def test_classification_task_predicts_with_tta():
         expected = (task(batch["image"]).softmax(1) + task(batch["image"].flip(-1)).softmax(1)) / 2
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
     assert not torch.allclose(out, task(batch["image"]).softmax(1).detach())
+
+
+def test_tta_is_not_restored_from_checkpoints():
+    """`--ckpt_path` puts a checkpoint's hparams over the command line: tta must not be one of them."""
+    task = ClassificationTask(num_classes=3, backbone="small_cnn", image_size=32, tta="d4")
+    assert "tta" not in task.hparams and task.tta == "d4"

@@ -60,7 +60,8 @@ class ClassificationTask(CVTask):
     ):
         super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs,
                          channels_last=channels_last, compile=compile)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        # tta is chosen at inference: kept out of the hparams, which `--ckpt_path` would restore over the command line.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "tta"])
         self.image_size = image_size
         self.tta = tta
         self.model = create_classifier(backbone, num_classes, in_chans, pretrained, weights, drop_rate)
