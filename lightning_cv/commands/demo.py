@@ -42,13 +42,13 @@ def _polygon(kind: str, center: np.ndarray, radius: float, angle: float) -> np.n
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A coloured, low-frequency textured background with stripes and noise."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = rng.uniform(40, 215, size=3)
+    base = rng.uniform(20, 150, size=3)
     image = np.empty((height, width, 3), np.float32)
     for c in range(3):
         fx, fy = rng.uniform(0.02, 0.12, size=2)
         phase = rng.uniform(0, 2 * np.pi)
-        image[..., c] = base[c] + rng.uniform(10, 30) * np.sin(fx * xx + fy * yy + phase)
-    for _ in range(rng.integers(0, 3)):  # distracting strokes
+        image[..., c] = base[c] + rng.uniform(5, 20) * np.sin(fx * xx + fy * yy + phase)
+    for _ in range(rng.integers(0, 2)):  # a distracting stroke
         p1 = rng.integers(0, [width, height])
         p2 = rng.integers(0, [width, height])
         color = (base + rng.uniform(-50, 50, 3)).clip(0, 255).tolist()
@@ -69,18 +69,18 @@ def render_shape(
     if kind == "circle":
         cv2.circle(mask, tuple(int(v) for v in center.round()), int(radius), 255, -1, cv2.LINE_AA)
     else:
-        cv2.fillPoly(mask, [_polygon(kind, center, radius, rng.uniform(0, 360))], 255, cv2.LINE_AA)
+        cv2.fillPoly(mask, [_polygon(kind, center, radius, rng.uniform(-15, 15))], 255, cv2.LINE_AA)  # upright, jittered
     mask = (mask > 127).astype(np.uint8) * 255
     background_level = image.mean(axis=(0, 1))
     color = rng.uniform(0, 255, size=3)
-    # Keep the object visible: push its brightness at least 70 levels away from the background's.
-    shift = 70 - abs(color.mean() - background_level.mean())
+    # Objects are lighter than their background (any hue): at least 90 grey levels brighter.
+    shift = 90 - (color.mean() - background_level.mean())
     if shift > 0:
-        color += np.sign(color.mean() - background_level.mean() or 1) * shift
+        color += shift
     color = color.clip(0, 255)
     shading = 1 + 0.15 * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), width))[None, :, None]
     image = np.where(mask[..., None] > 0, color * shading, image)
-    if rng.random() < 0.2:  # occlusion by a background-coloured blob at the object's edge
+    if rng.random() < 0.15:  # occlusion by a background-coloured blob at the object's edge
         angle = rng.uniform(0, 2 * np.pi)
         at = center + radius * np.array([np.cos(angle), np.sin(angle)])
         r = int(radius * rng.uniform(0.25, 0.4))
