@@ -95,3 +95,16 @@ def test_tta_is_not_restored_from_checkpoints():
     """`--ckpt_path` puts a checkpoint's hparams over the command line: tta must not be one of them."""
     task = ClassificationTask(num_classes=3, backbone="small_cnn", image_size=32, tta="d4")
     assert "tta" not in task.hparams and task.tta == "d4"
+
+
+def test_segmentation_task_flips_masks_back():
+    from lightning_cv.tasks import SegmentationTask
+
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=32, tta="flip").eval()
+    assert "tta" not in task.hparams
+    images = torch.rand(1, 3, 32, 32)
+    batch = {"image": images, "id": ["a"], "size": torch.tensor([[32, 32]]), "valid": torch.tensor([[32, 32]])}
+    with torch.no_grad():
+        probs = task.predict_step(batch, 0)["probs"].float()
+        views = [task(images).sigmoid(), task(images.flip(-1)).sigmoid().flip(-1), task(images.flip(-2)).sigmoid().flip(-2)]
+    torch.testing.assert_close(probs, sum(views) / 3, atol=2e-3, rtol=0)  # predictions are float16

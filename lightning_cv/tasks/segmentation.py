@@ -19,6 +19,7 @@ from lightning_cv.losses import segmentation_loss
 from lightning_cv.metrics import segmentation_metrics
 from lightning_cv.tasks.base import CVTask, _adamw
 from lightning_cv.tiling import predict_tiled
+from lightning_cv.tta import TTAMode
 from lightning_cv.writers import SegmentationWriter
 
 # Overlay colours per class (RGB); class 0 (background) is left transparent.
@@ -67,6 +68,8 @@ class SegmentationTask(CVTask):
         tile_size: predict by blended overlapping tiles of this side (a multiple of 32) instead of the
             whole image, e.g. when predicting at a larger --data.image_size than the training one.
         tile_overlap: share of a tile that neighbouring tiles overlap.
+        tta: test-time augmentation for validate/predict: none, hflip, flip (h + v) or d4; mask
+            probabilities are flipped back and averaged (whole-image prediction, not with tile_size).
         channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
         compile: torch.compile the model (slow first steps; pays off on long GPU runs).
     """
@@ -90,6 +93,7 @@ class SegmentationTask(CVTask):
         image_size: int = 96,
         tile_size: int | None = None,
         tile_overlap: float = 0.25,
+        tta: TTAMode = "none",
         optimizer: OptimizerCallable = _adamw,
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
@@ -101,10 +105,13 @@ class SegmentationTask(CVTask):
                          channels_last=channels_last, compile=compile)
         if num_classes < 2:
             raise ValueError(f"segmentation needs at least 2 classes (background + one), got {num_classes}")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        # tta is chosen at inference: kept out of the hparams, which `--ckpt_path` would restore over the command line.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "tta"])
         self.binary = num_classes == 2
         self.image_size = image_size
         self.threshold = threshold
+        self.tta = tta
+        self.activation = "sigmoid" if self.binary else "softmax"
         if tile_size is not None and (tile_size < 32 or tile_size % 32):
             raise ValueError(f"tile_size must be a positive multiple of 32 (the encoder stride), got {tile_size}")
         self.tile_size = tile_size
