@@ -173,8 +173,10 @@ def cv(
     train: bool = True,
     overrides: list[str] | None = None,
 ) -> Path:
-    """K-fold cross-validation: each fold trains in its own `fit` process, then its best checkpoint
-    predicts the held-out fold (out-of-fold predictions) and, by default, the test images.
+    """K-fold cross-validation: one `fit` process per fold, then out-of-fold and test predictions.
+
+    Each fold's best checkpoint predicts its held-out rows (out-of-fold predictions) and, by default,
+    the test images.
 
     Args:
         config: the fit config (e.g. configs/cls.yaml); any further fit option (--trainer.max_epochs 3,
