@@ -44,8 +44,10 @@ train: $(STAMP) | $(DATA)
 cv: $(STAMP) | $(DATA)
 	$(BIN)/lightning-cv cv --config configs/$(TASK).yaml --folds $(FOLDS) $(ARGS)
 
+# One test process per core (tests of one module stay together, sharing their fixtures).
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(ARGS)
 
 # Side-by-side speed ratios (cache, loaders, precision, TTA, framework cost) -> bench/results.md.
 bench: $(STAMP)
