@@ -16,7 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 def _env() -> dict:
-    return {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    # WANDB_SERVICE (set once this test process has used wandb) would make the children share one
+    # wandb service, where a killed run's stream outlives the process.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
 
 
 def _mnist_args(data_dir, run_dir, *extra):
