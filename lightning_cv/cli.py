@@ -112,6 +112,8 @@ def _build_cli_class() -> type:
             run_dir = self._run_dir()
             run_dir.mkdir(parents=True, exist_ok=True)
             kwargs["default_root_dir"] = str(run_dir)
+            if self.subcommand != "fit" and trainer_config.get("enable_checkpointing") is None:
+                kwargs["enable_checkpointing"] = False  # nothing to save; avoids a stale-dirpath warning
             if trainer_config.get("logger") is None and self.subcommand != "predict":
                 kwargs["logger"] = self._loggers(run_dir)
             elif self.subcommand == "predict" and trainer_config.get("logger") is None:
