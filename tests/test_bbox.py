@@ -131,6 +131,18 @@ def test_heads_predict_squares_inside_the_image_and_draw(head):
     assert (picture[..., 1] > 150).any()  # the green true box is drawn
 
 
+def test_feature_stride_cuts_the_backbone_for_a_finer_heatmap():
+    full = BBoxCropTask(backbone="resnet10t", image_size=64)
+    cut = BBoxCropTask(backbone="resnet10t", feature_stride=16, image_size=64)
+    grids = []
+    cut.model.head.heat.register_forward_hook(lambda module, args, out: grids.append(tuple(out.shape[-2:])))
+    out = cut(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, 3) and grids == [(4, 4)]  # stride 32 would leave 2x2
+    assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in full.parameters()) / 2  # layer4 is gone
+    with pytest.raises(UserInputError, match=r"feature_stride 12.*\[2, 4, 8, 16, 32\]"):
+        BBoxCropTask(backbone="resnet10t", feature_stride=12)
+
+
 def test_corrected_boxes_csv_trains_again(box_dir, tmp_path):
     frame = pd.read_csv(box_dir / "train.csv")[["image", "x", "y", "size"]]
     frame["x"] = frame["x"] + 1  # a reviewer's correction
