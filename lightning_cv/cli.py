@@ -41,10 +41,7 @@ def _build_cli_class() -> type:
     from lightning.pytorch.loggers import WandbLogger
 
     from lightning_cv.callbacks import ValidationPictures
-    from lightning_cv.data.base import CVDataModule
     from lightning_cv.loggers import RunCSVLogger
-    from lightning_cv.tasks.base import CVTask
-    from lightning_cv.trainer import Trainer
 
     class SaveConfig(SaveConfigCallback):
         """Write the resolved config into the run directory and send it to W&B."""
@@ -172,7 +169,6 @@ def _build_cli_class() -> type:
             self._summary()
 
     LightningCV.SaveConfig = SaveConfig
-    LightningCV.components = (CVTask, CVDataModule, Trainer)
     return LightningCV
 
 
