@@ -92,7 +92,8 @@ def _seg_data(root: Path) -> Path:
 def _bbox_module():
     from lightning_cv.tasks import BBoxCropTask
 
-    return BBoxCropTask(num_classes=1, backbone="test_resnet", image_size=32)
+    # The shipped config's head: a soft-argmax heatmap on the stride-16 features.
+    return BBoxCropTask(num_classes=1, backbone="test_resnet", image_size=32, head="softargmax", feature_stride=16)
 
 
 def _bbox_batch(n: int) -> dict:
