@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
-from lightning_cv.io import atomic_path, rle_encode, write_csv
+from lightning_cv.io import atomic_path, write_csv
+from lightning_cv.submission import submission_frame
 
 
 @dataclass
@@ -103,41 +104,6 @@ def align(predictions: list[Predictions]) -> list[Predictions]:
         aligned.append(Predictions(p.source, p.ids[index], p.probs[index], p.class_names,
                                    None if p.sizes is None else p.sizes[index]))
     return aligned
-
-
-def submission_frame(ids: np.ndarray, probs: np.ndarray, class_names: list[str], sizes: np.ndarray | None = None,
-                     sample: pd.DataFrame | None = None, rle_order: str = "C", threshold: float = 0.5) -> pd.DataFrame:
-    """Classification: image, label, prob_<class>; masks: id, rle_mask. With a sample submission: its
-    ids in its order and its columns (class-name columns get probabilities, others the label / RLE)."""
-    if probs.ndim == 2:
-        labels = np.asarray(class_names, dtype=object)[probs.argmax(axis=1)]
-        frame = pd.DataFrame({"image": ids, "label": labels})
-        for j, name in enumerate(class_names):
-            frame[f"prob_{name}"] = probs[:, j].round(6)
-        values = {"label": labels, **{name: probs[:, j].round(6) for j, name in enumerate(class_names)}}
-    else:
-        from lightning_cv.writers import restore_mask
-
-        if sizes is None:
-            raise DataError("mask predictions without original sizes (use predictions.npz written by `lightning-cv cv`)")
-        binary = probs.shape[1] == 1
-        rles = [rle_encode(restore_mask(p, tuple(s), binary, threshold) > 0, rle_order) for p, s in zip(probs, sizes)]
-        frame = pd.DataFrame({"id": ids, "rle_mask": rles})
-        values = {"rle_mask": np.asarray(rles, dtype=object)}
-    if sample is None:
-        return frame.sort_values(frame.columns[0], kind="stable")
-    id_col = sample.columns[0]
-    lookup = {str(i): r for r, i in enumerate(ids)}
-    stems = {Path(str(i)).stem: r for r, i in enumerate(ids)}
-    rows = [lookup.get(str(i), stems.get(Path(str(i)).stem)) for i in sample[id_col]]
-    if any(r is None for r in rows):
-        missing = [i for i, r in zip(sample[id_col], rows) if r is None]
-        raise DataError(f"sample submission: {len(missing)} id(s) have no prediction (e.g. {missing[0]!r})")
-    out = pd.DataFrame({id_col: sample[id_col].to_numpy()})
-    default = next(iter(values))
-    for column in sample.columns[1:]:
-        out[column] = np.asarray(values.get(column, values[default]))[rows]
-    return out
 
 
 def ensemble(
