@@ -13,12 +13,15 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from lightning_cv.augment import AugmentSpec, Preprocess, seed_worker
 from lightning_cv.cache import CACHE_DIR, ArrayCache, CachedReader, CacheMode, check_mode, describe
+from lightning_cv.errors import UserInputError
 from lightning_cv.folds import fold_split, read_folds
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError
+
+SamplerMode = Literal["none", "balanced"]
 
 
 def usable_cpus() -> int:
@@ -80,6 +83,9 @@ class CVDataModule(L.LightningDataModule):
         cache: decode and resize every image (and mask) once into `data_dir/.cache/`: "memmap" (.npy
             read through a memory map), "npz" (compressed), or "none". Entries are keyed by source
             file, size, mtime and the resize; augmentations still run every epoch.
+        sampler: how training batches are drawn: "none" (shuffled, each image once per epoch) or
+            "balanced" (single-label classes: drawn with replacement, each class equally likely;
+            len(train) draws per epoch, split between ranks by Lightning's DistributedSamplerWrapper).
     """
 
     task_name: ClassVar[str] = "task"
@@ -98,6 +104,7 @@ class CVDataModule(L.LightningDataModule):
         folds_csv: str | None = None,
         predict_split: Literal["test", "val"] = "test",
         cache: CacheMode = "none",
+        sampler: SamplerMode = "none",
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -112,6 +119,9 @@ class CVDataModule(L.LightningDataModule):
         self.folds_csv = Path(folds_csv) if folds_csv else None
         self.predict_split = predict_split
         self.cache = check_mode(cache)
+        if sampler not in ("none", "balanced"):
+            raise UserInputError(f"--data.sampler {sampler!r}: choose none or balanced")
+        self.sampler = sampler
         self.datasets: dict[str, Dataset] = {}
         self._reported = False
 
@@ -154,6 +164,24 @@ class CVDataModule(L.LightningDataModule):
     def in_chans(self) -> int:
         return 3
 
+    # -- class balance -------------------------------------------------------------------------
+    def train_targets(self) -> np.ndarray:
+        """The class index of every training image (after `setup("fit")`), for balanced sampling and
+        class weights; an error for tasks without one class per image."""
+        targets = getattr(self.datasets.get("train"), "targets", None)
+        if targets is None or np.ndim(targets) != 1 or not np.issubdtype(np.asarray(targets).dtype, np.integer):
+            raise UserInputError(f"{type(self).__name__} has no single-label class targets: --data.sampler balanced and "
+                                 "--model.class_weights balanced are for single-label classification")
+        return np.asarray(targets)
+
+    def balanced_sampler(self) -> WeightedRandomSampler:
+        """Each class equally likely per draw (weights 1 / class count), len(train) draws with replacement."""
+        targets = self.train_targets()
+        counts = np.bincount(targets)
+        weights = torch.as_tensor(1.0 / counts[targets], dtype=torch.double)
+        return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True,
+                                     generator=torch.Generator().manual_seed(self.seed))
+
     # -- loaders -------------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
@@ -161,7 +189,11 @@ class CVDataModule(L.LightningDataModule):
         dataset = self.datasets[split]
         sampler = None
         trainer = self.trainer
-        if not shuffle and trainer is not None and trainer.world_size > 1:
+        drop_last = shuffle and len(dataset) > self.batch_size
+        if shuffle and self.sampler == "balanced":
+            # Under DDP, Lightning wraps any custom sampler (use_distributed_sampler=True, the default).
+            sampler, shuffle = self.balanced_sampler(), False
+        elif not shuffle and trainer is not None and trainer.world_size > 1:
             # The default DistributedSampler pads with duplicates, which would be counted in the metrics.
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
         pin_memory = torch.cuda.is_available()
@@ -178,7 +210,7 @@ class CVDataModule(L.LightningDataModule):
             pin_memory=pin_memory,
             persistent_workers=self.num_workers > 0,
             worker_init_fn=seed_worker,
-            drop_last=shuffle and len(dataset) > self.batch_size,
+            drop_last=drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:

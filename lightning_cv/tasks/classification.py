@@ -1,23 +1,113 @@
-"""Single-label image classification with a timm backbone (also the MNIST task)."""
+"""Single-label image classification with a timm backbone (also the MNIST task), with the training
+tricks competitions use (mixup/cutmix, class weights) and an optional coarse-group head."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.nn import functional as F
 from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cv.augment import to_uint8_image
 from lightning_cv.backbones import create_classifier
 from lightning_cv.callbacks import caption, image_grid
+from lightning_cv.errors import UserInputError
 from lightning_cv.metrics import classification_metrics, confusion_matrix
 from lightning_cv.tasks.base import CVTask, _adamw
 from lightning_cv.tta import TTAMode
 from lightning_cv.writers import ClassificationWriter
+
+
+# -- hierarchical labels: coarse groups of fine classes --------------------------------------------------
+def group_members(groups: dict[str, list[str]], class_names: list[str]) -> torch.Tensor:
+    """The (groups, classes) 0/1 membership matrix; every class must be in exactly one group."""
+    if not groups:
+        raise UserInputError("--model.groups is empty: give each group's classes, e.g. {animal: [cat, dog], vehicle: [car]}")
+    index = {name: i for i, name in enumerate(class_names)}
+    member = torch.zeros(len(groups), len(class_names))
+    seen: dict[str, str] = {}
+    for g, (group, names) in enumerate(groups.items()):
+        for name in names:
+            if name not in index:
+                raise UserInputError(f"--model.groups: {name!r} (group {group!r}) is not a class; the classes are {class_names}")
+            if name in seen:
+                raise UserInputError(f"--model.groups: class {name!r} is in two groups, {seen[name]!r} and {group!r}")
+            seen[name] = group
+            member[g, index[name]] = 1.0
+    missing = [name for name in class_names if name not in seen]
+    if missing:
+        raise UserInputError(f"--model.groups: class {missing[0]!r} is in no group (every class needs exactly one)")
+    return member
+
+
+def group_log_probs(log_probs: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """(N, classes) log-probabilities (or logits) -> (N, groups) log-sum-exp over each group's classes."""
+    masked = log_probs.float().unsqueeze(1).masked_fill(member == 0, float("-inf"))
+    return masked.logsumexp(dim=-1)
+
+
+def hierarchical_log_probs(fine: torch.Tensor, coarse: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """log p(class) = log p(class | its group) + log p(group): the fine logits renormalised within each
+    group, times the coarse head's group probabilities; the exp sums to 1 over the classes."""
+    group_of = member.argmax(dim=0)  # (classes,) group index of each class
+    fine = fine.float()
+    within = fine - group_log_probs(fine, member)[:, group_of]
+    return within + coarse.float().log_softmax(dim=1)[:, group_of]
+
+
+class HierarchicalClassifier(nn.Module):
+    """A timm classifier plus a linear head for the coarse group, both on the pooled features.
+
+    `forward` returns the combined log-probabilities (one tensor, export-ready); in training mode it
+    returns the raw fine and coarse logits side by side, (N, classes + groups), for the two losses.
+    """
+
+    def __init__(self, net: nn.Module, member: torch.Tensor):
+        super().__init__()
+        missing = [a for a in ("forward_features", "forward_head", "get_classifier") if not hasattr(net, a)]
+        if missing:
+            raise UserInputError(f"--model.groups needs a backbone with timm's {'/'.join(missing)} (pooled features); "
+                                 f"{type(net).__name__} has none")
+        classifier = net.get_classifier()
+        width = classifier.in_features if isinstance(classifier, nn.Linear) else getattr(net, "head_hidden_size", net.num_features)
+        self.net = net
+        self.coarse = nn.Linear(width, member.shape[0])
+        self.register_buffer("member", member, persistent=False)
+        self.pretrained_cfg = getattr(net, "pretrained_cfg", None) or {}
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+        return self.net.get_classifier()(pooled), self.coarse(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine, coarse = self.heads(x)
+        if self.training:
+            return torch.cat([fine, coarse], dim=1)
+        return hierarchical_log_probs(fine, coarse, self.member)
+
+    def get_classifier(self) -> nn.Module:
+        return nn.ModuleList([self.net.get_classifier(), self.coarse])
+
+
+def balanced_class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse class frequency, n / (classes * count), as scikit-learn's "balanced"; 0 for absent classes."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(targets) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+
+def _fill_class_weights(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """Checkpoints from before class weights have no `criterion.weight`: load them as unweighted."""
+    if isinstance(getattr(module, "weight", None), torch.Tensor) and state_dict and f"{prefix}weight" not in state_dict:
+        state_dict[f"{prefix}weight"] = torch.ones_like(module.weight)
 
 
 class ClassificationTask(CVTask):
@@ -28,12 +118,22 @@ class ClassificationTask(CVTask):
         pretrained: start from the backbone's pretrained (ImageNet) weights, downloaded by timm.
         weights: a local file with those pretrained weights, for machines without network.
         drop_rate: dropout before the classifier.
-        label_smoothing: cross-entropy label smoothing.
+        label_smoothing: cross-entropy label smoothing (with mixup/cutmix, applied to the mixed targets).
         image_size: the training resolution, used for the example input (export, summaries).
         tta: test-time augmentation for validate/test/predict: none, hflip, flip (h + v) or d4
             (probabilities averaged over the views).
         channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
         compile: torch.compile the model (slow first steps; pays off on long GPU runs).
+        mixup_alpha: mixup (timm `Mixup`) of training batches, Beta(alpha, alpha) mixing; 0 is off.
+        cutmix_alpha: cutmix of training batches; 0 is off. With both on, each batch takes one of them.
+        mixup_prob: probability that a training batch is mixed at all.
+        mixup_switch_prob: with both on, probability of cutmix rather than mixup.
+        class_weights: cross-entropy class weights: "balanced" (inverse class frequency of the training
+            split) or one weight per class; saved in the checkpoint.
+        groups: coarse groups of the classes, {group: [class, ...]}, every class in exactly one group:
+            adds a coarse head on the pooled features, trained with `coarse_weight` x its cross-entropy;
+            predictions are p(class | its group) x p(group), and `val/coarse_acc` is logged.
+        coarse_weight: weight of the coarse cross-entropy.
     """
 
     monitor = "val/acc"
@@ -57,6 +157,13 @@ class ClassificationTask(CVTask):
         freeze_backbone_epochs: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        class_weights: Literal["balanced"] | list[float] | None = None,
+        groups: dict[str, list[str]] | None = None,
+        coarse_weight: float = 1.0,
     ):
         super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs,
                          channels_last=channels_last, compile=compile)
@@ -64,10 +171,114 @@ class ClassificationTask(CVTask):
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "tta"])
         self.image_size = image_size
         self.tta = tta
+        self.label_smoothing = label_smoothing
+        self.groups = dict(groups) if groups is not None else None
+        self.coarse_weight = coarse_weight
+        member = group_members(self.groups, self.class_names) if self.groups is not None else None
         self.model = create_classifier(backbone, num_classes, in_chans, pretrained, weights, drop_rate)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        if member is not None:
+            self.model = HierarchicalClassifier(self.model, member)
+        # The weight buffer always exists (ones when unweighted), so checkpoints load strictly either way.
+        self.class_weights = class_weights
+        self.criterion = nn.CrossEntropyLoss(weight=self._initial_class_weights(class_weights), label_smoothing=label_smoothing)
+        self.criterion.register_load_state_dict_pre_hook(_fill_class_weights)
+        self.mixup = self._make_mixup(mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob)
+        self._warned_odd_batch = False
         self._init_normalization()
         self.val_confusion = confusion_matrix(num_classes)
+        if self.groups is not None:
+            self.val_coarse_acc = MulticlassAccuracy(len(self.groups), average="micro")
+            self.test_coarse_acc = MulticlassAccuracy(len(self.groups), average="micro")
+
+    # -- tricks -------------------------------------------------------------------------------------
+    def _initial_class_weights(self, class_weights: str | list[float] | None) -> torch.Tensor:
+        if class_weights is None or class_weights == "balanced":
+            return torch.ones(self.num_classes)  # "balanced" is filled from the training split in setup("fit")
+        if isinstance(class_weights, str):
+            raise UserInputError(f"--model.class_weights {class_weights!r}: use balanced, or one weight per class")
+        if len(class_weights) != self.num_classes or any(w < 0 for w in class_weights):
+            raise UserInputError(f"--model.class_weights: {len(class_weights)} weights given for {self.num_classes} classes "
+                                 f"{self.class_names[:10]}; give one non-negative weight per class, in that order")
+        return torch.tensor([float(w) for w in class_weights])
+
+    def _make_mixup(self, mixup_alpha: float, cutmix_alpha: float, prob: float, switch_prob: float) -> Any:
+        if mixup_alpha < 0 or cutmix_alpha < 0:
+            raise UserInputError(f"--model.mixup_alpha / cutmix_alpha must be >= 0, got {mixup_alpha} / {cutmix_alpha}")
+        if mixup_alpha == 0 and cutmix_alpha == 0:
+            return None
+        from timm.data import Mixup
+
+        return Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob, switch_prob=switch_prob,
+                     label_smoothing=self.label_smoothing, num_classes=self.num_classes)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.class_weights == "balanced":
+            datamodule = self.trainer.datamodule
+            if datamodule is None or not hasattr(datamodule, "train_targets"):
+                raise UserInputError("--model.class_weights balanced counts the training split's classes: it needs a "
+                                     "lightning_cv DataModule (or give the weights as a list)")
+            weights = balanced_class_weights(datamodule.train_targets(), self.num_classes)
+            self.criterion.weight.copy_(weights.to(self.criterion.weight))
+            rank_zero_info(f"class weights (balanced): {dict(zip(self.class_names, np.round(weights.tolist(), 3)))}")
+
+    def on_fit_start(self) -> None:
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if self.mixup is not None and batch_size is not None and batch_size % 2:
+            raise UserInputError(f"mixup/cutmix mixes each batch with its reverse and needs an even batch size; "
+                                 f"--data.batch_size is {batch_size}")
+
+    def mix(self, batch: dict) -> dict:
+        """Mixup/cutmix the images and turn the targets into mixed, smoothed probabilities ("soft_target").
+
+        timm mixes a batch with its reverse, so it needs an even count: a short odd batch (a training
+        split not larger than one batch) keeps its last image unmixed."""
+        from timm.data.mixup import mixup_target
+
+        images, target = batch["image"], batch["target"]
+        n = images.shape[0] - images.shape[0] % 2
+        if n < images.shape[0] and not self._warned_odd_batch:
+            self._warned_odd_batch = True
+            rank_zero_warn(f"mixup/cutmix: a batch of {images.shape[0]} images is odd; its last image is not mixed")
+        if n == 0:
+            return {**batch, "soft_target": mixup_target(target, self.num_classes, 1.0, self.label_smoothing)}
+        mixed, soft = self.mixup(images[:n].clone(), target[:n])
+        if n < images.shape[0]:
+            mixed = torch.cat([mixed, images[n:]])
+            soft = torch.cat([soft, mixup_target(target[n:], self.num_classes, 1.0, self.label_smoothing)])
+        return {**batch, "image": mixed, "soft_target": soft}
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        if self.mixup is not None:
+            batch = self.mix(batch)
+        return self._step(batch, "train")
+
+    def compute_loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Cross-entropy (soft targets after mixup, class weights if set); with groups, plus
+        `coarse_weight` x the coarse cross-entropy, the coarse target derived from the class target."""
+        soft = batch.get("soft_target")
+        if self.groups is None and soft is None:
+            return super().compute_loss(outputs, batch)
+        target = batch["target"] if soft is None else soft
+        if self.groups is None:
+            return F.cross_entropy(outputs.float(), target, weight=self.criterion.weight)
+        fine, coarse = self.split_outputs(outputs)
+        member = self.model.member
+        fine_loss = self.criterion(fine, target) if soft is None else F.cross_entropy(fine, soft, weight=self.criterion.weight)
+        coarse_target = member.argmax(dim=0)[target] if soft is None else soft @ member.T
+        coarse_smoothing = self.label_smoothing if soft is None else 0.0
+        return fine_loss + self.coarse_weight * F.cross_entropy(coarse, coarse_target, label_smoothing=coarse_smoothing)
+
+    def split_outputs(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fine, coarse) logits: raw in training, else the combined log-probabilities and their group sums
+        (cross-entropy treats both alike: log-softmax leaves normalised log-probabilities unchanged)."""
+        outputs = outputs.float()
+        if outputs.shape[1] == self.num_classes + len(self.groups):
+            return outputs[:, : self.num_classes], outputs[:, self.num_classes :]
+        return outputs, group_log_probs(outputs, self.model.member)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _fill_class_weights(self.criterion, checkpoint.get("state_dict") or {}, "criterion.")
+        super().on_load_checkpoint(checkpoint)
 
     def example_size(self) -> tuple[int, int]:
         return (self.image_size, self.image_size)
@@ -85,7 +296,21 @@ class ClassificationTask(CVTask):
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
         result = self._step(batch, "val")
         self.val_confusion.update(result["outputs"].argmax(dim=1), batch["target"])
+        self._coarse_accuracy(result["outputs"], batch, "val")
         return result
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        result = self._step(batch, "test")
+        self._coarse_accuracy(result["outputs"], batch, "test")
+        return result
+
+    def _coarse_accuracy(self, outputs: torch.Tensor, batch: dict, split: str) -> None:
+        if self.groups is None:
+            return
+        member = self.model.member
+        metric = getattr(self, f"{split}_coarse_acc")
+        metric.update(group_log_probs(outputs, member).argmax(dim=1), member.argmax(dim=0)[batch["target"]])
+        self.log(f"{split}/coarse_acc", metric, on_epoch=True, batch_size=outputs.shape[0], prog_bar=True)
 
     def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
         return {"probs": outputs.float().softmax(dim=1)}
