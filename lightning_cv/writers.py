@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_cv.io import rle_encode, write_csv, write_image
+from lightning_cv.submission import SUBMISSION, follow_sample, read_sample, sample_for, submission_frame
 
 
 def gather_predictions(trainer: L.Trainer, predictions: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -36,7 +37,8 @@ def gather_predictions(trainer: L.Trainer, predictions: list[dict[str, Any]]) ->
 
 
 class ClassificationWriter(BasePredictionWriter):
-    """`predictions.csv`: image, predicted label, one probability column per class."""
+    """`predictions.csv`: image, predicted label, one probability column per class; with the
+    DataModule's `sample_submission`, also `submission.csv` in the sample's shape."""
 
     def __init__(self, output_dir: str | Path, class_names: list[str], filename: str = "predictions.csv"):
         super().__init__(write_interval="epoch")
@@ -55,6 +57,11 @@ class ClassificationWriter(BasePredictionWriter):
         frame = frame.drop_duplicates("image").sort_values("image", kind="stable")
         write_csv(frame, self.output_dir / self.filename)
         print(f"wrote {len(frame)} predictions to {self.output_dir / self.filename}")
+        sample = sample_for(trainer.datamodule)
+        if sample is not None:
+            submission = submission_frame(np.asarray(merged["id"]), probs, self.class_names, sample=read_sample(sample), source=sample)
+            write_csv(submission, self.output_dir / SUBMISSION)
+            print(f"wrote {len(submission)} rows shaped like {sample} to {self.output_dir / SUBMISSION}")
 
 
 def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, threshold: float = 0.5) -> np.ndarray:
@@ -73,7 +80,8 @@ def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, thresho
 class SegmentationWriter(BasePredictionWriter):
     """Masks at each image's original size (`masks/<id>.png`: 0/255 when binary, else class index)
     and `submission.csv` with run-length encodings (id, rle_mask; multiclass: id, class, rle_mask per
-    foreground class; an empty mask is an empty string).
+    foreground class; an empty mask is an empty string), or in the shape of the DataModule's
+    `sample_submission` (binary masks).
 
     Each rank writes the PNGs of its own images; only the RLE rows are gathered.
     """
@@ -109,8 +117,12 @@ class SegmentationWriter(BasePredictionWriter):
         frame = frame.drop_duplicates(["id", "class"]).sort_values(["id", "class"], kind="stable")
         if self.binary:
             frame = frame.drop(columns="class")
+        n_masks = frame["id"].nunique()
+        sample = sample_for(trainer.datamodule)
+        if sample is not None and self.binary:
+            frame = follow_sample(frame["id"].to_numpy(), {"rle_mask": frame["rle_mask"].to_numpy()}, read_sample(sample), sample)
         write_csv(frame, self.output_dir / self.filename)
-        print(f"wrote {frame['id'].nunique()} masks to {self.output_dir / self.mask_dir} and {self.output_dir / self.filename}")
+        print(f"wrote {n_masks} masks to {self.output_dir / self.mask_dir} and {self.output_dir / self.filename}")
 
 
 class BoxWriter(BasePredictionWriter):

@@ -103,7 +103,8 @@ def make_shapes(
     scale: tuple[float, float] = (0.22, 0.4), image_ext: str = ".png",
 ) -> None:
     """The shapes competition: train/ + train.csv (image, label, x, y, size), train_masks/ + RLE CSV,
-    test/ + sample_submission.csv, and the test labels kept aside in solution.csv."""
+    test/ + sample_submission.csv (image, label) and sample_submission_masks.csv (id, rle_mask), and
+    the test labels kept aside in solution.csv."""
     rng = np.random.default_rng(seed)
     height, width = size
     for split, n in (("train", n_train), ("test", n_test)):
@@ -124,6 +125,7 @@ def make_shapes(
             write_csv(frame[["image", "label"]], out / "solution.csv")
             write_csv(pd.DataFrame(rles), out / "solution_masks.csv")
             write_csv(frame[["image"]].assign(label=SHAPES[0]), out / "sample_submission.csv")
+            write_csv(pd.DataFrame(rles).assign(rle_mask="1 1"), out / "sample_submission_masks.csv")  # as solution_masks.csv
 
 
 def make_bbox(

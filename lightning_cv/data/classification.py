@@ -8,12 +8,15 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_cv.augment import AugmentSpec, build_pipeline, resize
 from lightning_cv.cache import CacheMode
 from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, check_image
+from lightning_cv.pseudo import PseudoLabels, select_pseudo_labels
+from lightning_cv.submission import read_sample, sample_for, sample_rows
 
 
 def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -56,6 +59,14 @@ class ClassificationDataModule(CVDataModule):
         image_suffix: appended to image_col values to form file names (e.g. ".jpg" when the CSV has ids).
         classes: explicit class list and order; labels outside it are an error. Default: from the CSV.
         test_csv: labelled CSV (same columns) for `test`, images in predict_dir.
+        sample_submission: the competition's sample submission (relative to data_dir, or absolute):
+            `predict` also writes submission.csv with its ids, order and columns (a class-name
+            column gets that class's probability, any other column the label).
+        pseudo_labels: a predictions file of test images (predict's predictions.csv, or an ensemble's
+            submission.csv/.npz with probabilities; relative to the working directory): the rows whose
+            highest probability is at least pseudo_threshold join the training split (never
+            validation), as images in predict_dir labelled with that class.
+        pseudo_threshold: the confidence a prediction needs to become a pseudo label.
     """
 
     task_name = "cls"
@@ -81,9 +92,15 @@ class ClassificationDataModule(CVDataModule):
         folds_csv: str | None = None,
         predict_split: Literal["test", "val"] = "test",
         cache: CacheMode = "none",
+        sample_submission: str | None = None,
+        pseudo_labels: str | None = None,
+        pseudo_threshold: float = 0.9,
     ):
         super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
                          fold=fold, folds_csv=folds_csv, predict_split=predict_split, cache=cache)
+        self.sample_submission = self.data_dir / sample_submission if sample_submission else None
+        self.pseudo_labels = Path(pseudo_labels) if pseudo_labels else None
+        self.pseudo_threshold = pseudo_threshold
         self.csv = self.data_dir / csv
         self.image_dir = self.data_dir / image_dir
         self.image_col = image_col
@@ -155,9 +172,15 @@ class ClassificationDataModule(CVDataModule):
             targets = encode_labels(table["label"].tolist(), self.class_names, source)
             self._check_images(table["path"].tolist())
             train, val = self.split_rows(table["id"].tolist(), stratify=targets, names=self.class_names)
+            pseudo = self._pseudo_labels(table)
             for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
                 part = table.iloc[rows]
-                self.datasets[split] = self._dataset(part["path"].tolist(), targets[rows], augment, part["id"].tolist())
+                paths, split_targets, ids = part["path"].tolist(), targets[rows], part["id"].tolist()
+                if split == "train" and pseudo is not None:
+                    # Only ever training rows: validation (or a fold's held-out rows) stays the labelled data.
+                    paths, ids = paths + pseudo.paths, ids + pseudo.ids
+                    split_targets = np.concatenate([split_targets, pseudo.targets])
+                self.datasets[split] = self._dataset(paths, split_targets, augment, ids)
         if stage == "test" and "test" not in self.datasets:
             if self.test_csv is None:
                 raise DataError("`test` needs labels: pass --data.test_csv (same columns as the training CSV, images in predict_dir)")
@@ -172,3 +195,16 @@ class ClassificationDataModule(CVDataModule):
             paths = list_images(self.predict_dir)
             self._check_images(paths)
             self.datasets["predict"] = self._dataset(paths, None, None)
+        if stage == "predict" and sample_for(self) is not None:
+            # Before the model runs: every id of the sample must be among the images to predict.
+            sample_rows(self.datasets["predict"].ids, read_sample(self.sample_submission), self.sample_submission)
+
+    def _pseudo_labels(self, table: pd.DataFrame) -> PseudoLabels | None:
+        """The confident test predictions of --data.pseudo_labels (checked, logged), or None."""
+        if self.pseudo_labels is None:
+            return None
+        pseudo = select_pseudo_labels(self.pseudo_labels, self.class_names, self.pseudo_threshold, self.predict_dir,
+                                      table["path"].tolist(), table["id"].tolist())
+        self._check_images(pseudo.paths)
+        rank_zero_info(pseudo.summary)
+        return pseudo

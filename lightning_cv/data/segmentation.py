@@ -16,7 +16,9 @@ from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to
 from lightning_cv.cache import CachedSource, CacheMode, content_id, file_version
 from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.classification import read_table
+from lightning_cv.errors import UserInputError
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask, rle_decode
+from lightning_cv.submission import read_sample, sample_for, sample_rows
 
 MASK_EXTENSIONS = (".png", ".gif", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Masks read to guess the class count before setup (setup then checks every mask).
@@ -131,6 +133,9 @@ class SegmentationDataModule(CVDataModule):
         rle_col: the CSV column with the mask's RLE (Carvana's "rle_mask"); empty = empty mask.
         rle_order: pixel order of the RLE: "C" row-major (Carvana), "F" column-major (TGS Salt, Airbus).
         classes: class names, background first; default: from the masks (binary: background, foreground).
+        sample_submission: the competition's sample submission (relative to data_dir, or absolute):
+            `predict` writes submission.csv with its ids, order and columns, each RLE matched to its
+            image by id or file stem (Carvana's `img` = `<id>.jpg`), instead of id,rle_mask. Binary masks.
     """
 
     task_name = "seg"
@@ -157,9 +162,11 @@ class SegmentationDataModule(CVDataModule):
         folds_csv: str | None = None,
         predict_split: Literal["test", "val"] = "test",
         cache: CacheMode = "none",
+        sample_submission: str | None = None,
     ):
         super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
                          fold=fold, folds_csv=folds_csv, predict_split=predict_split, cache=cache)
+        self.sample_submission = self.data_dir / sample_submission if sample_submission else None
         self.image_dir = self.data_dir / image_dir
         self.mask_dir = self.data_dir / mask_dir
         self.mask_suffix = mask_suffix
@@ -293,5 +300,11 @@ class SegmentationDataModule(CVDataModule):
             paths = list_images(self.predict_dir)
             sizes = [check_image(path) for path in paths]
             self.datasets["predict"] = self._dataset(paths, None, None, sizes)
+        if stage == "predict" and sample_for(self) is not None:
+            # Before the model runs: every id of the sample must be among the images to predict.
+            if self.num_classes != 2:
+                raise UserInputError(f"--data.sample_submission: {self.num_classes} classes; sample submissions are "
+                                     "for binary masks (multiclass predict writes submission.csv as id,class,rle_mask)")
+            sample_rows(self.datasets["predict"].ids, read_sample(self.sample_submission), self.sample_submission)
         if stage == "test" and "test" not in self.datasets:
             raise DataError("`test` needs masks for the test images; use `validate`, or `predict` for the test folder")
