@@ -219,7 +219,7 @@ class ClassificationTask(CVTask):
                                      "lightning_cv DataModule (or give the weights as a list)")
             weights = balanced_class_weights(datamodule.train_targets(), self.num_classes)
             self.criterion.weight.copy_(weights.to(self.criterion.weight))
-            rank_zero_info(f"class weights (balanced): {dict(zip(self.class_names, np.round(weights.tolist(), 3)))}")
+            rank_zero_info(f"class weights (balanced): {dict(zip(self.class_names, [round(w, 3) for w in weights.tolist()]))}")
 
     def on_fit_start(self) -> None:
         batch_size = getattr(self.trainer.datamodule, "batch_size", None)
