@@ -145,3 +145,34 @@ class BoxWriter(BasePredictionWriter):
         frame = frame.drop_duplicates("image").sort_values("image", kind="stable")
         write_csv(frame, self.output_dir / self.filename)
         print(f"wrote {len(frame)} boxes to {self.output_dir / self.filename}")
+
+
+class MultiLabelWriter(BasePredictionWriter):
+    """`predictions.csv`: image, tags (space-separated: each tag above its threshold, at least the most
+    likely one), one probability column per tag. Thresholds: as given, else the model's `label_thresholds`."""
+
+    def __init__(self, output_dir: str | Path, class_names: list[str], thresholds: np.ndarray | float | None = None,
+                 filename: str = "predictions.csv"):
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir)
+        self.class_names = class_names
+        self.thresholds = thresholds
+        self.filename = filename
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any) -> None:
+        from lightning_cv.thresholds import tags
+
+        merged = gather_predictions(trainer, predictions)
+        if merged is None:
+            return
+        thresholds = self.thresholds
+        if thresholds is None:
+            thresholds = pl_module.label_thresholds.detach().cpu().numpy()
+        probs = merged["probs"]
+        frame = pd.DataFrame({"image": merged["id"], "tags": tags(probs, self.class_names, thresholds)})
+        for i, name in enumerate(self.class_names):
+            frame[f"prob_{name}"] = probs[:, i].round(6)
+        frame = frame.drop_duplicates("image").sort_values("image", kind="stable")
+        write_csv(frame, self.output_dir / self.filename)
+        shown = ", ".join(f"{n} {t:.2f}" for n, t in zip(self.class_names, np.broadcast_to(thresholds, len(self.class_names))))
+        print(f"wrote {len(frame)} predictions to {self.output_dir / self.filename} (thresholds: {shown})")

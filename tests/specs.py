@@ -113,6 +113,27 @@ def _bbox_data(root: Path) -> Path:
     return root / "bbox"
 
 
+def _multilabel_module():
+    from lightning_cv.tasks import MultiLabelTask
+
+    return MultiLabelTask(num_classes=4, backbone="resnet10t", image_size=32, class_names=["a", "b", "c", "d"])
+
+
+def _multilabel_batch(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    target = (torch.rand(n, 4, generator=g) < 0.4).float()
+    target[torch.arange(n), torch.arange(n) % 4] = 1.0  # every image has a tag
+    return {"image": torch.rand(n, 3, 32, 32, generator=g), "target": target,
+            "id": [f"im{i}.png" for i in range(n)], "index": torch.arange(n)}
+
+
+def _multilabel_data(root: Path) -> Path:
+    from lightning_cv.commands.demo import make_multilabel
+
+    make_multilabel(root / "multilabel", n_train=40, n_test=8, size=(32, 32), seed=1)
+    return root / "multilabel"
+
+
 SPECS = [
     TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
              ["val/acc", "val/f1"], "predictions.csv",
@@ -125,4 +146,7 @@ SPECS = [
     TaskSpec("bbox", "configs/bbox.yaml", _bbox_module, _bbox_batch, _bbox_data, lambda n: (n, 3),
              ["val/box_iou", "val/hit50"], "boxes.csv",
              ["--model.backbone", "test_resnet", "--data.image_size", "32", "--data.batch_size", "8"]),
+    TaskSpec("multilabel", "configs/multilabel.yaml", _multilabel_module, _multilabel_batch, _multilabel_data,
+             lambda n: (n, 4), ["val/f2", "val/f2_macro", "val/acc"], "predictions.csv",
+             ["--data.image_size", "32", "--data.batch_size", "8"]),
 ]

@@ -4,7 +4,9 @@
 
 The CV run directory (runs/<task>/cv-<timestamp>, or --out) holds `folds.csv`, one `fold<k>/` run per
 fold (checkpoints, metrics, `oof/` and `test/` predictions of its best checkpoint), `oof.npz` + `oof.csv`
-(every training row exactly once) and `cv_results.json` (score per fold, mean and std).
+(every training row exactly once) and `cv_results.json` (score per fold, mean and std). Multi-label
+data also gets `thresholds.json`: per-tag thresholds tuned on the out-of-fold probabilities (for
+`predict --model.thresholds`), with the OOF F2 at 0.5 and at them in cv_results.json.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from lightning_cv.io import atomic_path, write_csv
 from lightning_cv.tta import TTAMode
 
 PREDICTIONS = "predictions.npz"
+BETA = 2.0  # multi-label: thresholds are tuned for the sample-averaged F2 (Planet's metric)
 
 
 def _data_overrides(overrides: list[str]) -> list[str]:
@@ -130,6 +133,13 @@ def fold_scores(task: str, probs: np.ndarray, targets: np.ndarray | None) -> dic
         total = fg_pred.sum() + fg_true.sum()
         union = total - inter
         return {"dice": float(2 * inter / total) if total else 1.0, "iou": float(inter / union) if union else 1.0}
+    if probs.ndim == 2 and targets.ndim == 2:  # multi-label: 0/1 tag matrix
+        from lightning_cv.thresholds import fbeta_samples, tune_thresholds
+
+        exact = ((probs > 0.5) == (targets > 0)).all(axis=1).mean()
+        # f2_tuned: thresholds tuned on these same rows (optimistic; the checkpoint's own are tuned likewise).
+        return {"f2": fbeta_samples(probs, targets, 0.5, BETA), "acc": float(exact),
+                "f2_tuned": fbeta_samples(probs, targets, tune_thresholds(probs, targets, BETA), BETA)}
     if probs.ndim == 2:
         from sklearn.metrics import accuracy_score, f1_score
 
@@ -203,8 +213,8 @@ def cv(
     cv_dir.mkdir(parents=True, exist_ok=True)
     frame, key, label_col = datamodule.fold_table()
     folds_csv = cv_dir / "folds.csv"
-    table = load_or_create_folds(folds_csv, frame, key, folds, datamodule.seed, label_col, group_col,
-                                 multilabel=bool(getattr(datamodule, "multilabel", False)))
+    multilabel = bool(getattr(datamodule, "multilabel", False))
+    table = load_or_create_folds(folds_csv, frame, key, folds, datamodule.seed, label_col, group_col, multilabel=multilabel)
     if fold is not None and not 0 <= fold < folds:
         raise UserInputError(f"--fold {fold} is not one of the {folds} folds (0..{folds - 1})")
     print(f"{folds}-fold CV of {len(table)} rows -> {cv_dir} (folds in {folds_csv})", flush=True)
@@ -276,13 +286,20 @@ def cv(
     for metric in metrics:
         values = [r["scores"][metric] for r in rows if metric in r["scores"]]
         summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": len(values)}
+    thresholds, oof_scores = None, {}
+    if oof is not None and multilabel and label_col:
+        thresholds, oof_scores = _tune_oof_thresholds(cv_dir, table[label_col].tolist(), oof, seen, class_names)
     if oof is not None:
-        _write_oof(cv_dir, table, key, label_col, oof, seen, class_names, task)
+        _write_oof(cv_dir, table, key, label_col, oof, seen, class_names, task, thresholds)
     results = {"task": task, "config": str(config), "folds": folds, "tta": tta, "overrides": overrides,
-               "per_fold": rows, "summary": summary, "complete": bool(seen.all()) if oof is not None else False}
+               "per_fold": rows, "summary": summary, "complete": bool(seen.all()) if oof is not None else False,
+               **({"oof": oof_scores} if oof_scores else {})}
     with atomic_path(cv_dir / "cv_results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     _print_table(cv_dir, rows, summary)
+    if oof_scores:
+        print(f"out-of-fold F2 of {oof_scores['rows']} rows: {oof_scores['f2']:.4f} at 0.5, {oof_scores['f2_tuned']:.4f} with "
+              f"per-tag thresholds -> {oof_scores['thresholds']} (use: predict --model.thresholds {oof_scores['thresholds']})")
     missing = int((seen == 0).sum())
     if missing:
         print(f"{missing} of {n} rows have no out-of-fold prediction (failed or untrained folds)", file=sys.stderr)
@@ -302,8 +319,26 @@ def _saved_scores(cv_dir: Path, k: int) -> dict[str, float]:
     return {}
 
 
+def _tune_oof_thresholds(cv_dir: Path, labels: list[str], oof: np.ndarray, seen: np.ndarray,
+                         class_names: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-tag thresholds tuned on the out-of-fold probabilities of every predicted row, saved as
+    cv_dir/thresholds.json; returns them and the OOF F2 at 0.5 and at them."""
+    from lightning_cv.data.multilabel import encode_tags
+    from lightning_cv.thresholds import fbeta_samples, save_thresholds, tune_thresholds
+
+    done = seen > 0
+    probs = oof[done]
+    targets = encode_tags([label for label, ok in zip(labels, done) if ok], class_names, cv_dir / "folds.csv")
+    thresholds = tune_thresholds(probs, targets, BETA)
+    tuned = fbeta_samples(probs, targets, thresholds, BETA)
+    path = cv_dir / "thresholds.json"
+    save_thresholds(path, class_names, thresholds, BETA, tuned)
+    return thresholds, {"rows": int(done.sum()), "f2": fbeta_samples(probs, targets, 0.5, BETA), "f2_tuned": tuned,
+                        "thresholds": str(path)}
+
+
 def _write_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | None, oof: np.ndarray, seen: np.ndarray,
-               class_names: list[str], task: str) -> None:
+               class_names: list[str], task: str, thresholds: np.ndarray | None = None) -> None:
     """oof.npz (ids, fold, probabilities; NaN where a fold is missing) and a readable oof.csv."""
     ids = table[key].astype(str).to_numpy()
     with atomic_path(cv_dir / "oof.npz") as tmp:
@@ -314,7 +349,13 @@ def _write_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | Non
     if label_col:
         readable["label"] = table[label_col].to_numpy()
     done = seen > 0
-    if oof.ndim == 2:
+    if oof.ndim == 2 and thresholds is not None:  # multi-label: tags above the tuned thresholds
+        from lightning_cv.thresholds import tags
+
+        readable["pred"] = [t if ok else "" for t, ok in zip(tags(np.nan_to_num(oof), class_names, thresholds), done)]
+        for j, name in enumerate(class_names):
+            readable[f"prob_{name}"] = np.round(oof[:, j], 6)
+    elif oof.ndim == 2:
         readable["pred"] = [class_names[i] if ok else "" for i, ok in zip(np.nan_to_num(oof).argmax(axis=1), done)]
         for j, name in enumerate(class_names):
             readable[f"prob_{name}"] = np.round(oof[:, j], 6)

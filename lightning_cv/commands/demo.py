@@ -128,6 +128,63 @@ def make_shapes(
             write_csv(pd.DataFrame(rles).assign(rle_mask="1 1"), out / "sample_submission_masks.csv")  # as solution_masks.csv
 
 
+def render_shapes(
+    rng: np.random.Generator, kinds: list[str], height: int, width: int, scale: tuple[float, float] = (0.13, 0.2)
+) -> np.ndarray:
+    """One RGB uint8 image with one object of each kind, apart from each other (no overlaps), lighter than
+    the textured background as in `render_shape`."""
+    image = _background(rng, height, width)
+    background_level = image.mean()
+    side = min(height, width)
+    placed: list[tuple[np.ndarray, float]] = []
+    for kind in kinds:
+        radius = rng.uniform(*scale) * side
+        for _ in range(200):
+            center = np.array([rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)])
+            if all(np.linalg.norm(center - c) > radius + r + 2 for c, r in placed):
+                break
+            radius *= 0.98  # crowded: a little smaller on the next try
+        placed.append((center, radius))
+        mask = np.zeros((height, width), np.uint8)
+        if kind == "circle":
+            cv2.circle(mask, tuple(int(v) for v in center.round()), int(radius), 255, -1, cv2.LINE_AA)
+        else:
+            cv2.fillPoly(mask, [_polygon(kind, center, radius, rng.uniform(-15, 15))], 255, cv2.LINE_AA)
+        color = rng.uniform(0, 255, size=3)
+        shift = 90 - (color.mean() - background_level)
+        if shift > 0:
+            color += shift
+        shading = 1 + 0.15 * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), width))[None, :, None]
+        image = np.where(mask[..., None] > 127, color.clip(0, 255) * shading, image)
+    image += rng.normal(0, rng.uniform(3, 8), image.shape)
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def make_multilabel(
+    out: Path, n_train: int = 1000, n_test: int = 300, size: tuple[int, int] = (64, 64), seed: int = 0,
+    image_ext: str = ".png",
+) -> None:
+    """The multi-label shapes competition (Planet-like): 1-3 different shapes per image, train/ +
+    train.csv (image, tags: space-separated, sorted), test/ + sample_submission.csv, and the test tags
+    kept aside in solution.csv."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = []
+        counts = rng.choice([1, 2, 3], size=n, p=[0.35, 0.4, 0.25])
+        for i, count in enumerate(track(counts, description=f"demo {split}", transient=True)):
+            kinds = sorted(SHAPES[k] for k in rng.choice(len(SHAPES), size=int(count), replace=False, p=SHAPE_WEIGHTS))
+            name = f"{split}_{i:05d}{image_ext}"
+            write_image(out / split / name, render_shapes(rng, kinds, height, width))
+            rows.append({"image": name, "tags": " ".join(kinds)})
+        frame = pd.DataFrame(rows)
+        if split == "train":
+            write_csv(frame, out / "train.csv")
+        else:
+            write_csv(frame, out / "solution.csv")
+            write_csv(frame[["image"]].assign(tags=SHAPES[0]), out / "sample_submission.csv")
+
+
 def make_bbox(
     out: Path, n_train: int = 400, n_test: int = 40, size: tuple[int, int] = (480, 640), seed: int = 0,
     scale: tuple[float, float] = (0.2, 0.38), image_ext: str = ".jpg",
@@ -170,7 +227,7 @@ def make_mnist(out: Path, seed: int = 0) -> None:
         write_idx(out / f"{IDX_FILES[f'{kind}_labels']}.gz", labels[rows])
 
 
-def demo(task: Literal["mnist", "cls", "bbox", "seg"] = "cls", out: Path | None = None, seed: int = 0, n_train: int | None = None) -> Path:
+def demo(task: Literal["mnist", "cls", "bbox", "seg", "multilabel"] = "cls", out: Path | None = None, seed: int = 0, n_train: int | None = None) -> Path:
     """Write a demo competition for a task (default folder: data/<task>).
 
     Args:
@@ -184,6 +241,8 @@ def demo(task: Literal["mnist", "cls", "bbox", "seg"] = "cls", out: Path | None 
         make_mnist(out, seed)
     elif task == "bbox":
         make_bbox(out, n_train=n_train or 400, seed=seed)
+    elif task == "multilabel":
+        make_multilabel(out, n_train=n_train or 1000, seed=seed)
     elif task == "seg":
         # Small images, so `make train TASK=seg` trains to dice > 0.9 in minutes on two CPU cores.
         make_shapes(out, n_train=n_train or SEG_DEMO["n_train"], n_test=SEG_DEMO["n_test"], size=SEG_DEMO["size"], seed=seed)

@@ -1,0 +1,210 @@
+"""Multi-label image classification (Planet style): sigmoid outputs, BCE, per-label thresholds for F2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MultilabelExactMatch, MultilabelFBetaScore
+
+from lightning_cv.augment import to_uint8_image
+from lightning_cv.callbacks import caption, image_grid
+from lightning_cv.tasks.base import _adamw
+from lightning_cv.tasks.classification import ClassificationTask
+from lightning_cv.thresholds import fbeta_samples, load_thresholds, tags, tune_thresholds
+from lightning_cv.tta import TTAMode
+from lightning_cv.writers import MultiLabelWriter
+
+
+class SampleFBeta(Metric):
+    """F-beta of each image's predicted tag set (probability > threshold) against its true set, averaged
+    over images (Planet's metric with beta=2); an image with no true and no predicted tag scores 1."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, beta: float = 2.0, threshold: float = 0.5):
+        super().__init__()
+        self.beta = beta
+        self.threshold = threshold
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        pred, truth = probs > self.threshold, target > 0
+        tp = (pred & truth).sum(dim=1).double()
+        b2 = self.beta**2
+        denom = (1 + b2) * tp + b2 * (truth.sum(dim=1) - tp) + (pred.sum(dim=1) - tp)
+        scores = torch.where(denom > 0, (1 + b2) * tp / denom.clamp(min=1), torch.ones_like(tp))
+        self.total += scores.sum()
+        self.count += scores.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
+
+
+def multilabel_metrics(num_labels: int, prefix: str) -> MetricCollection:
+    """At threshold 0.5: f2 (sample-averaged, the competition's), f2_macro (mean of per-tag F2) and
+    acc (exact match: the whole tag set right, stricter than per-tag accuracy)."""
+    return MetricCollection(
+        {
+            "f2": SampleFBeta(beta=2.0),
+            "f2_macro": MultilabelFBetaScore(beta=2.0, num_labels=num_labels, average="macro"),
+            "acc": MultilabelExactMatch(num_labels=num_labels),
+        },
+        prefix=prefix,
+    )
+
+
+def short_names(names: list[str], least: int = 3) -> list[str]:
+    """The shortest prefixes (at least `least` characters) that tell the names apart, for captions."""
+    out = []
+    for name in names:
+        n = least
+        while n < len(name) and any(o != name and o[:n] == name[:n] for o in names):
+            n += 1
+        out.append(name[:n])
+    return out
+
+
+class MultiLabelTask(ClassificationTask):
+    """A timm backbone with one logit per tag, BCE with logits, and per-tag decision thresholds.
+
+    The thresholds live in the model (a buffer saved in every checkpoint): each validation epoch of `fit`
+    tunes them on that epoch's validation probabilities for the sample-averaged F2, so a checkpoint carries
+    the thresholds of its own validation split and `predict` uses them. `val/f2` is at 0.5; `val/f2_tuned`
+    at the tuned thresholds (measured on the rows they were tuned on, so optimistic).
+
+    Args:
+        backbone: any `timm.list_models()` name, or "small_cnn".
+        pretrained: start from the backbone's pretrained (ImageNet) weights, downloaded by timm.
+        weights: a local file with those pretrained weights, for machines without network.
+        drop_rate: dropout before the classifier.
+        image_size: the training resolution, used for the example input (export, summaries).
+        tta: test-time augmentation for validate/test/predict: none, hflip, flip (h + v) or d4
+            (sigmoid probabilities averaged over the views).
+        thresholds: a thresholds.json (e.g. from `lightning-cv cv`, tuned on out-of-fold predictions)
+            used instead of the checkpoint's thresholds; during `fit` it fixes them (no tuning).
+        beta: the F-beta the thresholds are tuned for (2: Planet's F2).
+    """
+
+    monitor = "val/f2"
+    monitor_mode = "max"
+    activation = "sigmoid"
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        class_names: list[str] | None = None,
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        weights: str | None = None,
+        drop_rate: float = 0.0,
+        image_size: int = 64,
+        tta: TTAMode = "none",
+        thresholds: str | None = None,
+        beta: float = 2.0,
+        optimizer: OptimizerCallable = _adamw,
+        scheduler: LRSchedulerCallable | None = None,
+        backbone_lr_scale: float = 1.0,
+        freeze_backbone_epochs: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
+    ):
+        super().__init__(num_classes, in_chans, class_names, backbone=backbone, pretrained=pretrained, weights=weights,
+                         drop_rate=drop_rate, image_size=image_size, tta=tta, optimizer=optimizer, scheduler=scheduler,
+                         backbone_lr_scale=backbone_lr_scale, freeze_backbone_epochs=freeze_backbone_epochs,
+                         channels_last=channels_last, compile=compile)
+        # Chosen at inference, like tta: kept out of the hparams, which `--ckpt_path` restores over the command line.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "tta", "thresholds"])
+        self.criterion = nn.BCEWithLogitsLoss()
+        del self.val_confusion  # single-label only
+        self.beta = beta
+        self.thresholds_file = thresholds
+        self.register_buffer("label_thresholds", torch.full((num_classes,), 0.5))
+        self._val_probs: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+
+    def make_metrics(self, prefix: str) -> MetricCollection:
+        return multilabel_metrics(self.num_classes, prefix)
+
+    def compute_loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        """BCE with logits over the tags (float32), whatever the single-label task adds to its loss."""
+        return self.criterion(outputs.float(), batch["target"].float())
+
+    def metric_inputs(self, outputs: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return outputs.float().sigmoid(), batch["target"].long()
+
+    def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
+        return {"probs": outputs.float().sigmoid()}
+
+    def prediction_writer(self, output_dir: str | Path) -> MultiLabelWriter:
+        return MultiLabelWriter(output_dir, self.class_names)
+
+    # -- thresholds ---------------------------------------------------------------------------------
+    def _use_thresholds_file(self) -> None:
+        """Load --model.thresholds into the buffer (after any checkpoint was restored)."""
+        if self.thresholds_file:
+            values = load_thresholds(self.thresholds_file, self.class_names)
+            self.label_thresholds.copy_(torch.as_tensor(values, dtype=self.label_thresholds.dtype))
+            rank_zero_info(f"thresholds from {self.thresholds_file}: {np.round(values, 2).tolist()}")
+
+    def on_validation_start(self) -> None:
+        self._use_thresholds_file()
+
+    def on_test_start(self) -> None:
+        self._use_thresholds_file()
+
+    def on_predict_start(self) -> None:
+        self._use_thresholds_file()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_probs, self._val_targets = [], []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        result = self._step(batch, "val")
+        self._val_probs.append(result["outputs"].float().sigmoid().cpu())
+        self._val_targets.append(batch["target"].float().cpu())
+        return result
+
+    def _gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """All ranks' rows (ranks may hold different counts: padded to the largest, then trimmed)."""
+        if self.trainer.world_size == 1:
+            return rows
+        counts = self.all_gather(torch.tensor(len(rows), device=self.device)).flatten().tolist()
+        padded = torch.zeros(max(counts), *rows.shape[1:], dtype=rows.dtype, device=self.device)
+        padded[: len(rows)] = rows.to(self.device)
+        gathered = self.all_gather(padded)
+        return torch.cat([part[:n] for part, n in zip(gathered, counts)]).cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        """Tune the thresholds on this epoch's validation probabilities (all ranks gathered), log the F2
+        they reach, and keep them in the model when fitting (unless a thresholds file fixes them)."""
+        if self.trainer.sanity_checking or not self._val_probs:
+            return
+        probs = self._gather_rows(torch.cat(self._val_probs)).numpy()
+        targets = self._gather_rows(torch.cat(self._val_targets)).numpy()
+        self._val_probs, self._val_targets = [], []
+        tuned = tune_thresholds(probs, targets, beta=self.beta)
+        self.log("val/f2_tuned", fbeta_samples(probs, targets, tuned, self.beta), sync_dist=False)
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.thresholds_file:
+            self.label_thresholds.copy_(torch.as_tensor(tuned, dtype=self.label_thresholds.dtype))
+
+    # -- pictures ------------------------------------------------------------------------------------
+    def draw_validation(self, batch: dict, outputs: torch.Tensor) -> np.ndarray:
+        """Validation images captioned "true>predicted" tags (at the model's thresholds), green when the
+        sets match, red when not."""
+        short = short_names(self.class_names)
+        predicted = tags(outputs.float().sigmoid().cpu().numpy(), short, self.label_thresholds.cpu().numpy())
+        true = tags(batch["target"].float().cpu().numpy(), short, 0.5)
+        tiles = [caption(to_uint8_image(image), f"{t}>{p}", ok=t == p, scale=max(2, 192 // image.shape[-1]))
+                 for image, t, p in zip(batch["image"], true, predicted)]
+        return image_grid(tiles)
