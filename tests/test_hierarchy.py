@@ -121,7 +121,7 @@ def test_fit_logs_coarse_accuracy_and_checkpoints_round_trip(data_root, tmp_path
     groups = {"round": ["circle"], "pointed": ["square", "triangle", "star"], "crossed": ["cross"]}
     module = ClassificationTask(num_classes=5, class_names=datamodule.class_names, backbone="test_resnet", image_size=32,
                                 groups=groups)
-    trainer = Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=False, enable_progress_bar=False,
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=str(tmp_path), precision="32-true",
                       callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="last")])
     trainer.fit(module, datamodule)

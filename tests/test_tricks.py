@@ -39,6 +39,7 @@ BACKBONE = "test_resnet"
 def _common(data_dir) -> list[str]:
     return ["--config", str(ROOT / "configs/cls.yaml"), "--data.data_dir", str(data_dir), "--model.backbone", BACKBONE,
             "--data.image_size", "32", "--data.batch_size", "8", "--trainer.limit_val_batches", "1",
+            "--trainer.num_sanity_val_steps", "0",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -49,7 +50,7 @@ def _batch(n: int, classes: int = 3) -> dict:
 
 
 def _trainer(tmp_path, **kwargs) -> Trainer:
-    defaults = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
+    defaults = dict(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
                     enable_model_summary=False, default_root_dir=str(tmp_path), precision="32-true")
     return Trainer(**{**defaults, **kwargs})
 
