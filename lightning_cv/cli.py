@@ -247,16 +247,30 @@ def _run_command(name: str, args: list[str]) -> Any:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point; user-input errors become one line on stderr and exit status 2."""
-    from lightning_cv.errors import UserInputError
-
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if argv and argv[0] in COMMANDS:
             _run_command(argv[0], argv[1:])
         else:
             build_cli(None if args is None else argv)
-    except UserInputError as err:
-        if os.environ.get("LIGHTNING_CV_TRACEBACK"):
+    except Exception as err:
+        # jsonargparse wraps an error raised while building the model or data (e.g. an unknown
+        # backbone) in its own ValueError: the user's mistake is still the one to report.
+        cause = _user_input_error(err)
+        if cause is None or os.environ.get("LIGHTNING_CV_TRACEBACK"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _user_input_error(err: BaseException | None) -> BaseException | None:
+    """The UserInputError `err` is, or was raised from (its chain of causes and contexts)."""
+    from lightning_cv.errors import UserInputError
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserInputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -334,3 +334,14 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys, task):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: ") and expected in lines[-1]
     assert not (run / "checkpoints").exists()
+
+
+def test_cli_model_option_error_is_one_line(tmp_path, capsys):
+    """An error raised while jsonargparse builds the model (wrapped in its own ValueError) is still one line."""
+    root = make_data("cls", tmp_path / "data")
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", "configs/cls.yaml", "--model.backbone", "resnt18", "--data.data_dir", str(root),
+              "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: Unknown timm model 'resnt18'. Close matches: resnet18")

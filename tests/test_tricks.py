@@ -205,8 +205,7 @@ def test_checkpoints_without_class_weights_still_load_strictly():
 
 
 def test_balanced_weights_and_sampler_fit_and_round_trip(cls_data, tmp_path):
-    datamodule = ClassificationDataModule(str(cls_data), image_size=32, batch_size=8)
-    datamodule.sampler = "balanced"  # --data.sampler balanced
+    datamodule = ClassificationDataModule(str(cls_data), image_size=32, batch_size=8, sampler="balanced")
     module = ClassificationTask(num_classes=5, class_names=datamodule.class_names, backbone=BACKBONE, image_size=32,
                                 class_weights="balanced", mixup_alpha=0.2)
     trainer = _trainer(tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="last")])

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_cv.augment import AugmentSpec, build_pipeline, resize
 from lightning_cv.cache import CacheMode
-from lightning_cv.data.base import CVDataModule, list_images
+from lightning_cv.data.base import CVDataModule, SamplerMode, list_images
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, check_image
 from lightning_cv.pseudo import PseudoLabels, select_pseudo_labels
@@ -92,12 +92,14 @@ class ClassificationDataModule(CVDataModule):
         folds_csv: str | None = None,
         predict_split: Literal["test", "val"] = "test",
         cache: CacheMode = "none",
+        sampler: SamplerMode = "none",
         sample_submission: str | None = None,
         pseudo_labels: str | None = None,
         pseudo_threshold: float = 0.9,
     ):
         super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
-                         fold=fold, folds_csv=folds_csv, predict_split=predict_split, cache=cache)
+                         fold=fold, folds_csv=folds_csv, predict_split=predict_split, cache=cache,
+                         sampler=sampler)
         self.sample_submission = self.data_dir / sample_submission if sample_submission else None
         self.pseudo_labels = Path(pseudo_labels) if pseudo_labels else None
         self.pseudo_threshold = pseudo_threshold
