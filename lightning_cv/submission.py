@@ -69,15 +69,21 @@ def follow_sample(ids: Any, values: dict[str, Any], sample: pd.DataFrame, source
 
 def submission_frame(ids: np.ndarray, probs: np.ndarray, class_names: list[str], sizes: np.ndarray | None = None,
                      sample: pd.DataFrame | None = None, rle_order: str = "C", threshold: float = 0.5,
-                     source: str | Path = "sample submission") -> pd.DataFrame:
-    """Classification: image, label, prob_<class>; masks: id, rle_mask. With a sample submission: its
-    ids in its order and its columns (class-name columns get probabilities, others the label / RLE)."""
+                     source: str | Path = "sample submission", thresholds: np.ndarray | float | None = None) -> pd.DataFrame:
+    """Classification: image, label, prob_<class>; multi-label (with `thresholds`, one per tag or one for
+    all): image, tags (space-separated), prob_<tag>; masks: id, rle_mask. With a sample submission: its
+    ids in its order and its columns (class-name columns get probabilities, others the label / tags / RLE)."""
     if probs.ndim == 2:
-        labels = np.asarray(class_names, dtype=object)[probs.argmax(axis=1)]
-        frame = pd.DataFrame({"image": ids, "label": labels})
+        if thresholds is None:
+            column, labels = "label", np.asarray(class_names, dtype=object)[probs.argmax(axis=1)]
+        else:
+            from lightning_cv.thresholds import tags
+
+            column, labels = "tags", np.asarray(tags(probs, class_names, thresholds), dtype=object)
+        frame = pd.DataFrame({"image": ids, column: labels})
         for j, name in enumerate(class_names):
             frame[f"prob_{name}"] = probs[:, j].round(6)
-        values = {"label": labels, **{name: probs[:, j].round(6) for j, name in enumerate(class_names)}}
+        values = {column: labels, **{name: probs[:, j].round(6) for j, name in enumerate(class_names)}}
     else:
         from lightning_cv.writers import restore_mask
 

@@ -46,20 +46,22 @@ class ClassificationWriter(BasePredictionWriter):
         self.class_names = class_names
         self.filename = filename
 
+    def thresholds(self, pl_module: L.LightningModule) -> np.ndarray | float | None:
+        """Per-class decision thresholds (multi-label tags); None: one label per image (argmax)."""
+        return None
+
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any) -> None:
         merged = gather_predictions(trainer, predictions)
         if merged is None:
             return
-        probs = merged["probs"]
-        frame = pd.DataFrame({"image": merged["id"], "label": [self.class_names[i] for i in probs.argmax(axis=1)]})
-        for i, name in enumerate(self.class_names):
-            frame[f"prob_{name}"] = probs[:, i].round(6)
-        frame = frame.drop_duplicates("image").sort_values("image", kind="stable")
+        ids, probs, thresholds = np.asarray(merged["id"]), merged["probs"], self.thresholds(pl_module)
+        frame = submission_frame(ids, probs, self.class_names, thresholds=thresholds).drop_duplicates("image")
         write_csv(frame, self.output_dir / self.filename)
         print(f"wrote {len(frame)} predictions to {self.output_dir / self.filename}")
         sample = sample_for(trainer.datamodule)
         if sample is not None:
-            submission = submission_frame(np.asarray(merged["id"]), probs, self.class_names, sample=read_sample(sample), source=sample)
+            submission = submission_frame(ids, probs, self.class_names, sample=read_sample(sample), source=sample,
+                                          thresholds=thresholds)
             write_csv(submission, self.output_dir / SUBMISSION)
             print(f"wrote {len(submission)} rows shaped like {sample} to {self.output_dir / SUBMISSION}")
 
@@ -147,32 +149,20 @@ class BoxWriter(BasePredictionWriter):
         print(f"wrote {len(frame)} boxes to {self.output_dir / self.filename}")
 
 
-class MultiLabelWriter(BasePredictionWriter):
+class MultiLabelWriter(ClassificationWriter):
     """`predictions.csv`: image, tags (space-separated: each tag above its threshold, at least the most
-    likely one), one probability column per tag. Thresholds: as given, else the model's `label_thresholds`."""
+    likely one), one probability column per tag; `submission.csv` as ClassificationWriter's.
+    Thresholds: as given, else the model's `label_thresholds`."""
 
     def __init__(self, output_dir: str | Path, class_names: list[str], thresholds: np.ndarray | float | None = None,
                  filename: str = "predictions.csv"):
-        super().__init__(write_interval="epoch")
-        self.output_dir = Path(output_dir)
-        self.class_names = class_names
-        self.thresholds = thresholds
-        self.filename = filename
+        super().__init__(output_dir, class_names, filename)
+        self.fixed_thresholds = thresholds
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any) -> None:
-        from lightning_cv.thresholds import tags
-
-        merged = gather_predictions(trainer, predictions)
-        if merged is None:
-            return
-        thresholds = self.thresholds
+    def thresholds(self, pl_module: L.LightningModule) -> np.ndarray | float:
+        thresholds = self.fixed_thresholds
         if thresholds is None:
             thresholds = pl_module.label_thresholds.detach().cpu().numpy()
-        probs = merged["probs"]
-        frame = pd.DataFrame({"image": merged["id"], "tags": tags(probs, self.class_names, thresholds)})
-        for i, name in enumerate(self.class_names):
-            frame[f"prob_{name}"] = probs[:, i].round(6)
-        frame = frame.drop_duplicates("image").sort_values("image", kind="stable")
-        write_csv(frame, self.output_dir / self.filename)
         shown = ", ".join(f"{n} {t:.2f}" for n, t in zip(self.class_names, np.broadcast_to(thresholds, len(self.class_names))))
-        print(f"wrote {len(frame)} predictions to {self.output_dir / self.filename} (thresholds: {shown})")
+        print(f"tag thresholds: {shown}")
+        return thresholds

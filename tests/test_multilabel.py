@@ -82,7 +82,7 @@ def test_a_few_steps_lower_the_bce_loss():
 
 def test_writer_thresholds_tags_and_probabilities(tmp_path, capsys):
     writer = MultiLabelWriter(tmp_path, ["a", "b", "c"], thresholds=np.array([0.5, 0.2, 0.9]))
-    trainer = SimpleNamespace(world_size=1, is_global_zero=True)
+    trainer = SimpleNamespace(world_size=1, is_global_zero=True, datamodule=None)
     batches = [{"id": ["y.png", "x.png"], "probs": torch.tensor([[0.6, 0.3, 0.8], [0.1, 0.15, 0.05]])},
                {"id": ["z.png"], "probs": torch.tensor([[0.4, 0.1, 0.95]])}]
     writer.write_on_epoch_end(trainer, None, batches, [])
@@ -172,3 +172,29 @@ def test_demo_is_deterministic_and_shaped_like_a_competition(tmp_path):
     sample = pd.read_csv(tmp_path / "one" / "sample_submission.csv")
     assert list(solution.columns) == list(sample.columns) == ["image", "tags"]
     assert sample["image"].tolist() == solution["image"].tolist() == sorted(p.name for p in (tmp_path / "one" / "test").iterdir())
+
+
+def test_ensemble_decides_tags_with_the_cv_thresholds(tmp_path, capsys):
+    """Fold predictions of a multi-label CV run: mean probabilities cut at the run's thresholds.json,
+    a vote keeps the tags most folds put above their threshold; the sample's shape is followed."""
+    cv_dir, names = tmp_path / "cv", ["a", "b", "c"]
+    folds = ([[0.30, 0.10, 0.90], [0.05, 0.60, 0.10]], [[0.10, 0.12, 0.70], [0.20, 0.50, 0.40]],
+             [[0.25, 0.05, 0.80], [0.05, 0.55, 0.35]])
+    for k, probs in enumerate(folds):
+        (cv_dir / f"fold{k}" / "test").mkdir(parents=True)
+        np.savez(cv_dir / f"fold{k}" / "test" / "predictions.npz", ids=np.array(["x.png", "y.png"]),
+                 probs=np.array(probs, np.float32), class_names=np.array(names), task=np.array("multilabel"))
+    (cv_dir / "folds.csv").write_text("image,tags,fold\n")
+    save_thresholds(cv_dir / "thresholds.json", names, np.array([0.2, 0.5, 0.3]), beta=2.0, score=0.9)
+    pd.DataFrame({"image": ["y.png", "x.png"], "tags": ["a", "a"]}).to_csv(tmp_path / "sample.csv", index=False)
+    out = tmp_path / "submission.csv"
+
+    main(["ensemble", str(cv_dir), "--out", str(out), "--sample_submission", str(tmp_path / "sample.csv")])
+    # means: x (0.217, 0.09, 0.8) -> a c; y (0.1, 0.55, 0.283) -> b (c's 0.283 is under its 0.3).
+    assert pd.read_csv(out).values.tolist() == [["y.png", "b"], ["x.png", "a c"]]
+    assert f"tag thresholds: {cv_dir / 'thresholds.json'}" in capsys.readouterr().out
+    main(["ensemble", str(cv_dir), "--out", str(out), "--method", "vote"])
+    # votes above threshold: x a 2/3, c 3/3; y b 3/3, c 2/3 (0.4 and 0.35 > 0.3).
+    assert pd.read_csv(out)[["image", "tags"]].values.tolist() == [["x.png", "a c"], ["y.png", "b c"]]
+    main(["ensemble", str(cv_dir), "--out", str(out), "--thresholds", "0.5"])
+    assert pd.read_csv(out)["tags"].tolist() == ["c", "b"]

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,29 +20,33 @@ from lightning_cv.submission import submission_frame
 
 @dataclass
 class Predictions:
-    """One model's saved predictions: ids, probabilities (N, C) or (N, C, h, w), original sizes for masks."""
+    """One model's saved predictions: ids, probabilities (N, C) or (N, C, h, w), original sizes for masks;
+    multilabel: independent sigmoid probabilities per tag (decided by thresholds, not argmax)."""
 
     source: Path
     ids: np.ndarray
     probs: np.ndarray
     class_names: list[str]
     sizes: np.ndarray | None = None
+    multilabel: bool = False
 
 
 def load_predictions(path: Path) -> Predictions:
-    """A `predictions.npz` (cv's fold predictions, oof.npz) or a classification `predictions.csv`."""
+    """A `predictions.npz` (cv's fold predictions, oof.npz) or a classification `predictions.csv`
+    (multi-label: its `tags` column)."""
     if path.suffix == ".npz":
         with np.load(path) as saved:
             if "probs" not in saved.files:
                 raise DataError(f"{path}: no probabilities saved (only classification and segmentation can be ensembled)")
             return Predictions(path, saved["ids"].astype(str), saved["probs"].astype(np.float32),
-                               saved["class_names"].astype(str).tolist(), saved["size"] if "size" in saved.files else None)
+                               saved["class_names"].astype(str).tolist(), saved["size"] if "size" in saved.files else None,
+                               multilabel="task" in saved.files and str(saved["task"]) == "multilabel")
     frame = pd.read_csv(path, dtype={0: str}, keep_default_na=False)
     prob_cols = [c for c in frame.columns if c.startswith("prob_")]
     if not prob_cols:
         raise DataError(f"{path}: no prob_<class> columns; ensembles need probabilities (predictions.csv or .npz)")
     return Predictions(path, frame.iloc[:, 0].astype(str).to_numpy(), frame[prob_cols].to_numpy(np.float32),
-                       [c[len("prob_"):] for c in prob_cols])
+                       [c[len("prob_"):] for c in prob_cols], multilabel="tags" in frame.columns)
 
 
 def find_predictions(path: Path, split: Literal["test", "oof"] = "test") -> list[Path]:
@@ -67,9 +71,10 @@ def find_predictions(path: Path, split: Literal["test", "oof"] = "test") -> list
 
 
 def combine(predictions: list[Predictions], method: Literal["mean", "vote"] = "mean",
-            weights: list[float] | None = None) -> np.ndarray:
+            weights: list[float] | None = None, thresholds: np.ndarray | float | None = None) -> np.ndarray:
     """Weighted mean of probabilities, or a weighted majority vote (shares of the votes per class;
-    for masks per pixel). Rows must already be aligned."""
+    for masks per pixel; with multi-label `thresholds`, per tag: the share of models above its
+    threshold). Rows must already be aligned."""
     if weights is None:
         weights = [1.0] * len(predictions)
     if len(weights) != len(predictions):
@@ -81,6 +86,8 @@ def combine(predictions: list[Predictions], method: Literal["mean", "vote"] = "m
     stack = np.stack([p.probs for p in predictions]).astype(np.float64)
     if method == "mean":
         return np.tensordot(w, stack, axes=1).astype(np.float32)
+    if thresholds is not None:
+        return np.tensordot(w, (stack > np.asarray(thresholds)).astype(np.float64), axes=1).astype(np.float32)
     if stack.shape[2] == 1:  # binary masks (one sigmoid channel): foreground share of the votes
         return np.tensordot(w, (stack > 0.5).astype(np.float64), axes=1).astype(np.float32)
     classes = np.arange(stack.shape[2]).reshape(1, -1, *[1] * (stack.ndim - 3))
@@ -101,8 +108,7 @@ def align(predictions: list[Predictions]) -> list[Predictions]:
         if set(p.ids) != set(order) or len(p.ids) != len(order):
             raise DataError(f"{p.source}: its {len(p.ids)} ids are not the {len(order)} of {first.source}")
         index = np.argsort([order[i] for i in p.ids])
-        aligned.append(Predictions(p.source, p.ids[index], p.probs[index], p.class_names,
-                                   None if p.sizes is None else p.sizes[index]))
+        aligned.append(replace(p, ids=p.ids[index], probs=p.probs[index], sizes=None if p.sizes is None else p.sizes[index]))
     return aligned
 
 
@@ -115,6 +121,7 @@ def ensemble(
     split: Literal["test", "oof"] = "test",
     rle_order: Literal["C", "F"] = "C",
     threshold: float = 0.5,
+    thresholds: str | None = None,
 ) -> Path:
     """Combine saved predictions (folds of a CV run, runs, different models) into one submission.
 
@@ -127,19 +134,51 @@ def ensemble(
         split: "test" predictions, or a CV run's "oof" ones (to score an ensemble on CV).
         rle_order: RLE pixel order of mask submissions: C row-major (Carvana), F column-major.
         threshold: foreground probability (or vote share) threshold for binary masks.
+        thresholds: multi-label tag thresholds: a thresholds.json (as `cv` writes) or one number.
+            Default for multi-label predictions: the thresholds.json of a CV run among `paths`, else 0.5.
     """
     files = [f for p in paths for f in find_predictions(Path(p), split)]
     if not files:
         raise DataError(f"no predictions found under {[str(p) for p in paths]} (predictions.npz / predictions.csv)")
     predictions = align([load_predictions(f) for f in files])
-    probs = combine(predictions, method, weights)
     first = predictions[0]
+    tag_thresholds = None
+    if thresholds is not None or first.multilabel:
+        tag_thresholds = tag_thresholds_for(thresholds, paths, first.class_names)
+    probs = combine(predictions, method, weights, tag_thresholds if method == "vote" else None)
+    # A vote's output is the share of models for each tag: a majority keeps it.
+    decision = 0.5 if method == "vote" and tag_thresholds is not None else tag_thresholds
     sample = pd.read_csv(sample_submission, dtype=str, keep_default_na=False) if sample_submission else None
-    frame = submission_frame(first.ids, probs, first.class_names, first.sizes, sample, rle_order, threshold)
+    frame = submission_frame(first.ids, probs, first.class_names, first.sizes, sample, rle_order, threshold,
+                             thresholds=decision)
     out = Path(out)
     write_csv(frame, out)
     with atomic_path(out.with_suffix(".npz")) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, ids=first.ids, probs=probs, class_names=np.array(first.class_names, dtype=str),
-                            **({"size": first.sizes} if first.sizes is not None else {}))
+                            **({"size": first.sizes} if first.sizes is not None else {}),
+                            **({"task": np.array("multilabel")} if first.multilabel else {}))
     print(f"{method} of {len(files)} prediction sets ({', '.join(str(f) for f in files)}) -> {out} ({len(frame)} rows)")
     return out
+
+
+def tag_thresholds_for(thresholds: str | None, paths: list[Path], class_names: list[str]) -> np.ndarray | float:
+    """Multi-label thresholds: a number, a thresholds.json, or (none given) the thresholds.json a CV run
+    among `paths` tuned on its out-of-fold predictions, else 0.5."""
+    from lightning_cv.thresholds import load_thresholds
+
+    if thresholds is None:
+        tuned = [Path(p) / "thresholds.json" for p in paths if (Path(p) / "thresholds.json").is_file()]
+        if not tuned:
+            print("tag thresholds: 0.5 (no thresholds.json among the inputs; pass --thresholds)")
+            return 0.5
+        thresholds = str(tuned[0])
+    try:
+        value = float(thresholds)
+    except ValueError:
+        if not Path(thresholds).is_file():
+            raise MissingFileError(f"{thresholds}: thresholds file not found (--thresholds takes a thresholds.json or a number)") from None
+        print(f"tag thresholds: {thresholds}")
+        return load_thresholds(thresholds, class_names)
+    if not 0.0 < value < 1.0:
+        raise UserInputError(f"--thresholds {thresholds}: a probability threshold is between 0 and 1")
+    return value

@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lightning_cv.augment import AugmentSpec
-from lightning_cv.cache import CacheMode
 from lightning_cv.data.classification import ClassificationDataModule
 from lightning_cv.data.dataset import ImageDataset
-from lightning_cv.errors import DataError
+from lightning_cv.errors import DataError, UserInputError
 from lightning_cv.folds import iterative_stratification, split_tags
 from lightning_cv.io import read_image
 
@@ -72,48 +71,22 @@ class MultiLabelDataModule(ClassificationDataModule):
     under `data_dir/<image_dir>/`. Targets are 0/1 vectors over the sorted tags (or `classes`).
 
     For Planet: `--data.image_col image_name --data.image_suffix .jpg --data.image_dir train-jpg`.
+    `classes` lists the tags (default: every tag in the CSV, sorted); the hold-out is one of
+    round(1 / val_fraction) folds of an iterative stratification (0.2 holds out one fold of 5).
+    Every other option is ClassificationDataModule's.
 
     Args:
-        csv: training CSV, relative to data_dir.
-        image_dir: folder of training images, relative to data_dir.
-        image_col: CSV column with the file name (or id, see image_suffix).
         label_col: CSV column with the space-separated tags.
-        image_suffix: appended to image_col values to form file names (e.g. ".jpg" when the CSV has ids).
-        classes: explicit tag list and order; a tag outside it is an error. Default: every tag in the CSV, sorted.
-        test_csv: labelled CSV (same columns) for `test`, images in predict_dir.
-        val_fraction: held-out share, by iterative stratification over round(1 / val_fraction) folds
-            (0.2 holds out one fold of 5).
     """
 
     task_name = "multilabel"
     multilabel = True
 
-    def __init__(
-        self,
-        data_dir: str = "data/multilabel",
-        image_size: int = 64,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        val_fraction: float = 0.2,
-        seed: int = 42,
-        train_augment: AugmentSpec | None = None,
-        predict_dir: str | None = None,
-        csv: str = "train.csv",
-        image_dir: str = "train",
-        image_col: str = "image",
-        label_col: str = "tags",
-        image_suffix: str = "",
-        classes: list[str] | None = None,
-        test_csv: str | None = None,
-        fold: int | None = None,
-        folds_csv: str | None = None,
-        predict_split: Literal["test", "val"] = "test",
-        cache: CacheMode = "none",
-    ):
-        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
-                         csv=csv, image_dir=image_dir, image_col=image_col, label_col=label_col, image_suffix=image_suffix,
-                         classes=classes, test_csv=test_csv, fold=fold, folds_csv=folds_csv, predict_split=predict_split,
-                         cache=cache)
+    def __init__(self, data_dir: str = "data/multilabel", label_col: str = "tags", **kwargs: Any):
+        # The other options are ClassificationDataModule's (jsonargparse follows **kwargs to them).
+        super().__init__(data_dir=data_dir, label_col=label_col, **kwargs)
+        if self.pseudo_labels is not None:
+            raise UserInputError("--data.pseudo_labels labels each image with one class: it is for single-label data")
 
     @property
     def is_image_folder(self) -> bool:
