@@ -3,7 +3,7 @@
     pip install numpy opencv-python-headless onnxruntime
     python onnx_predict.py model.onnx image.jpg [--out mask.png] [--size 512]
 
-Classification prints the top classes, box regression the square (x, y, size) in the image's pixels,
+Classification prints the top classes (multi-label: the tags above their thresholds, then the top ones), box regression the square (x, y, size) in the image's pixels,
 segmentation writes the mask (0/255 for binary, class indices otherwise) at the image's size.
 The model takes float32 RGB in [0, 1], NCHW; `lightning-cv export` stores its input size, class names
 and task in the ONNX metadata.
@@ -28,6 +28,8 @@ def load(path: str) -> tuple[ort.InferenceSession, dict]:
         "class_names": json.loads(meta.get("class_names", "[]")),
         "input_size": json.loads(meta.get("input_size", "[224, 224]")),
         "dynamic_spatial": json.loads(meta.get("dynamic_spatial", "false")),
+        "activation": meta.get("activation", "softmax"),
+        "thresholds": json.loads(meta.get("thresholds", "null")),
     }
     return session, info
 
@@ -52,8 +54,14 @@ def softmax(x: np.ndarray, axis: int) -> np.ndarray:
 def classify(session: ort.InferenceSession, info: dict, image: np.ndarray, top: int = 5) -> None:
     height, width = info["input_size"]
     x = to_input(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
-    probs = softmax(session.run(None, {session.get_inputs()[0].name: x})[0][0], axis=0)
-    names = info["class_names"] or [str(i) for i in range(len(probs))]
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+    names = info["class_names"] or [str(i) for i in range(len(logits))]
+    if info["activation"] == "sigmoid":  # multi-label: independent probabilities, one threshold per tag
+        probs = 1 / (1 + np.exp(-logits))
+        thresholds = np.asarray(info["thresholds"] if info["thresholds"] is not None else 0.5)
+        print("tags: " + " ".join(n for n, on in zip(names, probs > thresholds) if on))
+    else:
+        probs = softmax(logits, axis=0)
     for i in np.argsort(-probs)[:top]:
         print(f"{names[i]}\t{probs[i]:.4f}")
 

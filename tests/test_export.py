@@ -51,6 +51,8 @@ def test_export_command_matches_eager(spec, tmp_path, capsys, monkeypatch):
     trained = spec.make_module().eval()
     for p in trained.parameters():  # move away from the initialisation, as training would
         p.data.add_(0.01 * torch.randn_like(p))
+    if hasattr(trained, "label_thresholds"):  # multi-label: tuned thresholds travel with the export
+        trained.label_thresholds.copy_(torch.linspace(0.3, 0.7, trained.num_classes))
     ckpt, out = tmp_path / "last.ckpt", tmp_path / "onnx" / "model.onnx"
     _save_checkpoint(trained, ckpt)
 
@@ -81,8 +83,13 @@ def test_export_command_matches_eager(spec, tmp_path, capsys, monkeypatch):
     elif meta["task"] == "BBoxCropTask":
         assert re.fullmatch(r"x=\S+ y=\S+ size=\S+\n", shown)
     else:
-        lines = [line.split("\t") for line in shown.splitlines()]
-        assert {name for name, _ in lines} <= set(trained.class_names) and len(lines) == min(5, trained.num_classes)
+        lines = shown.splitlines()
+        chosen = lines.pop(0).removeprefix("tags:").split() if meta["activation"] == "sigmoid" else None
+        probs = {name: float(prob) for name, prob in (line.split("\t") for line in lines)}
+        assert set(probs) <= set(trained.class_names) and len(probs) == min(5, trained.num_classes)
+        if chosen is not None:  # multi-label: the tags above the exported per-tag thresholds
+            thresholds = dict(zip(trained.class_names, json.loads(meta["thresholds"])))
+            assert chosen == [n for n in trained.class_names if probs[n] > thresholds[n]]
 
 
 def test_load_task_uses_checkpoint_hyperparameters(tmp_path):

@@ -116,7 +116,9 @@ def _write_metadata(task: CVTask, out: Path, example: torch.Tensor) -> None:
         "input_size": json.dumps(list(example.shape[-2:])),
         "in_chans": str(example.shape[1]),
         "dynamic_spatial": json.dumps(bool(task.dynamic_spatial)),
+        "activation": task.activation,  # softmax: one class per image; sigmoid: independent tags
         "input": "float32 RGB in [0, 1], NCHW",
+        **({"thresholds": json.dumps(task.label_thresholds.tolist())} if hasattr(task, "label_thresholds") else {}),
     })
     onnx.save(model, str(out))
 
