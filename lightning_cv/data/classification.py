@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_cv.augment import AugmentSpec, build_pipeline, resize
-from lightning_cv.cache import CacheMode
-from lightning_cv.data.base import CVDataModule, SamplerMode, list_images
+from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, check_image
 from lightning_cv.pseudo import PseudoLabels, select_pseudo_labels
@@ -74,13 +73,6 @@ class ClassificationDataModule(CVDataModule):
     def __init__(
         self,
         data_dir: str = "data/cls",
-        image_size: int = 64,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        val_fraction: float = 0.2,
-        seed: int = 42,
-        train_augment: AugmentSpec | None = None,
-        predict_dir: str | None = None,
         csv: str = "train.csv",
         image_dir: str = "train",
         image_col: str = "image",
@@ -88,18 +80,14 @@ class ClassificationDataModule(CVDataModule):
         image_suffix: str = "",
         classes: list[str] | None = None,
         test_csv: str | None = None,
-        fold: int | None = None,
-        folds_csv: str | None = None,
-        predict_split: Literal["test", "val"] = "test",
-        cache: CacheMode = "none",
-        sampler: SamplerMode = "none",
         sample_submission: str | None = None,
         pseudo_labels: str | None = None,
         pseudo_threshold: float = 0.9,
+        **kwargs: Any,
     ):
-        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
-                         fold=fold, folds_csv=folds_csv, predict_split=predict_split, cache=cache,
-                         sampler=sampler)
+        # The standard options (image_size, batch_size, fold, cache, sampler, ...) are CVDataModule's;
+        # jsonargparse follows **kwargs to them, so the command line and --help list them all.
+        super().__init__(data_dir=data_dir, **kwargs)
         self.sample_submission = self.data_dir / sample_submission if sample_submission else None
         self.pseudo_labels = Path(pseudo_labels) if pseudo_labels else None
         self.pseudo_threshold = pseudo_threshold

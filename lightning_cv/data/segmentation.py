@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to_multiple, resize
-from lightning_cv.cache import CachedSource, CacheMode, content_id, file_version
+from lightning_cv.cache import CachedSource, content_id, file_version
 from lightning_cv.data.base import CVDataModule, list_images
 from lightning_cv.data.classification import read_table
 from lightning_cv.errors import UserInputError
@@ -145,11 +145,6 @@ class SegmentationDataModule(CVDataModule):
         data_dir: str = "data/seg",
         image_size: int = 96,
         batch_size: int = 16,
-        num_workers: int | None = None,
-        val_fraction: float = 0.2,
-        seed: int = 42,
-        train_augment: AugmentSpec | None = None,
-        predict_dir: str | None = None,
         image_dir: str = "train",
         mask_dir: str = "train_masks",
         mask_suffix: str = "_mask",
@@ -158,14 +153,11 @@ class SegmentationDataModule(CVDataModule):
         rle_col: str = "rle_mask",
         rle_order: Literal["C", "F"] = "C",
         classes: list[str] | None = None,
-        fold: int | None = None,
-        folds_csv: str | None = None,
-        predict_split: Literal["test", "val"] = "test",
-        cache: CacheMode = "none",
         sample_submission: str | None = None,
+        **kwargs: Any,
     ):
-        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, predict_dir,
-                         fold=fold, folds_csv=folds_csv, predict_split=predict_split, cache=cache)
+        # The other standard options (fold, cache, predict_dir, ...) are CVDataModule's (via **kwargs).
+        super().__init__(data_dir=data_dir, image_size=image_size, batch_size=batch_size, **kwargs)
         self.sample_submission = self.data_dir / sample_submission if sample_submission else None
         self.image_dir = self.data_dir / image_dir
         self.mask_dir = self.data_dir / mask_dir
