@@ -66,21 +66,23 @@ def test_kill_then_resume_finishes_the_same_run(mnist_dir, tmp_path):
 
 
 def test_ddp_validation_counts_every_sample_once(mnist_dir, tmp_path):
-    fit_dir = tmp_path / "fit"
+    from lightning_cv.cli import build_cli
+
     # 125 validation digits: with 2 ranks a padded sampler would add a duplicate and change the metrics.
-    fit = subprocess.run(_mnist_args(mnist_dir, fit_dir, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
-                                     "--data.val_fraction", "0.0835"), env=_env(), capture_output=True, text=True, timeout=300)
-    assert fit.returncode == 0, fit.stderr[-2000:]
+    # The checkpoint and the 1-device reference run in this process; only the DDP run needs its own.
+    common = ["--config", str(ROOT / "configs/mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.num_workers", "0",
+              "--data.val_fraction", "0.0835", "--trainer.enable_progress_bar", "false",
+              "--trainer.enable_model_summary", "false"]
+    fit_dir = tmp_path / "fit"
+    build_cli(["fit", *common, "--trainer.default_root_dir", str(fit_dir), "--trainer.max_epochs", "1",
+               "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"])
     ckpt = fit_dir / "checkpoints" / "last.ckpt"
-    results = {}
-    for devices in (1, 2):
-        out = tmp_path / f"val{devices}"
-        args = _mnist_args(mnist_dir, out, "--data.val_fraction", "0.0835", "--trainer.accelerator", "cpu",
-                           "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
-                           "--ckpt_path", str(ckpt))
-        args[args.index("fit")] = "validate"
-        run = subprocess.run(args, env={**_env(), "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stderr[-2000:]
-        results[devices] = _val_rows(out).iloc[-1]
+    build_cli(["validate", *common, "--trainer.default_root_dir", str(tmp_path / "val1"), "--ckpt_path", str(ckpt)])
+    args = _mnist_args(mnist_dir, tmp_path / "val2", "--data.val_fraction", "0.0835", "--trainer.accelerator", "cpu",
+                       "--trainer.devices", "2", "--trainer.strategy", "ddp", "--ckpt_path", str(ckpt))
+    args[args.index("fit")] = "validate"
+    run = subprocess.run(args, env={**_env(), "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one, two = _val_rows(tmp_path / "val1").iloc[-1], _val_rows(tmp_path / "val2").iloc[-1]
     for key in ("val/acc", "val/f1", "val/loss"):
-        assert results[2][key] == pytest.approx(results[1][key], abs=1e-6), key
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key
