@@ -201,15 +201,16 @@ def _description() -> str:
 
 
 def split_overrides(args: list[str], known: set[str]) -> tuple[list[str], list[str]]:
-    """(the command's own options, the rest): `--name value` / `--name=value` pairs whose name is in
-    `known` stay; everything else (--trainer.*, --model.*, --data.* ...) is passed on untouched."""
+    """(the command's own options, the rest): positional tokens and `--name value` / `--name=value` pairs
+    whose name is in `known` stay; everything else (--trainer.*, --model.*, --data.* ...) is passed on untouched."""
     own: list[str] = []
     rest: list[str] = []
     i = 0
     while i < len(args):
         token = args[i]
         name = token[2:].split("=", 1)[0] if token.startswith("--") else None
-        target = own if name in known or token in ("-h", "--help") else rest
+        # Positional tokens (ensemble's paths) are the command's own.
+        target = own if name is None or name in known or token in ("-h", "--help") else rest
         target.append(token)
         takes_value = token.startswith("--") and "=" not in token and i + 1 < len(args) and not args[i + 1].startswith("--")
         if takes_value:
@@ -230,7 +231,9 @@ def _run_command(name: str, args: list[str]) -> Any:
         # A leading list parameter takes all the leading positional tokens (`ensemble DIR DIR ...`).
         n = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
         if n:
-            args = [json.dumps(args[:n]), *args[n:]]
+            # auto_cli takes it positionally; the plain parser below as an option.
+            plain = "config" in parameters or "overrides" in parameters
+            args = [*([f"--{first.name}"] if plain else []), json.dumps(args[:n]), *args[n:]]
     extra: dict[str, Any] = {}
     if "overrides" in parameters:
         # A command that runs `fit` (cv) passes the options it does not know on to it.

@@ -133,3 +133,23 @@ def test_mask_sample_checks(seg_data, tmp_path):
                                         sample_submission="sample_submission_masks.csv")
     with pytest.raises(UserInputError, match="binary masks"):
         multiclass.setup("predict")
+
+
+def test_ensemble_predicts_with_checkpoints_first(cls_run, tmp_path, capsys):
+    """`ensemble CKPT CKPT --config …` predicts with each checkpoint (a predict-* dir in its run) and
+    combines them like saved predictions: one model twice, weighted, is that model."""
+    from lightning_cv.cli import main
+
+    data_dir, ckpt = cls_run
+    out = tmp_path / "ensemble.csv"
+    with pytest.raises(SystemExit):
+        main(["ensemble", str(ckpt), "--out", str(out)])
+    assert "needs --config" in capsys.readouterr().err
+    main(["ensemble", str(ckpt), str(ckpt), "--weights", "[1, 3]", "--out", str(out), *_cls_args(data_dir)])
+    single = tmp_path / "single"
+    build_cli(["predict", *_cls_args(data_dir), "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(single)])
+    expected = pd.read_csv(single / "predictions.csv")
+    written = pd.read_csv(out)
+    assert written["image"].tolist() == expected["image"].tolist() and written["label"].tolist() == expected["label"].tolist()
+    np.testing.assert_allclose(written.filter(like="prob_").to_numpy(), expected.filter(like="prob_").to_numpy(), atol=2e-6)
+    assert list((ckpt.parent.parent).glob("predict-*-last/predictions.npz"))

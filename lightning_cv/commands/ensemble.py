@@ -1,12 +1,15 @@
-"""`lightning-cv ensemble`: combine saved predictions of folds, runs and models without running a model.
+"""`lightning-cv ensemble`: combine saved predictions of folds, runs and models without running a model,
+or predict with checkpoints first.
 
     lightning-cv ensemble runs/cls/cv-*/ runs/cls/<run>/predict-* --method mean --out submission.csv \\
         --sample_submission data/cls/sample_submission.csv
+    lightning-cv ensemble runs/cls/a/checkpoints/last.ckpt runs/cls/b/checkpoints/last.ckpt --config configs/cls.yaml
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +19,7 @@ import pandas as pd
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.io import atomic_path, write_csv
 from lightning_cv.submission import submission_frame
+from lightning_cv.tta import TTAMode
 
 
 @dataclass
@@ -122,6 +126,9 @@ def ensemble(
     rle_order: Literal["C", "F"] = "C",
     threshold: float = 0.5,
     thresholds: str | None = None,
+    config: Path | None = None,
+    tta: TTAMode = "none",
+    overrides: list[str] | None = None,
 ) -> Path:
     """Combine saved predictions (folds of a CV run, runs, different models) into one submission.
 
@@ -136,8 +143,13 @@ def ensemble(
         threshold: foreground probability (or vote share) threshold for binary masks.
         thresholds: multi-label tag thresholds: a thresholds.json (as `cv` writes) or one number.
             Default for multi-label predictions: the thresholds.json of a CV run among `paths`, else 0.5.
+        config: the training config, to predict with the `.ckpt` files among `paths` first (any further
+            option, e.g. --data.predict_dir DIR, is passed on to those predictions).
+        tta: test-time augmentation for those checkpoint predictions: none, hflip, flip, d4.
     """
-    files = [f for p in paths for f in find_predictions(Path(p), split)]
+    files = [f for p in paths for f in (
+        [predict_with_checkpoint(Path(p), config, tta, overrides or [])] if Path(p).suffix == ".ckpt"
+        else find_predictions(Path(p), split))]
     if not files:
         raise DataError(f"no predictions found under {[str(p) for p in paths]} (predictions.npz / predictions.csv)")
     predictions = align([load_predictions(f) for f in files])
@@ -182,3 +194,18 @@ def tag_thresholds_for(thresholds: str | None, paths: list[Path], class_names: l
     if not 0.0 < value < 1.0:
         raise UserInputError(f"--thresholds {thresholds}: a probability threshold is between 0 and 1")
     return value
+
+
+def predict_with_checkpoint(ckpt: Path, config: Path | None, tta: str, overrides: list[str]) -> Path:
+    """Predict the test images with a checkpoint (into `<run>/predict-<timestamp>-<name>/`, as `predict`
+    would) and return its predictions.npz."""
+    from lightning_cv.commands.cv import PREDICTIONS, predict_checkpoint
+
+    if not ckpt.is_file():
+        raise MissingFileError(f"{ckpt}: checkpoint not found")
+    if config is None:
+        raise UserInputError(f"{ckpt}: predicting with a checkpoint needs --config (the config it was trained with)")
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out_dir = run_dir / f"predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}"
+    predict_checkpoint(Path(config), overrides, ckpt, out_dir, tta, [])
+    return out_dir / PREDICTIONS
