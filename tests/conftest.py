@@ -19,3 +19,12 @@ else:
 def data_root(tmp_path_factory):
     """A session-wide folder for generated datasets (generated once, read by many tests)."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(data_root):
+    """The offline MNIST demo (sklearn digits as IDX files), for tests that run real training processes."""
+    from lightning_cv.commands.demo import make_mnist
+
+    make_mnist(data_root / "mnist-rel")
+    return data_root / "mnist-rel"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -23,14 +24,19 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
     args = ["cv", "--config", str(ROOT / CLS.config), "--folds", "2", "--out", str(out), "--tta", "hflip",
             "--data.data_dir", str(data_dir), *CLS.smoke_args, *FIT]
 
-    real_run = subprocess.run
+    started: list[list[str]] = []
 
-    def fold1_fails(command, **kwargs):
-        if command[command.index("--data.fold") + 1] == "1":
+    def fold_process(command, **kwargs):
+        """Each fold is one `python -m lightning_cv fit` process (run here in this process, to save
+        the start-up); fold 1 fails the first time."""
+        assert command[:4] == [sys.executable, "-m", "lightning_cv", "fit"] and kwargs.get("env", {}).get("WANDB_RUN_GROUP")
+        started.append(command)
+        if command[command.index("--data.fold") + 1] == "1" and len(started) == 2:
             return subprocess.CompletedProcess(command, 1)
-        return real_run(command, **kwargs)
+        main(command[3:])
+        return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr(cv_module.subprocess, "run", fold1_fails)
+    monkeypatch.setattr(cv_module.subprocess, "run", fold_process)
     main(args)
     train = pd.read_csv(data_dir / "train.csv", dtype=str, keep_default_na=False)
     folds = pd.read_csv(out / "folds.csv", dtype=str, keep_default_na=False)
@@ -46,8 +52,8 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
         assert not np.isnan(oof["probs"][held_out]).any() and np.isnan(oof["probs"][~held_out]).all()
 
     # Rerun the failed fold alone: the stored folds are reused, fold 0's predictions are kept.
-    monkeypatch.setattr(cv_module.subprocess, "run", real_run)
     main([*args, "--fold", "1"])
+    assert [c[c.index("--data.fold") + 1] for c in started] == ["0", "1", "1"]
     assert pd.read_csv(out / "folds.csv", dtype=str, keep_default_na=False).equals(folds)
     results = json.loads((out / "cv_results.json").read_text())
     assert results["complete"] and [r["status"].split()[0] for r in results["per_fold"]] == ["ok", "ok"]

@@ -1,0 +1,35 @@
+"""Multi-process correctness: DDP validation on 2 CPU ranks (gloo) counts every sample once.
+Marked slow (CI still runs it)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from processes import child_env, mnist_fit_args, val_rows
+from specs import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_ddp_validation_counts_every_sample_once(mnist_dir, tmp_path):
+    from lightning_cv.cli import build_cli
+
+    # 125 validation digits: with 2 ranks a padded sampler would add a duplicate and change the metrics.
+    # The checkpoint and the 1-device reference run in this process; only the DDP run needs its own.
+    common = ["--config", str(ROOT / "configs/mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.num_workers", "0",
+              "--data.val_fraction", "0.0835", "--trainer.enable_progress_bar", "false",
+              "--trainer.enable_model_summary", "false"]
+    fit_dir = tmp_path / "fit"
+    build_cli(["fit", *common, "--trainer.default_root_dir", str(fit_dir), "--trainer.max_epochs", "1",
+               "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"])
+    ckpt = fit_dir / "checkpoints" / "last.ckpt"
+    build_cli(["validate", *common, "--trainer.default_root_dir", str(tmp_path / "val1"), "--ckpt_path", str(ckpt)])
+    args = mnist_fit_args(mnist_dir, tmp_path / "val2", "--data.val_fraction", "0.0835", "--trainer.accelerator", "cpu",
+                       "--trainer.devices", "2", "--trainer.strategy", "ddp", "--ckpt_path", str(ckpt))
+    args[args.index("fit")] = "validate"
+    run = subprocess.run(args, env={**child_env(), "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one, two = val_rows(tmp_path / "val1").iloc[-1], val_rows(tmp_path / "val2").iloc[-1]
+    for key in ("val/acc", "val/f1", "val/loss"):
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key
