@@ -43,15 +43,20 @@ def list_images(directory: Path) -> list[Path]:
     return paths
 
 
-def holdout_split(
-    n: int, val_fraction: float, seed: int, stratify: Sequence[Any] | None = None, names: Sequence[str] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-seed train/val indices, stratified by `stratify` (class indices into `names`) when given."""
-    indices = np.arange(n)
+def check_holdout(n: int, val_fraction: float) -> None:
+    """A hold-out of `val_fraction` of `n` rows is possible (else a one-line DataError)."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--data.val_fraction must be in (0, 1), got {val_fraction}")
     if n < 2:
         raise DataError(f"{n} training image(s): a train/validation split needs at least 2")
+
+
+def holdout_split(
+    n: int, val_fraction: float, seed: int, stratify: Sequence[Any] | None = None, names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-seed train/val indices, stratified by `stratify` (class indices into `names`) when given."""
+    check_holdout(n, val_fraction)
+    indices = np.arange(n)
     if stratify is not None:
         values, counts = np.unique(np.asarray(stratify), return_counts=True)
         if (counts < 2).any():

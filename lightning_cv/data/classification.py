@@ -112,8 +112,8 @@ class ClassificationDataModule(CVDataModule):
             return pd.DataFrame(rows, columns=["path", "label", "id"])
         if not self.csv.is_file() and not self.data_dir.is_dir():
             raise DataError(
-                f"{self.data_dir}: data directory not found. Create the demo with `lightning-cv demo --task cls --out {self.data_dir}` "
-                "or point --data.data_dir at a folder with train.csv and train/"
+                f"{self.data_dir}: data directory not found. Create the demo with `lightning-cv demo --task {self.task_name} "
+                f"--out {self.data_dir}` or point --data.data_dir at a folder with {self.csv.name} and {self.image_dir.name}/"
             )
         return self._read_labelled(self.csv, self.image_dir)
 
@@ -142,6 +142,13 @@ class ClassificationDataModule(CVDataModule):
         return read_table(self.csv, [self.image_col, self.label_col]), self.image_col, self.label_col
 
     # -- setup ------------------------------------------------------------------------------------
+    # What a target is: a class index per image (multi-label data: a 0/1 row per image).
+    target_dtype: type = np.int64
+
+    def encode_targets(self, labels: list[str], source: Path) -> np.ndarray:
+        """The labels of a CSV (or of the folders) as targets, naming the first bad row of `source`."""
+        return encode_labels(labels, self.class_names, source)
+
     def _check_images(self, paths: list[Path]) -> None:
         """Fail before the first epoch: every image exists, has a readable header and is not truncated."""
         for path in paths:
@@ -153,13 +160,14 @@ class ClassificationDataModule(CVDataModule):
         pre = [resize(self.image_size, self.image_size)]
         reader = self.image_reader(pre)
         pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
-        return ImageDataset(paths, targets, pipeline, ids, **({"reader": reader} if reader else {}))
+        return ImageDataset(paths, targets, pipeline, ids, **({"reader": reader} if reader else {}),
+                            target_dtype=self.target_dtype)
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and "val" not in self.datasets:
             table = self.table
             source = self.image_dir if self.is_image_folder else self.csv
-            targets = encode_labels(table["label"].tolist(), self.class_names, source)
+            targets = self.encode_targets(table["label"].tolist(), source)
             self._check_images(table["path"].tolist())
             train, val = self.split_rows(table["id"].tolist(), stratify=targets, names=self.class_names)
             pseudo = self._pseudo_labels(table)
@@ -175,7 +183,7 @@ class ClassificationDataModule(CVDataModule):
             if self.test_csv is None:
                 raise DataError("`test` needs labels: pass --data.test_csv (same columns as the training CSV, images in predict_dir)")
             table = self._read_labelled(self.test_csv, self.predict_dir)
-            targets = encode_labels(table["label"].tolist(), self.class_names, self.test_csv)
+            targets = self.encode_targets(table["label"].tolist(), self.test_csv)
             self._check_images(table["path"].tolist())
             self.datasets["test"] = self._dataset(table["path"].tolist(), targets, None, table["id"].tolist())
         if stage == "predict" and "predict" not in self.datasets and self.predict_split == "val":

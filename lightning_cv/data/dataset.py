@@ -13,7 +13,8 @@ from lightning_cv.io import read_image
 
 
 class ImageDataset(Dataset):
-    """Samples `{"image", "target"?, "id", "index"}` from items (image paths) and optional targets.
+    """Samples `{"image", "target"?, "id", "index"}` from items (image paths) and optional targets:
+    class indices (int64, one per image) or, with `target_dtype` float32, 0/1 rows (multi-label tags).
 
     `reader` turns one item into an HxW(xC) uint8 array (cached readers and in-memory arrays plug in
     here); `transform` is an albumentations Compose.
@@ -26,11 +27,12 @@ class ImageDataset(Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         ids: Sequence[str] | None = None,
         reader: Callable[[Any], np.ndarray] = read_image,
+        target_dtype: type = np.int64,
     ):
         if targets is not None and len(targets) != len(items):
             raise ValueError(f"{len(items)} images but {len(targets)} targets")
         self.items = list(items)
-        self.targets = None if targets is None else np.asarray(targets, dtype=np.int64)
+        self.targets = None if targets is None else np.asarray(targets, dtype=target_dtype)
         self.ids = list(ids) if ids is not None else [Path(str(p)).name for p in self.items]
         self.transform = transform
         self.reader = reader
@@ -43,7 +45,8 @@ class ImageDataset(Dataset):
         sample: dict[str, Any] = {"id": self.ids[index], "index": index}
         sample["image"] = self.transform(image=image)["image"] if self.transform else image
         if self.targets is not None:
-            sample["target"] = int(self.targets[index])
+            target = self.targets[index]
+            sample["target"] = int(target) if target.ndim == 0 else target
         return sample
 
 
