@@ -349,14 +349,14 @@ def _write_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | Non
     if label_col:
         readable["label"] = table[label_col].to_numpy()
     done = seen > 0
-    if oof.ndim == 2 and thresholds is not None:  # multi-label: tags above the tuned thresholds
-        from lightning_cv.thresholds import tags
+    if oof.ndim == 2:
+        if thresholds is not None:  # multi-label: tags above the tuned thresholds
+            from lightning_cv.thresholds import tags
 
-        readable["pred"] = [t if ok else "" for t, ok in zip(tags(np.nan_to_num(oof), class_names, thresholds), done)]
-        for j, name in enumerate(class_names):
-            readable[f"prob_{name}"] = np.round(oof[:, j], 6)
-    elif oof.ndim == 2:
-        readable["pred"] = [class_names[i] if ok else "" for i, ok in zip(np.nan_to_num(oof).argmax(axis=1), done)]
+            predicted = tags(np.nan_to_num(oof), class_names, thresholds)
+        else:
+            predicted = [class_names[i] for i in np.nan_to_num(oof).argmax(axis=1)]
+        readable["pred"] = [p if ok else "" for p, ok in zip(predicted, done)]
         for j, name in enumerate(class_names):
             readable[f"prob_{name}"] = np.round(oof[:, j], 6)
     else:

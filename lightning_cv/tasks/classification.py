@@ -255,18 +255,22 @@ class ClassificationTask(CVTask):
     def compute_loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
         """Cross-entropy (soft targets after mixup, class weights if set); with groups, plus
         `coarse_weight` x the coarse cross-entropy, the coarse target derived from the class target."""
-        soft = batch.get("soft_target")
-        if self.groups is None and soft is None:
-            return super().compute_loss(outputs, batch)
-        target = batch["target"] if soft is None else soft
         if self.groups is None:
-            return F.cross_entropy(outputs.float(), target, weight=self.criterion.weight)
+            return self._class_loss(outputs, batch)
         fine, coarse = self.split_outputs(outputs)
-        member = self.model.member
-        fine_loss = self.criterion(fine, target) if soft is None else F.cross_entropy(fine, soft, weight=self.criterion.weight)
-        coarse_target = member.argmax(dim=0)[target] if soft is None else soft @ member.T
+        member, soft = self.model.member, batch.get("soft_target")
+        coarse_target = member.argmax(dim=0)[batch["target"]] if soft is None else soft @ member.T
         coarse_smoothing = self.label_smoothing if soft is None else 0.0
-        return fine_loss + self.coarse_weight * F.cross_entropy(coarse, coarse_target, label_smoothing=coarse_smoothing)
+        coarse_loss = F.cross_entropy(coarse, coarse_target, label_smoothing=coarse_smoothing)
+        return self._class_loss(fine, batch) + self.coarse_weight * coarse_loss
+
+    def _class_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The class cross-entropy (float32, class weights): on the mixed, already smoothed targets after
+        mixup, else the criterion's (with label smoothing) on the class indices."""
+        soft = batch.get("soft_target")
+        if soft is None:
+            return self.criterion(logits.float(), batch["target"])
+        return F.cross_entropy(logits.float(), soft, weight=self.criterion.weight)
 
     def split_outputs(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fine, coarse) logits: raw in training, else the combined log-probabilities and their group sums
