@@ -56,6 +56,25 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return image
 
 
+def _paint_object(image: np.ndarray, rng: np.random.Generator, kind: str, center: np.ndarray, radius: float,
+                  background_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one object (polygons upright, jittered) with a horizontal shading: (image, its 0/255 mask).
+    Objects are lighter than their background (any hue): at least 90 grey levels above `background_level`."""
+    height, width = image.shape[:2]
+    mask = np.zeros((height, width), np.uint8)
+    if kind == "circle":
+        cv2.circle(mask, tuple(int(v) for v in center.round()), int(radius), 255, -1, cv2.LINE_AA)
+    else:
+        cv2.fillPoly(mask, [_polygon(kind, center, radius, rng.uniform(-15, 15))], 255, cv2.LINE_AA)
+    mask = (mask > 127).astype(np.uint8) * 255
+    color = rng.uniform(0, 255, size=3)
+    shift = 90 - (color.mean() - background_level)
+    if shift > 0:
+        color += shift
+    shading = 1 + 0.15 * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), width))[None, :, None]
+    return np.where(mask[..., None] > 0, color.clip(0, 255) * shading, image), mask
+
+
 def render_shape(
     rng: np.random.Generator, kind: str, height: int, width: int, scale: tuple[float, float] = (0.22, 0.4)
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
@@ -65,21 +84,8 @@ def render_shape(
     radius = rng.uniform(*scale) * side
     margin = radius * 0.8
     center = np.array([rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)])
-    mask = np.zeros((height, width), np.uint8)
-    if kind == "circle":
-        cv2.circle(mask, tuple(int(v) for v in center.round()), int(radius), 255, -1, cv2.LINE_AA)
-    else:
-        cv2.fillPoly(mask, [_polygon(kind, center, radius, rng.uniform(-15, 15))], 255, cv2.LINE_AA)  # upright, jittered
-    mask = (mask > 127).astype(np.uint8) * 255
     background_level = image.mean(axis=(0, 1))
-    color = rng.uniform(0, 255, size=3)
-    # Objects are lighter than their background (any hue): at least 90 grey levels brighter.
-    shift = 90 - (color.mean() - background_level.mean())
-    if shift > 0:
-        color += shift
-    color = color.clip(0, 255)
-    shading = 1 + 0.15 * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), width))[None, :, None]
-    image = np.where(mask[..., None] > 0, color * shading, image)
+    image, mask = _paint_object(image, rng, kind, center, radius, float(background_level.mean()))
     if rng.random() < 0.15:  # occlusion by a background-coloured blob at the object's edge
         angle = rng.uniform(0, 2 * np.pi)
         at = center + radius * np.array([np.cos(angle), np.sin(angle)])
@@ -145,17 +151,7 @@ def render_shapes(
                 break
             radius *= 0.98  # crowded: a little smaller on the next try
         placed.append((center, radius))
-        mask = np.zeros((height, width), np.uint8)
-        if kind == "circle":
-            cv2.circle(mask, tuple(int(v) for v in center.round()), int(radius), 255, -1, cv2.LINE_AA)
-        else:
-            cv2.fillPoly(mask, [_polygon(kind, center, radius, rng.uniform(-15, 15))], 255, cv2.LINE_AA)
-        color = rng.uniform(0, 255, size=3)
-        shift = 90 - (color.mean() - background_level)
-        if shift > 0:
-            color += shift
-        shading = 1 + 0.15 * np.sin(np.linspace(0, np.pi * rng.uniform(1, 3), width))[None, :, None]
-        image = np.where(mask[..., None] > 127, color.clip(0, 255) * shading, image)
+        image, _ = _paint_object(image, rng, kind, center, radius, background_level)
     image += rng.normal(0, rng.uniform(3, 8), image.shape)
     return image.clip(0, 255).astype(np.uint8)
 
