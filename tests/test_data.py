@@ -158,3 +158,23 @@ def test_single_image_class_cannot_be_stratified(tmp_path):
     root = _write_cls(tmp_path / "d", ["a", "a", "a", "b"])
     with pytest.raises(DataError, match="class\\(es\\) b have a single image"):
         ClassificationDataModule(data_dir=str(root)).setup("fit")
+
+
+def test_demo_occlusion_hides_part_of_the_same_object():
+    from lightning_cv.commands.demo import render_shape
+
+    masks = [render_shape(np.random.default_rng(3), "circle", 64, 64, occlusion=p)[1] > 0 for p in (0.0, 1.0)]
+    whole, bitten = masks
+    assert not (bitten & ~whole).any()  # the blob only removes pixels of the same object
+    assert 0 < bitten.sum() < whole.sum()
+
+
+def test_cls_demo_is_deterministic_and_follows_its_settings(tmp_path, monkeypatch):
+    from lightning_cv.commands import demo as demo_module
+
+    monkeypatch.setitem(demo_module.CLS_DEMO, "n_test", 3)
+    for name in ("a", "b"):
+        demo_module.demo("cls", tmp_path / name, seed=5, n_train=6)
+    for rel in ("train.csv", "solution.csv", "train/train_00005.png", "test/test_00002.png"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert len(pd.read_csv(tmp_path / "a" / "train.csv")) == 6 and len(pd.read_csv(tmp_path / "a" / "solution.csv")) == 3
