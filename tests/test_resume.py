@@ -26,8 +26,10 @@ def test_kill_then_resume_finishes_the_same_run(mnist_dir, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     run_id = (run_dir / "wandb_run_id").read_text()
-    done = subprocess.run([*args, "--ckpt_path", "last"], env=child_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # The resume runs in this process (only the killed run needs its own).
+    from lightning_cv.cli import build_cli
+
+    build_cli([*args[args.index("fit"):], "--ckpt_path", "last"])
     rows = val_rows(run_dir)
     assert sorted(set(rows["epoch"])) == [0, 1, 2, 3]
     assert rows["step"].is_monotonic_increasing
