@@ -135,7 +135,3 @@ def reseed(transform: Any, seed: int) -> None:
         transform.set_random_seed(seed % 2**32)
 
 
-def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
-    """CHW float [0, 1] tensor back to HxWx3 uint8 RGB, for pictures."""
-    array = tensor.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy().transpose(1, 2, 0)
-    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array

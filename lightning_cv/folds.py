@@ -16,19 +16,9 @@ from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 
 from lightning_cv.errors import DataError, UserInputError
 from lightning_cv.io import write_csv
+from lightning_cv.labels import split_tags
 
 FOLD_COL = "fold"
-
-
-def split_tags(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Space-separated tags (Planet style) -> a (rows, tags) 0/1 matrix and the sorted tag names."""
-    rows = [str(label).split() for label in labels]
-    names = sorted({tag for row in rows for tag in row})
-    index = {name: i for i, name in enumerate(names)}
-    matrix = np.zeros((len(rows), len(names)), dtype=np.int64)
-    for r, tags in enumerate(rows):
-        matrix[r, [index[t] for t in tags]] = 1
-    return matrix, names
 
 
 def _check_counts(names: Sequence[str], counts: np.ndarray, n_folds: int, what: str = "class") -> None:

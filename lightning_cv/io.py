@@ -16,8 +16,7 @@ from lightning_cv.errors import DataError, ImageReadError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
-__all__ = ["DataError", "ImageReadError", "read_image", "read_mask", "image_size", "check_image", "rle_encode", "rle_decode",
-           "atomic_path", "write_image", "write_csv"]
+__all__ = ["DataError", "ImageReadError", "read_image", "read_mask", "image_size", "check_image", "atomic_path", "write_image", "write_csv"]
 
 
 def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
@@ -102,30 +101,6 @@ def check_image(path: str | os.PathLike) -> tuple[int, int]:
         if end not in f.read():
             raise ImageReadError(f"{path}: truncated {kind} (no end marker); re-copy or remove the file")
     return size
-
-
-def rle_encode(mask: np.ndarray, order: str = "C") -> str:
-    """Kaggle run-length encoding: 1-indexed "start length" pairs; order "F" for column-major comps."""
-    pixels = np.asarray(mask).flatten(order=order) > 0
-    padded = np.concatenate([[False], pixels, [False]])
-    runs = np.flatnonzero(padded[1:] != padded[:-1]) + 1
-    runs[1::2] -= runs[::2]
-    return " ".join(map(str, runs))
-
-
-def rle_decode(rle: str | float | None, shape: tuple[int, int], order: str = "C") -> np.ndarray:
-    """Inverse of `rle_encode`: an HxW uint8 mask of 0/1; an empty or NaN string is an empty mask."""
-    mask = np.zeros(shape[0] * shape[1], dtype=np.uint8)
-    if isinstance(rle, str) and rle.strip():
-        numbers = np.asarray(rle.split(), dtype=np.int64)
-        if numbers.size % 2:
-            raise ValueError(f"RLE has an odd number of values ({numbers.size}): {rle[:60]!r}")
-        starts, lengths = numbers[0::2] - 1, numbers[1::2]
-        if (starts < 0).any() or (starts + lengths > mask.size).any():
-            raise ValueError(f"RLE runs fall outside a {shape[0]}x{shape[1]} mask")
-        for start, length in zip(starts, lengths):
-            mask[start : start + length] = 1
-    return mask.reshape(shape, order=order)
 
 
 @contextlib.contextmanager

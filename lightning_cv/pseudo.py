@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
+from lightning_cv.predictions import load_predictions
 
 
 @dataclass
@@ -26,16 +27,16 @@ def read_probabilities(path: Path, class_names: list[str]) -> tuple[np.ndarray, 
     """(ids, probabilities (N, C), the file's class names, where each row is) from `predict`'s
     predictions.csv (image, label, prob_<class>), a CSV with one probability column per class (a
     submission in a sample's shape), or a predictions / submission .npz."""
-    from lightning_cv.commands.ensemble import load_predictions
-
     if not path.is_file():
         raise MissingFileError(f"{path}: pseudo-label file not found (--data.pseudo_labels: predict's predictions.csv, "
                                "or an ensemble's submission.csv/.npz)")
     if path.suffix == ".npz":
         saved = load_predictions(path)
-        if saved.probs.ndim != 2:
-            raise DataError(f"{path}: probabilities of shape {saved.probs.shape} are not one row per image (classification)")
-        return saved.ids, saved.probs, saved.class_names, [f"entry {i}" for i in range(len(saved.ids))]
+        probs = saved.arrays.get("probs")
+        if probs is None or probs.ndim != 2:
+            shape = "none" if probs is None else probs.shape
+            raise DataError(f"{path}: probabilities of shape {shape} are not one row per image (classification)")
+        return saved.ids, probs, saved.class_names, [f"entry {i}" for i in range(len(saved.ids))]
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     columns = [c for c in frame.columns if c.startswith("prob_")]
     names = [c[len("prob_"):] for c in columns]

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from lightning_cv.errors import DataError, MissingFileError
-from lightning_cv.io import rle_encode
 
 SUBMISSION = "submission.csv"
 
@@ -65,34 +64,3 @@ def follow_sample(ids: Any, values: dict[str, Any], sample: pd.DataFrame, source
     for column in sample.columns[1:]:
         out[column] = np.asarray(values.get(column, values[default]))[rows]
     return out
-
-
-def submission_frame(ids: np.ndarray, probs: np.ndarray, class_names: list[str], sizes: np.ndarray | None = None,
-                     sample: pd.DataFrame | None = None, rle_order: str = "C", threshold: float = 0.5,
-                     source: str | Path = "sample submission", thresholds: np.ndarray | float | None = None) -> pd.DataFrame:
-    """Classification: image, label, prob_<class>; multi-label (with `thresholds`, one per tag or one for
-    all): image, tags (space-separated), prob_<tag>; masks: id, rle_mask. With a sample submission: its
-    ids in its order and its columns (class-name columns get probabilities, others the label / tags / RLE)."""
-    if probs.ndim == 2:
-        if thresholds is None:
-            column, labels = "label", np.asarray(class_names, dtype=object)[probs.argmax(axis=1)]
-        else:
-            from lightning_cv.thresholds import tags
-
-            column, labels = "tags", np.asarray(tags(probs, class_names, thresholds), dtype=object)
-        frame = pd.DataFrame({"image": ids, column: labels})
-        for j, name in enumerate(class_names):
-            frame[f"prob_{name}"] = probs[:, j].round(6)
-        values = {column: labels, **{name: probs[:, j].round(6) for j, name in enumerate(class_names)}}
-    else:
-        from lightning_cv.writers import restore_mask
-
-        if sizes is None:
-            raise DataError("mask predictions without original sizes (use predictions.npz written by `lightning-cv cv`)")
-        binary = probs.shape[1] == 1
-        rles = [rle_encode(restore_mask(p, tuple(s), binary, threshold) > 0, rle_order) for p, s in zip(probs, sizes)]
-        frame = pd.DataFrame({"id": ids, "rle_mask": rles})
-        values = {"rle_mask": np.asarray(rles, dtype=object)}
-    if sample is None:
-        return frame.sort_values(frame.columns[0], kind="stable")
-    return follow_sample(ids, values, sample, source)

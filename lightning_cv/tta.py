@@ -12,7 +12,8 @@ from typing import Literal
 import torch
 
 TTAMode = Literal["none", "hflip", "flip", "d4"]
-Activation = Literal["softmax", "sigmoid"]
+# How outputs become what TTA averages: probabilities (softmax, sigmoid) or the values themselves (identity).
+Activation = Literal["softmax", "sigmoid", "identity"]
 # (transform of the images, inverse for dense outputs), both over the last two (H, W) dimensions.
 View = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 EPS = 1e-7
@@ -55,14 +56,19 @@ def views(mode: TTAMode) -> list[View]:
 
 
 def probabilities(outputs: torch.Tensor, activation: Activation) -> torch.Tensor:
-    """Logits -> probabilities: softmax over dim 1 (single label, multiclass masks) or sigmoid."""
+    """Logits -> probabilities: softmax over dim 1 (single label, multiclass masks) or sigmoid; values
+    (regression) stay as they are."""
     outputs = outputs.float()
+    if activation == "identity":
+        return outputs
     return outputs.softmax(dim=1) if activation == "softmax" else outputs.sigmoid()
 
 
 def to_logits(probs: torch.Tensor, activation: Activation) -> torch.Tensor:
     """Logits whose activation gives back `probs` (clamped away from 0 and 1), so averaged
     probabilities go through the same code as a plain forward's outputs."""
+    if activation == "identity":
+        return probs
     probs = probs.clamp(EPS, 1 - EPS)
     return probs.log() if activation == "softmax" else probs.log() - (-probs).log1p()
 

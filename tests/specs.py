@@ -44,7 +44,7 @@ def _cls_batch(n: int) -> dict:
 
 
 def _cls_data(root: Path) -> Path:
-    from lightning_cv.commands.demo import make_shapes
+    from lightning_cv.demos import make_shapes
 
     make_shapes(root / "cls", n_train=40, n_test=8, size=(32, 32), seed=1)
     return root / "cls"
@@ -61,7 +61,7 @@ def _mnist_batch(n: int) -> dict:
 
 
 def _mnist_data(root: Path) -> Path:
-    from lightning_cv.commands.demo import make_mnist
+    from lightning_cv.demos import make_mnist
 
     make_mnist(root / "mnist")
     return root / "mnist"
@@ -83,7 +83,7 @@ def _seg_batch(n: int) -> dict:
 
 
 def _seg_data(root: Path) -> Path:
-    from lightning_cv.commands.demo import make_shapes
+    from lightning_cv.demos import make_shapes
 
     make_shapes(root / "seg", n_train=20, n_test=4, size=(32, 32), seed=1)
     return root / "seg"
@@ -107,7 +107,7 @@ def _bbox_batch(n: int) -> dict:
 
 
 def _bbox_data(root: Path) -> Path:
-    from lightning_cv.commands.demo import make_bbox
+    from lightning_cv.demos import make_bbox
 
     make_bbox(root / "bbox", n_train=20, n_test=4, size=(96, 128), seed=1, image_ext=".png")
     return root / "bbox"
@@ -128,7 +128,7 @@ def _multilabel_batch(n: int) -> dict:
 
 
 def _multilabel_data(root: Path) -> Path:
-    from lightning_cv.commands.demo import make_multilabel
+    from lightning_cv.demos import make_multilabel
 
     make_multilabel(root / "multilabel", n_train=40, n_test=8, size=(32, 32), seed=1)
     return root / "multilabel"

@@ -185,7 +185,8 @@ def test_unknown_label_at_test_names_the_row(tmp_path):
 
 
 def _rle_csv(root: Path) -> Path:
-    from lightning_cv.io import read_mask, rle_encode
+    from lightning_cv.io import read_mask
+    from lightning_cv.masks import rle_encode
 
     rows = [{"id": str(i), "rle_mask": rle_encode(read_mask(root / "train_masks" / f"{i}_mask.png"))} for i in range(N)]
     pd.DataFrame(rows).to_csv(root / "masks.csv", index=False)

@@ -6,9 +6,11 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+from specs import ROOT
 
+from lightning_cv.boxes import clamp_box, crop, expand_square, fit_square
 from lightning_cv.cli import main
-from lightning_cv.data.bbox import BBoxCropDataModule, clamp_box, crop, expand_square, fit_square
+from lightning_cv.data.bbox import BBoxCropDataModule
 from lightning_cv.data.classification import ClassificationDataModule
 from lightning_cv.io import read_image
 from lightning_cv.tasks.bbox import BBoxCropTask
@@ -31,7 +33,7 @@ def test_square_fitting_and_margin():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from lightning_cv.commands.demo import make_bbox
+    from lightning_cv.demos import make_bbox
 
     # The crop test checks geometry, not accuracy: one optimiser step of the tiniest model makes a real checkpoint.
     root = tmp_path_factory.mktemp("crop")
@@ -47,7 +49,8 @@ def checkpoint(tmp_path_factory):
 
 def test_crop_command_writes_full_resolution_crops_boxes_and_sheet(checkpoint, tmp_path):
     data, out = checkpoint / "data", tmp_path / "crops"
-    main(["crop", "--ckpt_path", str(checkpoint / "box.ckpt"), "--images", str(data / "test"), "--out", str(out),
+    main(["crop", "--ckpt_path", str(checkpoint / "box.ckpt"), "--config", str(ROOT / "configs" / "bbox.yaml"),
+          "--images", str(data / "test"), "--out", str(out),
           "--margin", "0.2"])
     boxes = pd.read_csv(out / "boxes.csv")
     assert list(boxes.columns) == ["image", "x", "y", "size"]

@@ -11,10 +11,10 @@ import pytest
 
 from lightning_cv.cli import main
 from lightning_cv.data import ClassificationDataModule, MNISTDataModule
-from lightning_cv.data.classification import sorted_labels
 from lightning_cv.data.mnist import read_idx, write_idx
 from lightning_cv.errors import DataError
 from lightning_cv.io import read_image
+from lightning_cv.labels import sorted_labels
 
 
 def _write_cls(root, labels, size=16):
@@ -161,7 +161,7 @@ def test_single_image_class_cannot_be_stratified(tmp_path):
 
 
 def test_demo_occlusion_hides_part_of_the_same_object():
-    from lightning_cv.commands.demo import render_shape
+    from lightning_cv.demos import render_shape
 
     masks = [render_shape(np.random.default_rng(3), "circle", 64, 64, occlusion=p)[1] > 0 for p in (0.0, 1.0)]
     whole, bitten = masks
@@ -170,11 +170,12 @@ def test_demo_occlusion_hides_part_of_the_same_object():
 
 
 def test_cls_demo_is_deterministic_and_follows_its_settings(tmp_path, monkeypatch):
-    from lightning_cv.commands import demo as demo_module
+    from lightning_cv import demos as demo_module
+    from lightning_cv.commands.demo import demo
 
     monkeypatch.setitem(demo_module.CLS_DEMO, "n_test", 3)
     for name in ("a", "b"):
-        demo_module.demo("cls", tmp_path / name, seed=5, n_train=6)
+        demo("cls", tmp_path / name, seed=5, n_train=6)
     for rel in ("train.csv", "solution.csv", "train/train_00005.png", "test/test_00002.png"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     assert len(pd.read_csv(tmp_path / "a" / "train.csv")) == 6 and len(pd.read_csv(tmp_path / "a" / "solution.csv")) == 3

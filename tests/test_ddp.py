@@ -17,16 +17,18 @@ def test_ddp_validation_counts_every_sample_once(mnist_dir, tmp_path):
 
     # 125 validation digits: with 2 ranks a padded sampler would add a duplicate and change the metrics.
     # The checkpoint and the 1-device reference run in this process; only the DDP run needs its own.
+    # Both validations in 32-true: compared to 1e-6, and `auto` picks bf16-mixed on CPUs with native bf16.
     common = ["--config", str(ROOT / "configs/mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.num_workers", "0",
               "--data.val_fraction", "0.0835", "--trainer.enable_progress_bar", "false",
-              "--trainer.enable_model_summary", "false"]
+              "--trainer.enable_model_summary", "false", "--trainer.precision", "32-true"]
     fit_dir = tmp_path / "fit"
     build_cli(["fit", *common, "--trainer.default_root_dir", str(fit_dir), "--trainer.max_epochs", "1",
                "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"])
     ckpt = fit_dir / "checkpoints" / "last.ckpt"
     build_cli(["validate", *common, "--trainer.default_root_dir", str(tmp_path / "val1"), "--ckpt_path", str(ckpt)])
     args = mnist_fit_args(mnist_dir, tmp_path / "val2", "--data.val_fraction", "0.0835", "--trainer.accelerator", "cpu",
-                       "--trainer.devices", "2", "--trainer.strategy", "ddp", "--ckpt_path", str(ckpt))
+                       "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.precision", "32-true",
+                       "--ckpt_path", str(ckpt))
     args[args.index("fit")] = "validate"
     run = subprocess.run(args, env={**child_env(), "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -11,7 +11,7 @@ from lightning_cv.cli import build_cli
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    from lightning_cv.commands.demo import make_mnist
+    from lightning_cv.demos import make_mnist
 
     root = tmp_path_factory.mktemp("digits")
     make_mnist(root)
@@ -25,7 +25,7 @@ def _fit(data_dir, run_dir, seed: int) -> tuple[dict[str, float], pd.DataFrame]:
         "--data.num_workers", "0", "--data.batch_size", "32", "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
         "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.precision", "32-true",  # not bf16 where `auto` picks it
     ])
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
     return metrics, pd.read_csv(run_dir / "metrics.csv")

@@ -7,67 +7,91 @@ import pandas as pd
 import pytest
 
 from lightning_cv.cli import main
-from lightning_cv.commands.ensemble import Predictions, align, combine, submission_frame
-from lightning_cv.commands.score import overlap, rle_pixels, score_frames
-from lightning_cv.errors import DataError
-from lightning_cv.io import rle_encode
+from lightning_cv.commands.score import overlap, score_frames
+from lightning_cv.errors import DataError, UserInputError
+from lightning_cv.masks import rle_encode, rle_pixels
+from lightning_cv.predictions import Predictions, align
+from lightning_cv.tasks import BBoxCropTask, ClassificationTask, SegmentationTask
 
 CLASSES = ["a", "b", "c"]
 
 
-def _preds(probs, ids=("x", "y")) -> Predictions:
-    return Predictions(source=None, ids=np.array(ids), probs=np.asarray(probs, dtype=np.float32), class_names=CLASSES)
+def _preds(probs, ids=("x", "y"), task="cls", **arrays) -> Predictions:
+    return Predictions(task, np.array(ids), {"probs": np.asarray(probs, dtype=np.float32), **arrays}, CLASSES)
+
+
+def _combine(predictions, method, weights=None, task=ClassificationTask) -> np.ndarray:
+    return task.combine(predictions, method, weights).arrays["probs"]
 
 
 def test_weighted_mean_and_vote():
     p1 = _preds([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
     p2 = _preds([[0.1, 0.8, 0.1], [0.1, 0.2, 0.7]])
     p3 = _preds([[0.2, 0.7, 0.1], [0.5, 0.4, 0.1]])
-    np.testing.assert_allclose(combine([p1, p2], "mean"), (p1.probs + p2.probs) / 2, atol=1e-6)
-    np.testing.assert_allclose(combine([p1, p2], "mean", [3, 1]), 0.75 * p1.probs + 0.25 * p2.probs, atol=1e-6)
-    votes = combine([p1, p2, p3], "vote")
+    probs = [p.arrays["probs"] for p in (p1, p2)]
+    np.testing.assert_allclose(_combine([p1, p2], "mean"), (probs[0] + probs[1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(_combine([p1, p2], "mean", [3, 1]), 0.75 * probs[0] + 0.25 * probs[1], atol=1e-6)
+    votes = _combine([p1, p2, p3], "vote")
     np.testing.assert_allclose(votes, [[1 / 3, 2 / 3, 0], [1 / 3, 1 / 3, 1 / 3]], atol=1e-6)
     # A heavy enough weight outvotes the others.
-    assert combine([p1, p2, p3], "vote", [5, 1, 1])[0].argmax() == 0
+    assert _combine([p1, p2, p3], "vote", [5, 1, 1])[0].argmax() == 0
+    with pytest.raises(UserInputError, match="weights"):
+        _combine([p1, p2], "mean", [1])
 
 
 def test_vote_on_masks_is_per_pixel():
-    masks = [_preds(np.full((1, 1, 2, 2), v)) for v in (0.9, 0.8, 0.1)]
-    np.testing.assert_allclose(combine(masks, "vote"), np.full((1, 1, 2, 2), 2 / 3), atol=1e-6)
-    multi = [_preds(np.stack([np.eye(3)[[k, k]].T.reshape(3, 2, 1)] * 1)) for k in (0, 2, 2)]
-    np.testing.assert_allclose(combine(multi, "vote")[0, :, 0, 0], [1 / 3, 0, 2 / 3], atol=1e-6)
+    size = {"size": np.array([[2, 2]])}
+    masks = [_preds(np.full((1, 1, 2, 2), v), ids=("x",), task="seg", **size) for v in (0.9, 0.8, 0.1)]
+    np.testing.assert_allclose(_combine(masks, "vote", task=SegmentationTask), np.full((1, 1, 2, 2), 2 / 3), atol=1e-6)
+    multi = [_preds(np.eye(3)[[k, k]].T.reshape(1, 3, 2, 1), ids=("x",), task="seg", **size) for k in (0, 2, 2)]
+    np.testing.assert_allclose(_combine(multi, "vote", task=SegmentationTask)[0, :, 0, 0], [1 / 3, 0, 2 / 3], atol=1e-6)
+
+
+def test_boxes_average_and_refuse_a_vote():
+    boxes = [Predictions("bbox", np.array(["x"]), {"box": np.array([[cx, 0.5, 0.2]], np.float32),
+                                                   "orig_size": np.array([[100, 200]])}, ["object"]) for cx in (0.4, 0.6)]
+    combined = BBoxCropTask.combine(boxes, "mean")
+    np.testing.assert_allclose(combined.arrays["box"], [[0.5, 0.5, 0.2]], atol=1e-6)
+    np.testing.assert_array_equal(combined.arrays["orig_size"], [[100, 200]])  # not averaged: taken as it is
+    with pytest.raises(UserInputError, match="mean"):
+        BBoxCropTask.combine(boxes, "vote")
 
 
 def test_align_reorders_and_rejects_other_ids():
     p1 = _preds([[1, 0, 0], [0, 1, 0]], ids=("x", "y"))
     p2 = _preds([[0, 1, 0], [1, 0, 0]], ids=("y", "x"))
     aligned = align([p1, p2])
-    np.testing.assert_array_equal(aligned[1].probs, p1.probs)
+    np.testing.assert_array_equal(aligned[1].arrays["probs"], p1.arrays["probs"])
     with pytest.raises(DataError, match="ids"):
         align([p1, _preds([[1, 0, 0], [0, 1, 0]], ids=("x", "z"))])
+    with pytest.raises(DataError, match="seg predictions"):
+        align([p1, _preds([[1, 0, 0], [0, 1, 0]], task="seg")])
 
 
 def test_submission_follows_the_sample_submission():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]], dtype=np.float32)
+    predictions = _preds(probs, ids=("p.png", "q.png", "r.png"))
     sample = pd.DataFrame({"image": ["q.png", "p.png", "r.png"], "label": ["a", "a", "a"]})
-    frame = submission_frame(np.array(["p.png", "q.png", "r.png"]), probs, CLASSES, sample=sample)
+    frame = ClassificationTask.submission(predictions, sample)
     assert list(frame.columns) == ["image", "label"]
     assert frame["image"].tolist() == ["q.png", "p.png", "r.png"]
     assert frame["label"].tolist() == ["c", "a", "b"]
-    with_probs = submission_frame(np.array(["p.png", "q.png", "r.png"]), probs, CLASSES,
-                                  sample=pd.DataFrame({"id": ["r.png"], "a": [0], "b": [0], "c": [0]}))
+    with_probs = ClassificationTask.submission(predictions, pd.DataFrame({"id": ["r.png"], "a": [0], "b": [0], "c": [0]}))
     assert with_probs.iloc[0].tolist() == ["r.png", pytest.approx(0.3), pytest.approx(0.6), pytest.approx(0.1)]
     with pytest.raises(DataError, match="no prediction"):
-        submission_frame(np.array(["p.png"]), probs[:1], CLASSES, sample=sample)
+        ClassificationTask.submission(predictions.take(np.array([0])), sample)
 
 
 def test_mask_submission_is_rle_at_original_size():
     probs = np.zeros((1, 1, 4, 4), dtype=np.float32)
     probs[0, 0, :2, :2] = 0.9
-    frame = submission_frame(np.array(["im"]), probs, ["background", "foreground"], sizes=np.array([[8, 8]]))
+    predictions = Predictions("seg", np.array(["im"]), {"probs": probs, "size": np.array([[8, 8]])}, ["background", "foreground"])
+    frame = SegmentationTask.submission(predictions)
     expected = np.zeros((8, 8), dtype=np.uint8)
     expected[:4, :4] = 1
     assert frame.iloc[0].tolist() == ["im", rle_encode(expected)]
+    # The decision saved with the predictions (or given to ensemble) is the one applied.
+    assert SegmentationTask.submission(predictions.with_meta(threshold=0.95)).iloc[0].tolist() == ["im", ""]
 
 
 def test_scores_like_the_competition():
@@ -88,6 +112,13 @@ def test_scores_like_the_competition():
     assert overlap(rle_encode(m1), rle_encode(m2), "dice") == pytest.approx(12 / 18)
     assert overlap(rle_encode(m1), rle_encode(m2), "iou") == pytest.approx(6 / 12)
     assert overlap("", "", "dice") == 1.0
+
+    values = pd.DataFrame({"Id": ["a", "b"], "Pawpularity": ["30", "50"]})
+    guess = pd.DataFrame({"Id": ["b", "a"], "Pawpularity": ["46", "33"]})
+    assert score_frames(guess, values, "rmse") == pytest.approx(np.sqrt((9 + 16) / 2))
+    assert score_frames(guess, values, "mae") == pytest.approx(3.5)
+    with pytest.raises(DataError, match="no number"):
+        score_frames(guess.assign(Pawpularity=["x", "1"]), values, "rmse")
 
 
 def test_ensemble_and_score_commands(tmp_path, capsys):

@@ -11,14 +11,14 @@ import torch
 from specs import ROOT
 
 from lightning_cv.cli import build_cli, main
-from lightning_cv.commands.cv import _tune_oof_thresholds, fold_scores
-from lightning_cv.commands.demo import make_multilabel
 from lightning_cv.data import MultiLabelDataModule
+from lightning_cv.demos import make_multilabel
 from lightning_cv.errors import DataError
 from lightning_cv.io import write_image
+from lightning_cv.predictions import Predictions, load_predictions
 from lightning_cv.tasks import MultiLabelTask
 from lightning_cv.thresholds import load_thresholds, save_thresholds, tags, tune_thresholds
-from lightning_cv.writers import MultiLabelWriter
+from lightning_cv.writers import PredictionWriter
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -80,18 +80,22 @@ def test_a_few_steps_lower_the_bce_loss():
     assert losses[-1] < losses[0]
 
 
-def test_writer_thresholds_tags_and_probabilities(tmp_path, capsys):
-    writer = MultiLabelWriter(tmp_path, ["a", "b", "c"], thresholds=np.array([0.5, 0.2, 0.9]))
-    trainer = SimpleNamespace(world_size=1, is_global_zero=True, datamodule=None)
+def test_writer_thresholds_tags_and_probabilities(tmp_path):
+    writer = PredictionWriter(tmp_path)
+    task = MultiLabelTask(num_classes=3, class_names=["a", "b", "c"], backbone="test_resnet", image_size=32)
+    task.label_thresholds.copy_(torch.tensor([0.5, 0.2, 0.9]))
+    trainer = SimpleNamespace(world_size=1, is_global_zero=True, datamodule=SimpleNamespace(task_name="multilabel"))
     batches = [{"id": ["y.png", "x.png"], "probs": torch.tensor([[0.6, 0.3, 0.8], [0.1, 0.15, 0.05]])},
                {"id": ["z.png"], "probs": torch.tensor([[0.4, 0.1, 0.95]])}]
-    writer.write_on_epoch_end(trainer, None, batches, [])
+    writer.write_on_epoch_end(trainer, task, batches, [])
     frame = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
     assert list(frame.columns) == ["image", "tags", "prob_a", "prob_b", "prob_c"]
     # x: nothing above its threshold -> its most likely tag; y: a and b (c's 0.8 is under 0.9); z: c.
     assert frame["image"].tolist() == ["x.png", "y.png", "z.png"] and frame["tags"].tolist() == ["b", "a b", "c"]
     assert frame["prob_c"].tolist() == pytest.approx([0.05, 0.8, 0.95])
-    assert "b 0.20" in capsys.readouterr().out
+    saved = load_predictions(tmp_path / "predictions.npz")  # what ensembles read: the decisions travel along
+    assert saved.task == "multilabel" and saved.ids.tolist() == ["y.png", "x.png", "z.png"]
+    assert saved.meta["thresholds"] == pytest.approx([0.5, 0.2, 0.9])
 
 
 def test_cv_scores_and_oof_thresholds(tmp_path):
@@ -99,14 +103,17 @@ def test_cv_scores_and_oof_thresholds(tmp_path):
     targets = (rng.random((60, 3)) < 0.4).astype(np.float32)
     targets[np.arange(60), np.arange(60) % 3] = 1
     probs = np.where(targets > 0, 0.35, 0.05) + rng.normal(0, 0.05, targets.shape)  # positives sit below 0.5
-    scores = fold_scores("multilabel", probs, targets)
+    oof = Predictions("multilabel", np.arange(60).astype(str), {"probs": probs.astype(np.float32)}, ["a", "b", "c"],
+                      targets=targets)
+    scores = MultiLabelTask.score(oof)
     assert set(scores) == {"f2", "f2_tuned", "acc"} and scores["f2_tuned"] > scores["f2"] + 0.3
-    labels = [" ".join(n for n, t in zip("abc", row) if t) for row in targets]
-    seen = np.ones(60, dtype=np.int64)
-    seen[:5] = 0  # a fold that failed: its rows are left out
-    thresholds, oof = _tune_oof_thresholds(tmp_path, labels, probs.astype(np.float32), seen, ["a", "b", "c"])
-    assert oof["rows"] == 55 and oof["f2_tuned"] > oof["f2"] and (thresholds < 0.35).all()
-    np.testing.assert_allclose(load_thresholds(tmp_path / "thresholds.json", ["a", "b", "c"]), thresholds)
+    meta, report = MultiLabelTask.tune(oof.take(np.arange(5, 60)), tmp_path)  # a failed fold's rows left out
+    thresholds = np.array(meta["thresholds"])
+    assert report["rows"] == 55 and report["f2_tuned"] > report["f2"] and (thresholds < 0.35).all()
+    np.testing.assert_allclose(load_thresholds(tmp_path / "thresholds.json", ["a", "b", "c"]), thresholds, atol=1e-6)
+    # oof.csv's tags follow the tuned thresholds.
+    tuned_tags = MultiLabelTask.oof_columns(oof.with_meta(**meta))["pred"]
+    assert (tuned_tags == tags(probs, ["a", "b", "c"], thresholds)).all()
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +126,7 @@ def fitted(tmp_path_factory):
     cli = build_cli(["fit", "--config", str(ROOT / "configs" / "multilabel.yaml"), "--data.data_dir", str(data_dir),
                      "--data.image_size", "32", "--data.batch_size", "8", "--model.backbone", "test_resnet",
                      "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.num_sanity_val_steps", "0",
+                     "--trainer.precision", "32-true",  # thresholds are re-tuned below on float32 probabilities
                      "--trainer.default_root_dir", str(run_dir), *QUIET])
     return cli, data_dir, run_dir
 
@@ -192,7 +200,7 @@ def test_ensemble_decides_tags_with_the_cv_thresholds(tmp_path, capsys):
     main(["ensemble", str(cv_dir), "--out", str(out), "--sample_submission", str(tmp_path / "sample.csv")])
     # means: x (0.217, 0.09, 0.8) -> a c; y (0.1, 0.55, 0.283) -> b (c's 0.283 is under its 0.3).
     assert pd.read_csv(out).values.tolist() == [["y.png", "b"], ["x.png", "a c"]]
-    assert f"tag thresholds: {cv_dir / 'thresholds.json'}" in capsys.readouterr().out
+    assert f"thresholds: {cv_dir / 'thresholds.json'}" in capsys.readouterr().out
     main(["ensemble", str(cv_dir), "--out", str(out), "--method", "vote"])
     # votes above threshold: x a 2/3, c 3/3; y b 3/3, c 2/3 (0.4 and 0.35 > 0.3).
     assert pd.read_csv(out)[["image", "tags"]].values.tolist() == [["x.png", "a c"], ["y.png", "b c"]]

@@ -13,8 +13,8 @@ import pytest
 from specs import ROOT
 
 from lightning_cv.cli import build_cli
-from lightning_cv.commands.demo import make_shapes
 from lightning_cv.data.classification import ClassificationDataModule
+from lightning_cv.demos import make_shapes
 from lightning_cv.errors import DataError, UserInputError
 from lightning_cv.folds import assign_folds
 

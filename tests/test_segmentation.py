@@ -20,10 +20,9 @@ from lightning_cv.callbacks import ValidationPictures
 from lightning_cv.cli import build_cli
 from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.io import rle_decode, rle_encode
 from lightning_cv.losses import segmentation_loss
+from lightning_cv.masks import restore_mask, rle_decode, rle_encode
 from lightning_cv.tasks.segmentation import SegmentationTask
-from lightning_cv.writers import restore_mask
 
 # Odd Carvana-like size (width 150, height 97): neither side divides by 32.
 HEIGHT, WIDTH = 97, 150

@@ -11,11 +11,12 @@ import pytest
 from specs import ROOT
 
 from lightning_cv.cli import build_cli
-from lightning_cv.commands.demo import make_shapes
 from lightning_cv.data.classification import ClassificationDataModule
 from lightning_cv.data.segmentation import SegmentationDataModule
+from lightning_cv.demos import make_shapes
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.io import read_mask, rle_encode
+from lightning_cv.io import read_mask
+from lightning_cv.masks import rle_encode
 from lightning_cv.submission import read_sample, sample_for
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -145,9 +146,10 @@ def test_ensemble_predicts_with_checkpoints_first(cls_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ensemble", str(ckpt), "--out", str(out)])
     assert "needs --config" in capsys.readouterr().err
-    main(["ensemble", str(ckpt), str(ckpt), "--weights", "[1, 3]", "--out", str(out), *_cls_args(data_dir)])
+    fp32 = ["--trainer.precision", "32-true"]  # both predictions in one precision, whatever `auto` picks here
+    main(["ensemble", str(ckpt), str(ckpt), "--weights", "[1, 3]", "--out", str(out), *_cls_args(data_dir), *fp32])
     single = tmp_path / "single"
-    build_cli(["predict", *_cls_args(data_dir), "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(single)])
+    build_cli(["predict", *_cls_args(data_dir), *fp32, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(single)])
     expected = pd.read_csv(single / "predictions.csv")
     written = pd.read_csv(out)
     assert written["image"].tolist() == expected["image"].tolist() and written["label"].tolist() == expected["label"].tolist()

@@ -8,10 +8,10 @@ import pytest
 import yaml
 from cookiecutter.main import cookiecutter
 
+from lightning_cv.checkpoints import load_task
 from lightning_cv.cli import main
-from lightning_cv.commands.demo import make_shapes
-from lightning_cv.commands.export import load_task
 from lightning_cv.commands.new import template_dir
+from lightning_cv.demos import make_shapes
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +89,8 @@ def test_wheel_ships_every_template_file():
     data_files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
     shipped = {}
     for target, patterns in data_files.items():
+        if not target.startswith("share/lightning-cv/templates/"):
+            continue
         for pattern in patterns:
             for match in glob.glob(glob.escape(str(root)) + "/" + pattern):
                 if Path(match).is_file():

@@ -24,7 +24,7 @@ from lightning_cv.trainer import Trainer
 
 @pytest.fixture(scope="module")
 def cls_data(data_root):
-    from lightning_cv.commands.demo import make_shapes
+    from lightning_cv.demos import make_shapes
 
     root = data_root / "cls"
     if not (root / "train.csv").is_file():
@@ -111,9 +111,11 @@ def test_mixup_refuses_an_odd_batch_size(cls_data, tmp_path):
 @pytest.fixture(scope="module")
 def ema_run(cls_data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ema")
+    # 32-true as the re-validation below: `auto` would fit in bf16-mixed on a CPU with native bf16.
     cli = build_cli(["fit", *_common(cls_data), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4",
                      "--trainer.accumulate_grad_batches", "2", "--trainer.default_root_dir", str(run_dir),
-                     "--trainer.callbacks+=lightning_cv.callbacks.EMA", "--trainer.callbacks.decay", "0.5"])
+                     "--trainer.callbacks+=lightning_cv.callbacks.EMA", "--trainer.callbacks.decay", "0.5",
+                     "--trainer.precision", "32-true"])
     return cli, run_dir / "checkpoints" / "last.ckpt"
 
 

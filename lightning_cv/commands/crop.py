@@ -18,12 +18,13 @@ import pandas as pd
 import torch
 
 from lightning_cv.augment import build_pipeline, letterbox
-from lightning_cv.callbacks import image_grid
+from lightning_cv.boxes import clamp_box, expand_square, original_square
+from lightning_cv.boxes import crop as crop_image
+from lightning_cv.checkpoints import load_task
 from lightning_cv.data.base import list_images
-from lightning_cv.data.bbox import clamp_box, expand_square, original_square
-from lightning_cv.data.bbox import crop as crop_image
 from lightning_cv.errors import MissingFileError, UserInputError
 from lightning_cv.io import read_image, write_csv, write_image
+from lightning_cv.pictures import image_grid
 
 BOX_COLOR, CROP_COLOR = (230, 0, 0), (255, 200, 0)
 
@@ -46,6 +47,7 @@ def crop(
     *,
     ckpt_path: Path,
     images: Path,
+    config: Path | None = None,
     out: Path,
     margin: float = 0.1,
     batch_size: int = 32,
@@ -56,6 +58,7 @@ def crop(
 
     Args:
         ckpt_path: a box-model checkpoint (`lightning-cv fit --config configs/bbox.yaml`).
+        config: the training config; needed only for checkpoints that do not name their task class.
         images: folder of original images.
         out: output folder (train/ crops, boxes.csv, contact_sheet.png).
         margin: grow the square by this share of its side on each edge before cropping.
@@ -63,14 +66,14 @@ def crop(
         sheet_images: how many originals the contact sheet shows (the first ones, sorted by name).
         thumb_size: contact-sheet thumbnail side in pixels.
     """
-    from lightning_cv.tasks.bbox import BBoxCropTask
-
     ckpt_path, images, out = Path(ckpt_path), Path(images), Path(out)
     if not ckpt_path.is_file():
         raise MissingFileError(f"--ckpt_path: checkpoint {ckpt_path} does not exist")
     if margin < 0:
         raise UserInputError(f"--margin must be >= 0, got {margin}")
-    model = BBoxCropTask.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).eval()
+    model = load_task(ckpt_path, Path(config) if config else None)
+    if "box" not in model.outputs:
+        raise UserInputError(f"{ckpt_path} is a {type(model).__name__}: `crop` needs a box model (configs/bbox.yaml)")
     size = model.image_size
     pipeline = build_pipeline(None, pre=letterbox(size))
     paths = list_images(images)

@@ -4,9 +4,9 @@
 
 The CV run directory (runs/<task>/cv-<timestamp>, or --out) holds `folds.csv`, one `fold<k>/` run per
 fold (checkpoints, metrics, `oof/` and `test/` predictions of its best checkpoint), `oof.npz` + `oof.csv`
-(every training row exactly once) and `cv_results.json` (score per fold, mean and std). Multi-label
-data also gets `thresholds.json`: per-tag thresholds tuned on the out-of-fold probabilities (for
-`predict --model.thresholds`), with the OOF F2 at 0.5 and at them in cv_results.json.
+(every training row exactly once) and `cv_results.json` (score per fold, mean and std). A task that
+tunes decisions on out-of-fold predictions writes them here too (multi-label: `thresholds.json`).
+Everything task-specific is asked of the task (`CVTask.score`, `tune`, `oof_columns`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import pandas as pd
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.folds import FOLD_COL, load_or_create_folds
 from lightning_cv.io import atomic_path, write_csv
+from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
+from lightning_cv.tasks import TaskEntry, task_for
 from lightning_cv.tta import TTAMode
-
-PREDICTIONS = "predictions.npz"
-BETA = 2.0  # multi-label: thresholds are tuned for the sample-averaged F2 (Planet's metric)
 
 
 def _data_overrides(overrides: list[str]) -> list[str]:
@@ -77,9 +76,9 @@ def best_checkpoint(run_dir: Path) -> Path | None:
     return folder / "last.ckpt" if (folder / "last.ckpt").is_file() else None
 
 
-def predict_checkpoint(config: Path, overrides: list[str], ckpt: Path, out_dir: Path, tta: str, extra: list[str]) -> dict:
-    """Run `predict` with a checkpoint (its writer's files go to out_dir) and save the raw
-    predictions (ids, probabilities, original sizes) as out_dir/predictions.npz; returns them."""
+def predict_checkpoint(config: Path, overrides: list[str], ckpt: Path, out_dir: Path, tta: str, extra: list[str]) -> Predictions:
+    """Run `predict` with a checkpoint (its writer's files, predictions.npz among them, go to out_dir) and
+    return the predictions; predicting held-out rows (--data.predict_split val) adds their targets."""
     import warnings
 
     from lightning_cv.cli import build_cli
@@ -91,69 +90,126 @@ def predict_checkpoint(config: Path, overrides: list[str], ckpt: Path, out_dir: 
     if tta != "none":
         args += ["--model.tta", tta]
     cli = build_cli(args)
-    batches = cli.trainer.predict_loop.predictions  # what trainer.predict returned
-    result: dict[str, Any] = {"ids": np.array([i for b in batches for i in b["id"]], dtype=str)}
-    for key in ("probs", "size", "box", "orig_size"):
-        if key in batches[0]:
-            parts = [b[key].cpu() for b in batches]
-            result[key] = np.concatenate([(t.float() if t.is_floating_point() else t).numpy() for t in parts])
-    result["class_names"] = np.array(cli.model.class_names, dtype=str)
-    result["task"] = np.array(cli.datamodule.task_name)
-    with atomic_path(out_dir / PREDICTIONS) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **result)
+    predictions = load_predictions(out_dir / PREDICTIONS)
     if cli.datamodule.predict_split == "val":
-        result["targets"] = _targets(cli.datamodule.datasets["predict"])
-    return result
+        dataset = cli.datamodule.datasets["predict"]
+        targets = cli.datamodule.targets("predict")
+        order = {i: r for r, i in enumerate(dataset.ids)}
+        predictions.targets = None if targets is None else targets[[order[i] for i in predictions.ids]]
+        predictions.save(out_dir / PREDICTIONS)
+    return predictions
 
 
-def _targets(dataset: Any) -> np.ndarray | None:
-    """The labels (class indices) or masks of a labelled dataset, in its order."""
-    if getattr(dataset, "targets", None) is not None:
-        return np.asarray(dataset.targets)
-    if getattr(dataset, "masks", None) is not None:
-        masks = []
-        for i in range(len(dataset)):
-            sample = dataset[i]
-            h, w = (int(v) for v in sample["valid"])
-            masks.append(sample["target"][:h, :w].numpy())
-        return np.stack(masks)
-    return None
+def _cv_dir(out: Path | None, fold: int | None, task: str) -> Path:
+    """--out, else (rerunning one fold) the newest CV run of the task, else a new timestamped one."""
+    if out is not None:
+        return Path(out)
+    if fold is not None:
+        found = sorted(Path("runs", task).glob("cv-*"))
+        if not found:
+            raise UserInputError(f"--fold reruns a fold of an existing CV run: none in runs/{task}/; pass --out CV_DIR")
+        return found[-1]
+    return Path("runs", task, f"cv-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
 
 
-def fold_scores(task: str, probs: np.ndarray, targets: np.ndarray | None) -> dict[str, float]:
-    """The task's validation metrics on one fold's out-of-fold predictions."""
-    if targets is None:
-        return {}
-    if task == "seg":
-        pred = probs[:, 0] > 0.5 if probs.shape[1] == 1 else probs.argmax(axis=1)
-        truth = targets.astype(np.int64)
-        fg_pred, fg_true = pred > 0, truth > 0
-        inter = np.logical_and(fg_pred, pred == truth).sum()
-        total = fg_pred.sum() + fg_true.sum()
-        union = total - inter
-        return {"dice": float(2 * inter / total) if total else 1.0, "iou": float(inter / union) if union else 1.0}
-    if probs.ndim == 2 and targets.ndim == 2:  # multi-label: 0/1 tag matrix
-        from lightning_cv.thresholds import fbeta_samples, tune_thresholds
-
-        exact = ((probs > 0.5) == (targets > 0)).all(axis=1).mean()
-        # f2_tuned: thresholds tuned on these same rows (optimistic; the checkpoint's own are tuned likewise).
-        return {"f2": fbeta_samples(probs, targets, 0.5, BETA), "acc": float(exact),
-                "f2_tuned": fbeta_samples(probs, targets, tune_thresholds(probs, targets, BETA), BETA)}
-    if probs.ndim == 2:
-        from sklearn.metrics import accuracy_score, f1_score
-
-        pred = probs.argmax(axis=1)
-        return {"acc": float(accuracy_score(targets, pred)),
-                "f1": float(f1_score(targets, pred, average="macro", labels=np.arange(probs.shape[1]), zero_division=0))}
-    return {}
+def _out_from_overrides(out: Path | None, overrides: list[str]) -> Path | None:
+    """`--trainer.default_root_dir OUT` means the CV run directory (each fold gets its own inside it)."""
+    for i, token in enumerate(overrides):
+        name, _, value = token.partition("=")
+        if name != "--trainer.default_root_dir":
+            continue
+        value = value or (overrides[i + 1] if i + 1 < len(overrides) else "")
+        del overrides[i : i + (1 if "=" in token else 2)]
+        if out is not None and Path(value) != Path(out):
+            raise UserInputError(f"--trainer.default_root_dir {value} and --out {out} name two CV directories: give one")
+        return Path(value)
+    return out
 
 
-def _latest_cv_dir(task: str) -> Path:
-    found = sorted(Path("runs", task).glob("cv-*"))
-    if not found:
-        raise UserInputError(f"--fold reruns a fold of an existing CV run: none in runs/{task}/; pass --out CV_DIR")
-    return found[-1]
+def _fold_assignment(cv_dir: Path, datamodule: Any, folds: int, fold: int | None,
+                     group_col: str | None) -> tuple[pd.DataFrame, str, str | None]:
+    """(the training rows with their fold, written once to folds.csv; its key column; its label column)."""
+    frame, key, label_col = datamodule.fold_table()
+    table = load_or_create_folds(cv_dir / "folds.csv", frame, key, folds, datamodule.seed, label_col, group_col,
+                                 multilabel=datamodule.multilabel)
+    if fold is not None and not 0 <= fold < folds:
+        raise UserInputError(f"--fold {fold} is not one of the {folds} folds (0..{folds - 1})")
+    print(f"{folds}-fold CV of {len(table)} rows -> {cv_dir} (folds in {cv_dir / 'folds.csv'})", flush=True)
+    return table, key, label_col
+
+
+def _train_folds(config: Path, overrides: list[str], cv_dir: Path, folds: list[int], task: str) -> dict[int, str]:
+    """One `fit` process per fold (memory is freed between folds, a failed fold does not stop the others);
+    returns the status of the failed ones."""
+    env = {**os.environ, "WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", f"{task}-{cv_dir.name}")}
+    failed: dict[int, str] = {}
+    for k in folds:
+        fold_dir = cv_dir / f"fold{k}"
+        if fold_dir.exists():  # a rerun starts afresh; the previous run is kept beside it
+            fold_dir.rename(cv_dir / f"fold{k}-replaced-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        command = [sys.executable, "-m", "lightning_cv", "fit", "--config", str(config), *overrides,
+                   "--data.fold", str(k), "--data.folds_csv", str(cv_dir / "folds.csv"),
+                   "--trainer.default_root_dir", str(fold_dir)]
+        print(f"fold {k}: {' '.join(command[2:])}", flush=True)
+        code = subprocess.run(command, env=env, check=False).returncode
+        if code != 0:
+            failed[k] = f"failed (exit {code})"
+            print(f"fold {k} failed with exit status {code}; going on with the other folds", file=sys.stderr, flush=True)
+    return failed
+
+
+def _fold_predictions(config: Path, overrides: list[str], cv_dir: Path, k: int, tta: str, predict_test: bool,
+                      reuse: bool) -> tuple[Predictions | None, str]:
+    """A fold's out-of-fold predictions (and test predictions) with its best checkpoint: (predictions or
+    None, status). `reuse`: read the saved ones of a fold that was not retrained."""
+    fold_dir = cv_dir / f"fold{k}"
+    ckpt = best_checkpoint(fold_dir)
+    if ckpt is None:
+        return None, "not trained"
+    saved = fold_dir / "oof" / PREDICTIONS
+    if reuse and saved.is_file():
+        return load_predictions(saved), f"ok ({ckpt.name})"
+    fold_args = ["--data.fold", str(k), "--data.folds_csv", str(cv_dir / "folds.csv")]
+    oof = predict_checkpoint(config, overrides, ckpt, fold_dir / "oof", tta, [*fold_args, "--data.predict_split", "val"])
+    if predict_test:
+        try:
+            predict_checkpoint(config, overrides, ckpt, fold_dir / "test", tta, fold_args)
+        except DataError as err:
+            print(f"fold {k}: no test predictions ({err})", file=sys.stderr)
+    return oof, f"ok ({ckpt.name})"
+
+
+def gather_oof(ids: list[str], parts: list[Predictions]) -> tuple[Predictions, np.ndarray]:
+    """Every fold's out-of-fold rows in the order of `ids` (NaN / zero rows where a fold is missing) and
+    how many folds predicted each row (exactly one each, or the folds overlap)."""
+    position = {i: r for r, i in enumerate(ids)}
+    first = parts[0]
+    seen = np.zeros(len(ids), dtype=np.int64)
+    arrays = {k: np.zeros((len(ids), *v.shape[1:]), dtype=np.float32 if v.dtype.kind == "f" else v.dtype)
+              for k, v in first.arrays.items()}
+    for array in arrays.values():
+        if array.dtype.kind == "f":
+            array[:] = np.nan
+    targets = None if first.targets is None else np.zeros((len(ids), *first.targets.shape[1:]), first.targets.dtype)
+    for part in parts:
+        index = np.array([position[i] for i in part.ids], dtype=np.int64)
+        for name, array in arrays.items():
+            array[index] = part.arrays[name]
+        if targets is not None and part.targets is not None:
+            targets[index] = part.targets
+        seen[index] += 1
+    twice = np.flatnonzero(seen > 1)
+    if len(twice):
+        raise DataError(f"row {ids[twice[0]]!r} was predicted by {seen[twice[0]]} folds: the folds overlap")
+    return Predictions(first.task, np.asarray(ids), arrays, first.class_names, dict(first.meta), targets), seen
+
+
+def _summary(rows: list[dict]) -> dict[str, dict[str, float]]:
+    summary: dict[str, dict[str, float]] = {}
+    for metric in sorted({m for r in rows for m in r["scores"]}):
+        values = [r["scores"][metric] for r in rows if metric in r["scores"]]
+        summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": len(values)}
+    return summary
 
 
 def _print_table(cv_dir: Path, rows: list[dict], summary: dict[str, dict[str, float]]) -> None:
@@ -170,6 +226,57 @@ def _print_table(cv_dir: Path, rows: list[dict], summary: dict[str, dict[str, fl
     if summary:
         table.add_row("mean ± std", "", *(f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" for m in metrics), "")
     Console().print(table)
+
+
+def write_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | None, oof: Predictions, seen: np.ndarray,
+              entry: TaskEntry) -> None:
+    """oof.npz (ids, fold, the task's arrays; NaN where a fold is missing) and a readable oof.csv (id,
+    fold, label, and the task's columns for the predicted rows)."""
+    oof.arrays["fold"] = table[FOLD_COL].to_numpy()
+    oof.save(cv_dir / "oof.npz")
+    del oof.arrays["fold"]
+    readable = pd.DataFrame({key: oof.ids, FOLD_COL: table[FOLD_COL].to_numpy()})
+    if label_col:
+        readable["label"] = table[label_col].to_numpy()
+    done = np.flatnonzero(seen > 0)
+    if len(done):
+        columns = entry.module.oof_columns(oof.take(done))
+        columns.index = done
+        readable = readable.join(columns)
+    write_csv(readable, cv_dir / "oof.csv")
+
+
+def _score_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | None, parts: dict[int, Predictions],
+               entry: TaskEntry) -> tuple[dict[str, Any], bool]:
+    """Out-of-fold predictions of every fold together: tuned decisions (the task's), oof.npz and oof.csv.
+    Returns (the tuning report, whether every row has a prediction)."""
+    oof, seen = gather_oof(table[key].astype(str).tolist(), list(parts.values()))
+    done = np.flatnonzero(seen > 0)
+    report: dict[str, Any] = {}
+    if oof.targets is not None and len(done):
+        meta, report = entry.module.tune(oof.take(done), cv_dir)
+        oof = oof.with_meta(**meta)
+    write_oof(cv_dir, table, key, label_col, oof, seen, entry)
+    missing = int((seen == 0).sum())
+    if missing:
+        print(f"{missing} of {len(seen)} rows have no out-of-fold prediction (failed or untrained folds)", file=sys.stderr)
+    return report, missing == 0
+
+
+def _fold_scores(cv_dir: Path, k: int, predictions: Predictions | None, entry: TaskEntry) -> dict[str, float]:
+    """The task's scores of a fold's out-of-fold predictions; of an earlier cv_results.json for predictions
+    saved without targets; none for a fold without predictions."""
+    if predictions is None:
+        return {}
+    if predictions.targets is not None:
+        return entry.module.score(predictions)
+    path = cv_dir / "cv_results.json"
+    if not path.is_file():
+        return {}
+    for row in json.loads(path.read_text()).get("per_fold", []):
+        if row.get("fold") == k:
+            return dict(row.get("scores", {}))
+    return {}
 
 
 def cv(
@@ -190,7 +297,8 @@ def cv(
 
     Args:
         config: the fit config (e.g. configs/cls.yaml); any further fit option (--trainer.max_epochs 3,
-            --model.backbone resnet34, --data.image_size 128 ...) is passed on to every fold.
+            --model.backbone resnet34, --data.image_size 128 ...) is passed on to every fold;
+            --trainer.default_root_dir is the CV run directory, as --out.
         folds: number of folds.
         fold: (re)run only this fold of an existing CV run (the newest, or --out).
         out: the CV run directory (default runs/<task>/cv-<timestamp>).
@@ -202,165 +310,29 @@ def cv(
     """
     overrides = list(overrides or [])
     config = Path(config)
+    out = _out_from_overrides(out, overrides)
     datamodule = load_datamodule(config, overrides)
-    task = datamodule.task_name
-    if out is not None:
-        cv_dir = Path(out)
-    elif fold is not None:
-        cv_dir = _latest_cv_dir(task)
-    else:
-        cv_dir = Path("runs", task, f"cv-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    entry = task_for(datamodule)
+    cv_dir = _cv_dir(out, fold, entry.name)
     cv_dir.mkdir(parents=True, exist_ok=True)
-    frame, key, label_col = datamodule.fold_table()
-    folds_csv = cv_dir / "folds.csv"
-    multilabel = bool(getattr(datamodule, "multilabel", False))
-    table = load_or_create_folds(folds_csv, frame, key, folds, datamodule.seed, label_col, group_col, multilabel=multilabel)
-    if fold is not None and not 0 <= fold < folds:
-        raise UserInputError(f"--fold {fold} is not one of the {folds} folds (0..{folds - 1})")
-    print(f"{folds}-fold CV of {len(table)} rows -> {cv_dir} (folds in {folds_csv})", flush=True)
-
-    env = {**os.environ, "WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", f"{task}-{cv_dir.name}")}
-    retrained: set[int] = set()
-    status: dict[int, str] = {}
-    for k in ([fold] if fold is not None else range(folds)) if train else []:
-        fold_dir = cv_dir / f"fold{k}"
-        if fold_dir.exists():  # a rerun starts afresh; the previous run is kept beside it
-            fold_dir.rename(cv_dir / f"fold{k}-replaced-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-        command = [sys.executable, "-m", "lightning_cv", "fit", "--config", str(config), *overrides,
-                   "--data.fold", str(k), "--data.folds_csv", str(folds_csv), "--trainer.default_root_dir", str(fold_dir)]
-        print(f"fold {k}: {' '.join(command[2:])}", flush=True)
-        code = subprocess.run(command, env=env, check=False).returncode
-        retrained.add(k)
-        if code != 0:
-            status[k] = f"failed (exit {code})"
-            print(f"fold {k} failed with exit status {code}; going on with the other folds", file=sys.stderr, flush=True)
-
-    # Out-of-fold (and test) predictions with each fold's best checkpoint.
-    n = len(table)
-    ids = table[key].astype(str).tolist()
-    position = {i: r for r, i in enumerate(ids)}
-    oof: np.ndarray | None = None
-    seen = np.zeros(n, dtype=np.int64)
-    rows: list[dict] = []
-    class_names: list[str] = []
+    table, key, label_col = _fold_assignment(cv_dir, datamodule, folds, fold, group_col)
+    trained = ([fold] if fold is not None else list(range(folds))) if train else []
+    failed = _train_folds(config, overrides, cv_dir, trained, entry.name)
+    rows, parts = [], {}
     for k in range(folds):
-        fold_dir = cv_dir / f"fold{k}"
-        fold_rows = int((table[FOLD_COL] == k).sum())
-        ckpt = best_checkpoint(fold_dir)
-        if k in status or ckpt is None:
-            rows.append({"fold": k, "rows": fold_rows, "scores": {}, "status": status.get(k, "not trained")})
-            continue
-        fold_args = ["--data.fold", str(k), "--data.folds_csv", str(folds_csv)]
-        cached = fold_dir / "oof" / PREDICTIONS
-        if train and k not in retrained and cached.is_file():
-            with np.load(cached) as saved:
-                pred = {name: saved[name] for name in saved.files}
-            pred["targets"] = None
-        else:
-            pred = predict_checkpoint(config, overrides, ckpt, fold_dir / "oof", tta, [*fold_args, "--data.predict_split", "val"])
-            if predict_test:
-                try:
-                    predict_checkpoint(config, overrides, ckpt, fold_dir / "test", tta, fold_args)
-                except DataError as err:
-                    print(f"fold {k}: no test predictions ({err})", file=sys.stderr)
-        class_names = pred["class_names"].tolist()
-        if "probs" not in pred:
-            rows.append({"fold": k, "rows": fold_rows, "scores": {}, "status": f"ok ({ckpt.name})"})
-            continue
-        probs = pred["probs"]
-        if oof is None:
-            oof = np.full((n, *probs.shape[1:]), np.nan, dtype=np.float32)
-        index = np.array([position[i] for i in pred["ids"]])
-        oof[index] = probs
-        seen[index] += 1
-        scores = fold_scores(task, probs, pred.get("targets"))
-        if not scores:
-            scores = _saved_scores(cv_dir, k)
-        rows.append({"fold": k, "rows": fold_rows, "scores": scores, "status": f"ok ({ckpt.name})"})
-
-    twice = np.flatnonzero(seen > 1)
-    if len(twice):
-        raise DataError(f"row {ids[twice[0]]!r} was predicted by {seen[twice[0]]} folds: the folds overlap")
-    summary: dict[str, dict[str, float]] = {}
-    metrics = sorted({m for r in rows for m in r["scores"]})
-    for metric in metrics:
-        values = [r["scores"][metric] for r in rows if metric in r["scores"]]
-        summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": len(values)}
-    thresholds, oof_scores = None, {}
-    if oof is not None and multilabel and label_col:
-        thresholds, oof_scores = _tune_oof_thresholds(cv_dir, table[label_col].tolist(), oof, seen, class_names)
-    if oof is not None:
-        _write_oof(cv_dir, table, key, label_col, oof, seen, class_names, task, thresholds)
-    results = {"task": task, "config": str(config), "folds": folds, "tta": tta, "overrides": overrides,
-               "per_fold": rows, "summary": summary, "complete": bool(seen.all()) if oof is not None else False,
-               **({"oof": oof_scores} if oof_scores else {})}
+        predictions, status = (None, failed[k]) if k in failed else _fold_predictions(
+            config, overrides, cv_dir, k, tta, predict_test, reuse=train and k not in trained)
+        if predictions is not None:
+            parts[k] = predictions
+        rows.append({"fold": k, "rows": int((table[FOLD_COL] == k).sum()), "status": status,
+                     "scores": _fold_scores(cv_dir, k, predictions, entry)})
+    report, complete = _score_oof(cv_dir, table, key, label_col, parts, entry) if parts else ({}, False)
+    summary = _summary(rows)
+    results = {"task": entry.name, "config": str(config), "folds": folds, "tta": tta, "overrides": overrides,
+               "per_fold": rows, "summary": summary, "complete": complete, **({"oof": report} if report else {})}
     with atomic_path(cv_dir / "cv_results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     _print_table(cv_dir, rows, summary)
-    if oof_scores:
-        print(f"out-of-fold F2 of {oof_scores['rows']} rows: {oof_scores['f2']:.4f} at 0.5, {oof_scores['f2_tuned']:.4f} with "
-              f"per-tag thresholds -> {oof_scores['thresholds']} (use: predict --model.thresholds {oof_scores['thresholds']})")
-    missing = int((seen == 0).sum())
-    if missing:
-        print(f"{missing} of {n} rows have no out-of-fold prediction (failed or untrained folds)", file=sys.stderr)
-    if status:
-        print(f"failed folds: {sorted(status)}; rerun one with --fold K --out {cv_dir}", file=sys.stderr)
+    if failed:
+        print(f"failed folds: {sorted(failed)}; rerun one with --fold K --out {cv_dir}", file=sys.stderr)
     return cv_dir
-
-
-def _saved_scores(cv_dir: Path, k: int) -> dict[str, float]:
-    """Scores of a fold from an earlier cv_results.json (for folds not re-predicted)."""
-    path = cv_dir / "cv_results.json"
-    if not path.is_file():
-        return {}
-    for row in json.loads(path.read_text()).get("per_fold", []):
-        if row.get("fold") == k:
-            return dict(row.get("scores", {}))
-    return {}
-
-
-def _tune_oof_thresholds(cv_dir: Path, labels: list[str], oof: np.ndarray, seen: np.ndarray,
-                         class_names: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-tag thresholds tuned on the out-of-fold probabilities of every predicted row, saved as
-    cv_dir/thresholds.json; returns them and the OOF F2 at 0.5 and at them."""
-    from lightning_cv.data.multilabel import encode_tags
-    from lightning_cv.thresholds import fbeta_samples, save_thresholds, tune_thresholds
-
-    done = seen > 0
-    probs = oof[done]
-    targets = encode_tags([label for label, ok in zip(labels, done) if ok], class_names, cv_dir / "folds.csv")
-    thresholds = tune_thresholds(probs, targets, BETA)
-    tuned = fbeta_samples(probs, targets, thresholds, BETA)
-    path = cv_dir / "thresholds.json"
-    save_thresholds(path, class_names, thresholds, BETA, tuned)
-    return thresholds, {"rows": int(done.sum()), "f2": fbeta_samples(probs, targets, 0.5, BETA), "f2_tuned": tuned,
-                        "thresholds": str(path)}
-
-
-def _write_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | None, oof: np.ndarray, seen: np.ndarray,
-               class_names: list[str], task: str, thresholds: np.ndarray | None = None) -> None:
-    """oof.npz (ids, fold, probabilities; NaN where a fold is missing) and a readable oof.csv."""
-    ids = table[key].astype(str).to_numpy()
-    with atomic_path(cv_dir / "oof.npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, ids=ids, fold=table[FOLD_COL].to_numpy(), probs=oof,
-                                class_names=np.array(class_names, dtype=str), task=np.array(task))
-    readable = pd.DataFrame({key: ids, FOLD_COL: table[FOLD_COL].to_numpy()})
-    if label_col:
-        readable["label"] = table[label_col].to_numpy()
-    done = seen > 0
-    if oof.ndim == 2:
-        if thresholds is not None:  # multi-label: tags above the tuned thresholds
-            from lightning_cv.thresholds import tags
-
-            predicted = tags(np.nan_to_num(oof), class_names, thresholds)
-        else:
-            predicted = [class_names[i] for i in np.nan_to_num(oof).argmax(axis=1)]
-        readable["pred"] = [p if ok else "" for p, ok in zip(predicted, done)]
-        for j, name in enumerate(class_names):
-            readable[f"prob_{name}"] = np.round(oof[:, j], 6)
-    else:
-        readable["foreground_share"] = np.round(np.nanmean((oof[:, 0] > 0.5 if oof.shape[1] == 1 else oof.argmax(axis=1) > 0)
-                                                           .reshape(len(oof), -1), axis=1), 4)
-        readable.loc[~done, "foreground_share"] = np.nan
-    write_csv(readable, cv_dir / "oof.csv")

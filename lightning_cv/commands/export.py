@@ -7,68 +7,16 @@ are height and width for tasks that say `dynamic_spatial = True` (segmentation).
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from lightning_cv.errors import MissingFileError, UserInputError
+from lightning_cv.checkpoints import load_task
+from lightning_cv.errors import UserInputError
 from lightning_cv.tasks.base import CVTask
-
-# Hyperparameters that would fetch or read pretrained weights: the checkpoint already holds the weights.
-OFFLINE_OVERRIDES = {"pretrained": False, "weights": None, "encoder_weights": None}
-NOT_MODEL_ARGS = ("optimizer", "scheduler")
-
-
-def _import(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise UserInputError(f"model class {class_path!r} cannot be imported ({err})") from None
-    if not (inspect.isclass(cls) and issubclass(cls, CVTask)):
-        raise UserInputError(f"model class {class_path!r} is not a lightning_cv task (CVTask subclass)")
-    return cls
-
-
-def _config_model(config: Path) -> tuple[str | None, dict[str, Any]]:
-    """The model's class path and init args from a training config (the file given to `fit --config`)."""
-    if not config.is_file():
-        raise MissingFileError(f"--config: {config} does not exist")
-    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
-    if not isinstance(model, dict):
-        raise UserInputError(f"--config {config}: `model` should be a mapping with class_path and init_args")
-    return model.get("class_path"), dict(model.get("init_args") or {})
-
-
-def load_task(ckpt_path: Path, config: Path | None = None) -> CVTask:
-    """Rebuild a task from a checkpoint, in eval mode on the CPU, without fetching pretrained weights.
-
-    The checkpoint's hyperparameters (written by `fit`, including the linked number of classes) win;
-    the training config supplies the class and any argument the checkpoint lacks.
-    """
-    if not ckpt_path.is_file():
-        raise MissingFileError(f"--ckpt_path: checkpoint {ckpt_path} does not exist")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    if "state_dict" not in checkpoint:
-        raise UserInputError(f"{ckpt_path} is not a Lightning checkpoint (no state_dict)")
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    class_path, init_args = _config_model(config) if config else (None, {})
-    class_path = hparams.get("_class_path") or class_path
-    if not class_path:
-        raise UserInputError(f"{ckpt_path} does not name its task class: pass the training config with --config")
-    cls = _import(class_path)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", *NOT_MODEL_ARGS}
-    kwargs = {k: v for k, v in {**init_args, **hparams}.items() if k in accepted}
-    kwargs.update({k: v for k, v in OFFLINE_OVERRIDES.items() if k in accepted})
-    task = cls(**kwargs)
-    task.load_state_dict(checkpoint["state_dict"])
-    return task.eval().cpu()
 
 
 def _size_divisor(height: int, width: int) -> int:
@@ -118,7 +66,8 @@ def _write_metadata(task: CVTask, out: Path, example: torch.Tensor) -> None:
         "dynamic_spatial": json.dumps(bool(task.dynamic_spatial)),
         "activation": task.activation,  # softmax: one class per image; sigmoid: independent tags
         "input": "float32 RGB in [0, 1], NCHW",
-        **({"thresholds": json.dumps(task.label_thresholds.tolist())} if hasattr(task, "label_thresholds") else {}),
+        # The task's decisions (e.g. multi-label thresholds), as `predict` would save them.
+        **{key: json.dumps(value) for key, value in task.prediction_meta(None).items()},
     })
     onnx.save(model, str(out))
 

@@ -9,18 +9,9 @@ import numpy as np
 import pandas as pd
 
 from lightning_cv.errors import DataError, MissingFileError
+from lightning_cv.masks import rle_pixels
 
-Metric = Literal["accuracy", "f1", "fbeta", "dice", "iou"]
-
-
-def rle_pixels(rle: str) -> np.ndarray:
-    """The flat pixel indices a Kaggle RLE string covers (no image size needed)."""
-    numbers = np.asarray(str(rle).split(), dtype=np.int64)
-    if numbers.size % 2:
-        raise ValueError(f"RLE has an odd number of values ({numbers.size}): {str(rle)[:60]!r}")
-    if numbers.size == 0:
-        return numbers
-    return np.concatenate([np.arange(s - 1, s - 1 + n) for s, n in zip(numbers[0::2], numbers[1::2])])
+Metric = Literal["accuracy", "f1", "fbeta", "dice", "iou", "rmse", "mae"]
 
 
 def overlap(predicted: str, truth: str, metric: Literal["dice", "iou"]) -> float:
@@ -44,6 +35,16 @@ def fbeta_tags(predicted: str, truth: str, beta: float) -> float:
     return (1 + beta**2) * precision * recall / (beta**2 * precision + recall)
 
 
+def numeric_error(pred: pd.Series, truth: pd.Series, metric: Literal["rmse", "mae"]) -> float:
+    """Root mean squared or mean absolute error of a numeric column; a non-number is an error naming its id."""
+    values = pd.to_numeric(pred, errors="coerce")
+    bad = values[values.isna()]
+    if len(bad):
+        raise DataError(f"submission: {bad.index[0]!r} has no number ({pred[bad.index[0]]!r}) in the scored column")
+    error = values.to_numpy(np.float64) - pd.to_numeric(truth, errors="raise").to_numpy(np.float64)
+    return float(np.sqrt(np.mean(error**2))) if metric == "rmse" else float(np.mean(np.abs(error)))
+
+
 def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metric, beta: float = 2.0,
                  id_col: str | None = None, target_col: str | None = None) -> float:
     """Join on the id column (default: the solution's first) and score the target column (default: its second)."""
@@ -60,6 +61,8 @@ def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metri
         raise DataError(f"submission: {len(absent)} id(s) of the solution are missing (e.g. {absent[0]!r})")
     pred = sub.reindex(truth.index).fillna("").astype(str)
     truth = truth.fillna("").astype(str)
+    if metric in ("rmse", "mae"):
+        return numeric_error(pred, truth, metric)
     if metric == "accuracy":
         return float((pred.str.strip() == truth.str.strip()).mean())
     if metric == "f1":
@@ -79,7 +82,7 @@ def score(submission: Path, solution: Path, metric: Metric = "accuracy", beta: f
         submission: the submission CSV.
         solution: the answers, same columns (e.g. data/cls/solution.csv, data/seg/solution_masks.csv).
         metric: accuracy, f1 (macro), fbeta (mean per-row F-beta of space-separated tags), dice or iou
-            (mean per-image overlap of run-length encoded masks).
+            (mean per-image overlap of run-length encoded masks), rmse or mae (a numeric column).
         beta: the beta of fbeta (2 = F2).
         id_col: the id column (default: the solution's first column).
         target_col: the scored column (default: the solution's second column).

@@ -1,14 +1,16 @@
-"""What every task's DataModule shares: standard options, hold-out split, DDP-safe loaders."""
+"""What every task's DataModule shares: standard options, the setup template, hold-out split, DDP-safe loaders."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
@@ -19,7 +21,8 @@ from lightning_cv.augment import AugmentSpec, Preprocess, seed_worker
 from lightning_cv.cache import CACHE_DIR, ArrayCache, CachedReader, CacheMode, check_mode, describe
 from lightning_cv.errors import UserInputError
 from lightning_cv.folds import fold_split, read_folds
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image
+from lightning_cv.submission import read_sample, sample_for, sample_rows
 
 SamplerMode = Literal["none", "balanced"]
 
@@ -69,8 +72,38 @@ def holdout_split(
     return np.sort(train), np.sort(val)
 
 
+@dataclass
+class Rows:
+    """The rows a Dataset is built from: ids, items (image paths, or indices into an array), targets
+    (None when unlabelled) and per-row extras (original sizes, mask sources ...)."""
+
+    ids: list[str]
+    items: list[Any]
+    targets: Any = None
+    extra: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> Rows:
+        rows = np.asarray(rows, dtype=np.int64)
+        return Rows([self.ids[i] for i in rows], [self.items[i] for i in rows],
+                    None if self.targets is None else np.asarray(self.targets)[rows],
+                    {k: [v[i] for i in rows] for k, v in self.extra.items()})
+
+    def __add__(self, other: Rows) -> Rows:
+        targets = None if self.targets is None else np.concatenate([np.asarray(self.targets), np.asarray(other.targets)])
+        return Rows(self.ids + other.ids, self.items + other.items, targets,
+                    {k: v + other.extra[k] for k, v in self.extra.items()})
+
+
 class CVDataModule(L.LightningDataModule):
-    """Standard options and loaders; subclasses build the datasets in `setup`.
+    """Standard options, the one `setup` every task shares, and DDP-safe loaders.
+
+    `setup` is a template: labelled rows (`labelled_rows`) are split into train / val by the hold-out
+    (`holdout`) or by `fold` of `folds_csv`, unlabelled images (`unlabelled_rows`) are predicted, a
+    sample submission is checked against them; `build_dataset` turns rows into a Dataset. A task's
+    DataModule implements those hooks (and `fold_table`, `class_names`) and nothing else.
 
     Args:
         data_dir: the competition folder.
@@ -85,6 +118,8 @@ class CVDataModule(L.LightningDataModule):
         folds_csv: the fold of every training row (written by `lightning-cv cv`).
         predict_split: what `predict` runs on: "test" (predict_dir) or "val" (the held-out rows,
             e.g. a fold's out-of-fold predictions).
+        sample_submission: the competition's sample submission (relative to data_dir, or absolute):
+            `predict` also writes submission.csv with its ids, order and columns.
         cache: decode and resize every image (and mask) once into `data_dir/.cache/`: "memmap" (.npy
             read through a memory map), "npz" (compressed), or "none". Entries are keyed by source
             file, size, mtime and the resize; augmentations still run every epoch.
@@ -93,7 +128,9 @@ class CVDataModule(L.LightningDataModule):
             len(train) draws per epoch, split between ranks by Lightning's DistributedSamplerWrapper).
     """
 
-    task_name: ClassVar[str] = "task"
+    task_name: ClassVar[str] = "task"  # set by `register_task`
+    # Labels are space-separated tags: folds by iterative stratification over them.
+    multilabel: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -108,6 +145,7 @@ class CVDataModule(L.LightningDataModule):
         fold: int | None = None,
         folds_csv: str | None = None,
         predict_split: Literal["test", "val"] = "test",
+        sample_submission: str | None = None,
         cache: CacheMode = "none",
         sampler: SamplerMode = "none",
     ):
@@ -123,12 +161,98 @@ class CVDataModule(L.LightningDataModule):
         self.fold = fold
         self.folds_csv = Path(folds_csv) if folds_csv else None
         self.predict_split = predict_split
+        self.sample_submission = self.data_dir / sample_submission if sample_submission else None
         self.cache = check_mode(cache)
         if sampler not in ("none", "balanced"):
             raise UserInputError(f"--data.sampler {sampler!r}: choose none or balanced")
         self.sampler = sampler
         self.datasets: dict[str, Dataset] = {}
         self._reported = False
+
+    # -- the setup template ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.image_size < 1:
+            raise DataError(f"--data.image_size must be positive, got {self.image_size}")
+        if stage in ("fit", "validate") and "val" not in self.datasets:
+            rows = self.labelled_rows()
+            train, val = self.split_rows(rows)
+            self.datasets["train"] = self.build_dataset(self.training_rows(rows.take(train)), self.train_augment)
+            self.datasets["val"] = self.build_dataset(rows.take(val), None)
+        if stage == "test" and "test" not in self.datasets:
+            self.datasets["test"] = self.build_dataset(self.test_rows(), None)
+        if stage == "predict" and "predict" not in self.datasets:
+            if self.predict_split == "val":
+                self.setup("validate")
+                self.datasets["predict"] = self.datasets["val"]
+            else:
+                self.datasets["predict"] = self.build_dataset(self.unlabelled_rows(self.predict_dir), None)
+        sample = sample_for(self)
+        if stage == "predict" and sample is not None:
+            self.check_sample(read_sample(sample), sample)
+
+    # -- hooks: what a task's data is -----------------------------------------------------------------------
+    def labelled_rows(self) -> Rows:
+        """Every training row with its target, checked (files exist, values are valid)."""
+        raise NotImplementedError
+
+    def test_rows(self) -> Rows:
+        """Labelled rows for `test`."""
+        raise DataError("`test` needs labelled test rows; use `validate`, or `predict` for the test folder")
+
+    def unlabelled_rows(self, directory: Path) -> Rows:
+        """The images of a folder, for `predict`; extra `size`: each image's (height, width)."""
+        paths = list_images(directory)
+        return Rows([p.name for p in paths], paths, None, {"size": [check_image(p) for p in paths]})
+
+    def training_rows(self, rows: Rows) -> Rows:
+        """The training split's rows, plus any the task adds (pseudo labels): never validation rows."""
+        return rows
+
+    def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> Dataset:
+        raise NotImplementedError
+
+    def stratify(self, rows: Rows) -> Sequence[Any] | None:
+        """What the hold-out is stratified by (class indices), or None."""
+        return None
+
+    def holdout(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed-seed train / val indices."""
+        return holdout_split(len(rows), self.val_fraction, self.seed, stratify=self.stratify(rows), names=self.class_names)
+
+    def check_sample(self, sample: pd.DataFrame, source: Path) -> None:
+        """Before the model runs: every id of the sample must be among the images to predict."""
+        sample_rows(self.datasets["predict"].ids, sample, source)
+
+    def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
+        """(training rows as a DataFrame, its key column, the column folds are stratified by, or None):
+        the keys are the ids of `labelled_rows`."""
+        rows = self.labelled_rows()
+        return pd.DataFrame({"id": rows.ids}), "id", None
+
+    # -- train/val split -----------------------------------------------------------------------------------
+    def split_rows(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """Train/val indices: the rows of `fold` in `folds_csv` when a fold is set, else the hold-out."""
+        if self.fold is None:
+            return self.holdout(rows)
+        if self.folds_csv is None:
+            raise DataError("--data.fold needs --data.folds_csv (the folds.csv that `lightning-cv cv` writes)")
+        _, key, _ = self.fold_table()
+        return fold_split(rows.ids, read_folds(self.folds_csv, key), key, self.fold)
+
+    def targets(self, split: str) -> np.ndarray | None:
+        """The targets of a split's dataset in its order (class indices, tag rows, masks, boxes ...), as the
+        model sees them without augmentation; None when unlabelled."""
+        dataset = self.datasets[split]
+        targets = getattr(dataset, "targets", None)
+        if targets is not None:
+            return np.asarray(targets)
+        samples = (dataset[i] for i in range(len(dataset)))
+        found = [self.sample_target(sample) for sample in samples if "target" in sample]
+        return np.stack(found) if found else None
+
+    def sample_target(self, sample: dict[str, Any]) -> np.ndarray:
+        target = sample["target"]
+        return target.numpy() if isinstance(target, torch.Tensor) else np.asarray(target)
 
     # -- the preprocessing cache -----------------------------------------------------------------
     def array_cache(self, pre: Sequence[Any]) -> ArrayCache | None:
@@ -139,22 +263,6 @@ class CVDataModule(L.LightningDataModule):
         """A Dataset `reader` returning images already through `pre`, from the cache (None: no cache)."""
         cache = self.array_cache(pre)
         return None if cache is None else CachedReader(cache, Preprocess(pre))
-
-    # -- train/val split -----------------------------------------------------------------------
-    def fold_table(self) -> tuple[Any, str, str | None]:
-        """(training rows as a DataFrame, its key column, its label column or None) for fold assignment."""
-        raise NotImplementedError(f"{type(self).__name__} does not support K-fold cross-validation")
-
-    def split_rows(
-        self, ids: Sequence[str], stratify: Sequence[Any] | None = None, names: Sequence[str] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Train/val indices: the rows of `fold` in `folds_csv` when a fold is set, else the hold-out split."""
-        if self.fold is None:
-            return holdout_split(len(ids), self.val_fraction, self.seed, stratify=stratify, names=names)
-        if self.folds_csv is None:
-            raise DataError("--data.fold needs --data.folds_csv (the folds.csv that `lightning-cv cv` writes)")
-        _, key, _ = self.fold_table()
-        return fold_split(ids, read_folds(self.folds_csv, key), key, self.fold)
 
     # -- linked to the model ------------------------------------------------------------------
     @property

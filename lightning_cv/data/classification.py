@@ -11,39 +11,11 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_cv.augment import AugmentSpec, build_pipeline, resize
-from lightning_cv.data.base import CVDataModule, list_images
+from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, check_image
-from lightning_cv.pseudo import PseudoLabels, select_pseudo_labels
-from lightning_cv.submission import read_sample, sample_for, sample_rows
-
-
-def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    """Read a CSV and check it has `columns`, naming the file and what it does have."""
-    if not path.is_file():
-        raise DataError(f"{path}: CSV not found")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; columns are {list(frame.columns)} (see --data.*_col)")
-    return frame
-
-
-def sorted_labels(labels: list[str]) -> list[str]:
-    """Class order: numeric when every label is an integer (so "10" follows "9"), else alphabetical."""
-    unique = set(labels)
-    if all(s.lstrip("-").isdigit() for s in unique):
-        return sorted(unique, key=int)
-    return sorted(unique)
-
-
-def encode_labels(labels: list[str], classes: list[str], source: Path, first_row: int = 2) -> np.ndarray:
-    """Map label names to indices, naming the first row with a label outside `classes`."""
-    index = {name: i for i, name in enumerate(classes)}
-    for row, label in enumerate(labels, start=first_row):
-        if label not in index:
-            raise DataError(f"{source}: row {row}: unknown label {label!r}; known classes are {classes}")
-    return np.array([index[label] for label in labels], dtype=np.int64)
+from lightning_cv.labels import encode_labels, read_table, sorted_labels
+from lightning_cv.pseudo import select_pseudo_labels
 
 
 class ClassificationDataModule(CVDataModule):
@@ -58,17 +30,12 @@ class ClassificationDataModule(CVDataModule):
         image_suffix: appended to image_col values to form file names (e.g. ".jpg" when the CSV has ids).
         classes: explicit class list and order; labels outside it are an error. Default: from the CSV.
         test_csv: labelled CSV (same columns) for `test`, images in predict_dir.
-        sample_submission: the competition's sample submission (relative to data_dir, or absolute):
-            `predict` also writes submission.csv with its ids, order and columns (a class-name
-            column gets that class's probability, any other column the label).
         pseudo_labels: a predictions file of test images (predict's predictions.csv, or an ensemble's
             submission.csv/.npz with probabilities; relative to the working directory): the rows whose
             highest probability is at least pseudo_threshold join the training split (never
             validation), as images in predict_dir labelled with that class.
         pseudo_threshold: the confidence a prediction needs to become a pseudo label.
     """
-
-    task_name = "cls"
 
     def __init__(
         self,
@@ -80,15 +47,13 @@ class ClassificationDataModule(CVDataModule):
         image_suffix: str = "",
         classes: list[str] | None = None,
         test_csv: str | None = None,
-        sample_submission: str | None = None,
         pseudo_labels: str | None = None,
         pseudo_threshold: float = 0.9,
         **kwargs: Any,
     ):
-        # The standard options (image_size, batch_size, fold, cache, sampler, ...) are CVDataModule's;
-        # jsonargparse follows **kwargs to them, so the command line and --help list them all.
+        # The standard options (image_size, batch_size, fold, cache, sampler, sample_submission ...) are
+        # CVDataModule's; jsonargparse follows **kwargs to them, so the command line and --help list them all.
         super().__init__(data_dir=data_dir, **kwargs)
-        self.sample_submission = self.data_dir / sample_submission if sample_submission else None
         self.pseudo_labels = Path(pseudo_labels) if pseudo_labels else None
         self.pseudo_threshold = pseudo_threshold
         self.csv = self.data_dir / csv
@@ -141,7 +106,7 @@ class ClassificationDataModule(CVDataModule):
             return self.table[["id", "label"]], "id", "label"
         return read_table(self.csv, [self.image_col, self.label_col]), self.image_col, self.label_col
 
-    # -- setup ------------------------------------------------------------------------------------
+    # -- the setup hooks -----------------------------------------------------------------------------------
     # What a target is: a class index per image (multi-label data: a 0/1 row per image).
     target_dtype: type = np.int64
 
@@ -149,60 +114,41 @@ class ClassificationDataModule(CVDataModule):
         """The labels of a CSV (or of the folders) as targets, naming the first bad row of `source`."""
         return encode_labels(labels, self.class_names, source)
 
-    def _check_images(self, paths: list[Path]) -> None:
-        """Fail before the first epoch: every image exists, has a readable header and is not truncated."""
-        for path in paths:
+    def _rows(self, table: pd.DataFrame, source: Path) -> Rows:
+        """Labelled rows of a table (path, label, id); every image exists, has a readable header and is
+        not truncated, before the first epoch."""
+        targets = self.encode_targets(table["label"].tolist(), source)
+        for path in table["path"]:
             check_image(path)
+        return Rows(table["id"].tolist(), table["path"].tolist(), targets)
 
-    def _dataset(self, paths: list[Path], targets: np.ndarray | None, augment: AugmentSpec | None,
-                 ids: list[str] | None = None) -> ImageDataset:
+    def labelled_rows(self) -> Rows:
+        return self._rows(self.table, self.image_dir if self.is_image_folder else self.csv)
+
+    def test_rows(self) -> Rows:
+        if self.test_csv is None:
+            raise DataError("`test` needs labels: pass --data.test_csv (same columns as the training CSV, images in predict_dir)")
+        return self._rows(self._read_labelled(self.test_csv, self.predict_dir), self.test_csv)
+
+    def stratify(self, rows: Rows) -> np.ndarray:
+        return rows.targets
+
+    def training_rows(self, rows: Rows) -> Rows:
+        """With --data.pseudo_labels, the confident test predictions join the training rows (checked, logged)."""
+        if self.pseudo_labels is None:
+            return rows
+        table = self.table
+        pseudo = select_pseudo_labels(self.pseudo_labels, self.class_names, self.pseudo_threshold, self.predict_dir,
+                                      table["path"].tolist(), table["id"].tolist())
+        for path in pseudo.paths:
+            check_image(path)
+        rank_zero_info(pseudo.summary)
+        return rows + Rows(pseudo.ids, pseudo.paths, pseudo.targets)
+
+    def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> ImageDataset:
         """The resize runs in the pipeline, or once into the cache (then not again in the pipeline)."""
         pre = [resize(self.image_size, self.image_size)]
         reader = self.image_reader(pre)
         pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
-        return ImageDataset(paths, targets, pipeline, ids, **({"reader": reader} if reader else {}),
+        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, **({"reader": reader} if reader else {}),
                             target_dtype=self.target_dtype)
-
-    def setup(self, stage: str) -> None:
-        if stage in ("fit", "validate") and "val" not in self.datasets:
-            table = self.table
-            source = self.image_dir if self.is_image_folder else self.csv
-            targets = self.encode_targets(table["label"].tolist(), source)
-            self._check_images(table["path"].tolist())
-            train, val = self.split_rows(table["id"].tolist(), stratify=targets, names=self.class_names)
-            pseudo = self._pseudo_labels(table)
-            for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
-                part = table.iloc[rows]
-                paths, split_targets, ids = part["path"].tolist(), targets[rows], part["id"].tolist()
-                if split == "train" and pseudo is not None:
-                    # Only ever training rows: validation (or a fold's held-out rows) stays the labelled data.
-                    paths, ids = paths + pseudo.paths, ids + pseudo.ids
-                    split_targets = np.concatenate([split_targets, pseudo.targets])
-                self.datasets[split] = self._dataset(paths, split_targets, augment, ids)
-        if stage == "test" and "test" not in self.datasets:
-            if self.test_csv is None:
-                raise DataError("`test` needs labels: pass --data.test_csv (same columns as the training CSV, images in predict_dir)")
-            table = self._read_labelled(self.test_csv, self.predict_dir)
-            targets = self.encode_targets(table["label"].tolist(), self.test_csv)
-            self._check_images(table["path"].tolist())
-            self.datasets["test"] = self._dataset(table["path"].tolist(), targets, None, table["id"].tolist())
-        if stage == "predict" and "predict" not in self.datasets and self.predict_split == "val":
-            self.setup("validate")
-            self.datasets["predict"] = self.datasets["val"]
-        if stage == "predict" and "predict" not in self.datasets:
-            paths = list_images(self.predict_dir)
-            self._check_images(paths)
-            self.datasets["predict"] = self._dataset(paths, None, None)
-        if stage == "predict" and sample_for(self) is not None:
-            # Before the model runs: every id of the sample must be among the images to predict.
-            sample_rows(self.datasets["predict"].ids, read_sample(self.sample_submission), self.sample_submission)
-
-    def _pseudo_labels(self, table: pd.DataFrame) -> PseudoLabels | None:
-        """The confident test predictions of --data.pseudo_labels (checked, logged), or None."""
-        if self.pseudo_labels is None:
-            return None
-        pseudo = select_pseudo_labels(self.pseudo_labels, self.class_names, self.pseudo_threshold, self.predict_dir,
-                                      table["path"].tolist(), table["id"].tolist())
-        self._check_images(pseudo.paths)
-        rank_zero_info(pseudo.summary)
-        return pseudo

@@ -5,12 +5,14 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, resize
-from lightning_cv.cache import CacheMode, file_version
-from lightning_cv.data.base import CVDataModule, holdout_split
+from lightning_cv.cache import file_version
+from lightning_cv.data.base import CVDataModule, Rows
 from lightning_cv.data.dataset import ArrayReader, ImageDataset
 from lightning_cv.io import DataError, atomic_path
 
@@ -69,22 +71,19 @@ class MNISTDataModule(CVDataModule):
     and the resize.
     """
 
-    task_name = "mnist"
-
     def __init__(
         self,
         data_dir: str = "data/mnist",
         image_size: int = 28,
         batch_size: int = 64,
-        num_workers: int | None = None,
         val_fraction: float = 0.1,
-        seed: int = 42,
-        train_augment: AugmentSpec | None = None,
         download: bool = True,
-        cache: CacheMode = "none",
+        **kwargs: Any,
     ):
-        super().__init__(data_dir, image_size, batch_size, num_workers, val_fraction, seed, train_augment, cache=cache)
+        # The other standard options (fold, folds_csv, cache, ...) are CVDataModule's (via **kwargs).
+        super().__init__(data_dir=data_dir, image_size=image_size, batch_size=batch_size, val_fraction=val_fraction, **kwargs)
         self.download = download
+        self._loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def class_names(self) -> list[str]:
@@ -113,6 +112,11 @@ class MNISTDataModule(CVDataModule):
             ) from None
 
     def _load(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        if kind not in self._loaded:
+            self._loaded[kind] = self._read(kind)
+        return self._loaded[kind]
+
+    def _read(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         missing = self._missing()
         if missing:
             raise DataError(f"{self.data_dir}: missing MNIST file(s) {missing}; run `lightning-cv demo --task mnist --out {self.data_dir}`")
@@ -126,8 +130,33 @@ class MNISTDataModule(CVDataModule):
             raise DataError(f"{self.data_dir}: {kind} labels outside 0-9")
         return images, labels
 
-    def _dataset(self, images: np.ndarray, labels: np.ndarray | None, rows: np.ndarray, augment: AugmentSpec | None,
-                 kind: str = "train") -> ImageDataset:
+    # -- the setup hooks: rows are indices into the training (or t10k) digits -------------------------------
+    def _rows(self, kind: str, labelled: bool = True) -> Rows:
+        _, labels = self._load(kind)
+        n = len(labels)
+        return Rows([str(i) for i in range(n)], list(range(n)), labels if labelled else None, {"kind": [kind] * n})
+
+    def labelled_rows(self) -> Rows:
+        return self._rows("train")
+
+    def test_rows(self) -> Rows:
+        return self._rows("test")
+
+    def unlabelled_rows(self, directory: Path) -> Rows:
+        """`predict` runs on the t10k digits."""
+        return self._rows("test", labelled=False)
+
+    def stratify(self, rows: Rows) -> np.ndarray:
+        return rows.targets
+
+    def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
+        """The training digits by index, with their label."""
+        rows = self.labelled_rows()
+        return pd.DataFrame({"id": rows.ids, "label": [str(v) for v in rows.targets]}), "id", "label"
+
+    def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> ImageDataset:
+        kind = rows.extra["kind"][0] if len(rows) else "train"
+        images, _ = self._load(kind)
         pre = [] if images.shape[1:3] == (self.image_size,) * 2 else [resize(self.image_size, self.image_size)]
         cache = self.array_cache(pre)
         if cache is not None:
@@ -137,15 +166,4 @@ class MNISTDataModule(CVDataModule):
                                lambda: np.stack([prepare(image) for image in images]), mapped=True)
             pre = []
         pipeline = build_pipeline(augment, pre=pre, seed=self.seed)
-        return ImageDataset(rows.tolist(), None if labels is None else labels[rows], pipeline, [str(i) for i in rows], ArrayReader(images))
-
-    def setup(self, stage: str) -> None:
-        if stage in ("fit", "validate") and "val" not in self.datasets:
-            images, labels = self._load("train")
-            train, val = holdout_split(len(images), self.val_fraction, self.seed, stratify=labels)
-            self.datasets["train"] = self._dataset(images, labels, train, self.train_augment)
-            self.datasets["val"] = self._dataset(images, labels, val, None)
-        if stage in ("test", "predict") and stage not in self.datasets:
-            images, labels = self._load("test")
-            rows = np.arange(len(images))
-            self.datasets[stage] = self._dataset(images, labels if stage == "test" else None, rows, None, "test")
+        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, ArrayReader(images))

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lightning_cv.data.base import check_holdout
+from lightning_cv.data.base import Rows, check_holdout
 from lightning_cv.data.classification import ClassificationDataModule
-from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.folds import iterative_stratification, split_tags
-
-
-def encode_tags(labels: Sequence[str], classes: list[str], source: Path, first_row: int = 2) -> np.ndarray:
-    """Space-separated tags -> a float 0/1 matrix (rows, classes), naming the first row with an unknown
-    or empty tag list."""
-    index = {name: i for i, name in enumerate(classes)}
-    matrix = np.zeros((len(labels), len(classes)), dtype=np.float32)
-    for row, label in enumerate(labels):
-        tags = str(label).split()
-        if not tags:
-            raise DataError(f"{source}: row {row + first_row}: no tags")
-        unknown = [t for t in tags if t not in index]
-        if unknown:
-            raise DataError(f"{source}: row {row + first_row}: unknown tag {unknown[0]!r}; known tags are {classes}")
-        matrix[row, [index[t] for t in tags]] = 1.0
-    return matrix
+from lightning_cv.errors import UserInputError
+from lightning_cv.folds import iterative_stratification
+from lightning_cv.labels import encode_tags, split_tags
 
 
 def multilabel_holdout(targets: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +37,6 @@ class MultiLabelDataModule(ClassificationDataModule):
         label_col: CSV column with the space-separated tags.
     """
 
-    task_name = "multilabel"
     multilabel = True
     target_dtype = np.float32
 
@@ -74,8 +57,6 @@ class MultiLabelDataModule(ClassificationDataModule):
     def encode_targets(self, labels: list[str], source: Path) -> np.ndarray:
         return encode_tags(labels, self.class_names, source)
 
-    def split_rows(self, ids: Sequence[str], stratify: Any = None, names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The fold's rows with --data.fold, else a hold-out stratified over the tags (`stratify`: the 0/1 matrix)."""
-        if self.fold is None and stratify is not None:
-            return multilabel_holdout(np.asarray(stratify), self.val_fraction, self.seed)
-        return super().split_rows(ids, stratify, names)
+    def holdout(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """A hold-out stratified over the tags (iterative stratification of the 0/1 rows)."""
+        return multilabel_holdout(np.asarray(rows.targets), self.val_fraction, self.seed)

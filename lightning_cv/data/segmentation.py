@@ -14,11 +14,11 @@ from torch.utils.data import Dataset
 
 from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to_multiple, resize
 from lightning_cv.cache import CachedSource, content_id, file_version
-from lightning_cv.data.base import CVDataModule, list_images
-from lightning_cv.data.classification import read_table
+from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.errors import UserInputError
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask, rle_decode
-from lightning_cv.submission import read_sample, sample_for, sample_rows
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
+from lightning_cv.labels import read_table
+from lightning_cv.masks import rle_decode
 
 MASK_EXTENSIONS = (".png", ".gif", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Masks read to guess the class count before setup (setup then checks every mask).
@@ -133,12 +133,10 @@ class SegmentationDataModule(CVDataModule):
         rle_col: the CSV column with the mask's RLE (Carvana's "rle_mask"); empty = empty mask.
         rle_order: pixel order of the RLE: "C" row-major (Carvana), "F" column-major (TGS Salt, Airbus).
         classes: class names, background first; default: from the masks (binary: background, foreground).
-        sample_submission: the competition's sample submission (relative to data_dir, or absolute):
-            `predict` writes submission.csv with its ids, order and columns, each RLE matched to its
-            image by id or file stem (Carvana's `img` = `<id>.jpg`), instead of id,rle_mask. Binary masks.
-    """
 
-    task_name = "seg"
+    With --data.sample_submission, `predict` writes submission.csv with its ids, order and columns, each
+    RLE matched to its image by id or file stem (Carvana's `img` = `<id>.jpg`). Binary masks.
+    """
 
     def __init__(
         self,
@@ -153,12 +151,10 @@ class SegmentationDataModule(CVDataModule):
         rle_col: str = "rle_mask",
         rle_order: Literal["C", "F"] = "C",
         classes: list[str] | None = None,
-        sample_submission: str | None = None,
         **kwargs: Any,
     ):
         # The other standard options (fold, cache, predict_dir, ...) are CVDataModule's (via **kwargs).
         super().__init__(data_dir=data_dir, image_size=image_size, batch_size=batch_size, **kwargs)
-        self.sample_submission = self.data_dir / sample_submission if sample_submission else None
         self.image_dir = self.data_dir / image_dir
         self.mask_dir = self.data_dir / mask_dir
         self.mask_suffix = mask_suffix
@@ -238,7 +234,7 @@ class SegmentationDataModule(CVDataModule):
         """Training images by id (file stem); folds are not stratified."""
         return pd.DataFrame({"id": [p.stem for p in self.images]}), "id", None
 
-    # -- setup -----------------------------------------------------------------------------------
+    # -- the setup hooks -----------------------------------------------------------------------------------
     def _check(self, image: Path, source: Path | str) -> tuple[int, int]:
         """The image's (height, width); the mask must have the same size and class values."""
         size = check_image(image)
@@ -254,49 +250,43 @@ class SegmentationDataModule(CVDataModule):
                 raise DataError(f"{self.rle_csv}: {self.id_col} {image.stem!r}: {err} (image {image.name})") from None
         return size
 
-    def _dataset(self, paths: list[Path], sources: list[Path | str] | None, augment: AugmentSpec | None,
-                 sizes: list[tuple[int, int]] | None = None) -> SegmentationDataset:
+    def labelled_rows(self) -> Rows:
+        """Training images by stem, with their mask source (file or RLE) and size, every pair checked."""
+        images = self.images
+        sources = [self._mask_source(p) for p in images]
+        sizes = [self._check(p, s) for p, s in zip(images, sources)]
+        return Rows([p.stem for p in images], images, None, {"source": sources, "size": sizes})
+
+    def unlabelled_rows(self, directory: Path) -> Rows:
+        rows = super().unlabelled_rows(directory)
+        return Rows([Path(i).stem for i in rows.ids], rows.items, None, rows.extra)
+
+    def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> SegmentationDataset:
         """The resize runs in the pipeline, or once into the cache (images and masks alike)."""
         pre = [resize(self.image_size, self.image_size)]
         reader = self.image_reader(pre)
-        mask_cache = self.array_cache([*pre, f"mask classes={self.num_classes}"]) if sources is not None else None
+        sources, sizes = rows.extra.get("source"), rows.extra["size"]
         masks = None
         if sources is not None:
-            assert sizes is not None
             masks = [MaskFile(s, self.num_classes) if isinstance(s, Path) else MaskRLE(s, size, self.rle_order)
                      for s, size in zip(sources, sizes)]
+            mask_cache = self.array_cache([*pre, f"mask classes={self.num_classes}"])
             if mask_cache is not None:
                 masks = [CachedSource(mask_cache, m, Preprocess(pre, "mask"), *(
                     (str(s.resolve()), file_version(s)) if isinstance(s, Path) else (content_id(s, size, self.rle_order), "")
                 )) for m, s, size in zip(masks, sources, sizes)]
         valid = (self.image_size, self.image_size)
         pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
-        return SegmentationDataset(paths, masks, pipeline, [p.stem for p in paths], valid,
+        return SegmentationDataset(rows.items, masks, pipeline, rows.ids, valid,
                                    **({"reader": reader} if reader else {}), sizes=sizes)
 
-    def setup(self, stage: str) -> None:
-        if self.image_size < 1:
-            raise DataError(f"--data.image_size must be positive, got {self.image_size}")
-        if stage in ("fit", "validate") and "val" not in self.datasets:
-            images = self.images
-            sources = [self._mask_source(p) for p in images]
-            sizes = [self._check(p, s) for p, s in zip(images, sources)]
-            train, val = self.split_rows([p.stem for p in images])
-            for split, rows, augment in (("train", train, self.train_augment), ("val", val, None)):
-                self.datasets[split] = self._dataset([images[i] for i in rows], [sources[i] for i in rows],
-                                                     augment, [sizes[i] for i in rows])
-        if stage == "predict" and "predict" not in self.datasets and self.predict_split == "val":
-            self.setup("validate")
-            self.datasets["predict"] = self.datasets["val"]
-        if stage == "predict" and "predict" not in self.datasets:
-            paths = list_images(self.predict_dir)
-            sizes = [check_image(path) for path in paths]
-            self.datasets["predict"] = self._dataset(paths, None, None, sizes)
-        if stage == "predict" and sample_for(self) is not None:
-            # Before the model runs: every id of the sample must be among the images to predict.
-            if self.num_classes != 2:
-                raise UserInputError(f"--data.sample_submission: {self.num_classes} classes; sample submissions are "
-                                     "for binary masks (multiclass predict writes submission.csv as id,class,rle_mask)")
-            sample_rows(self.datasets["predict"].ids, read_sample(self.sample_submission), self.sample_submission)
-        if stage == "test" and "test" not in self.datasets:
-            raise DataError("`test` needs masks for the test images; use `validate`, or `predict` for the test folder")
+    def check_sample(self, sample: pd.DataFrame, source: Path) -> None:
+        if self.num_classes != 2:
+            raise UserInputError(f"--data.sample_submission: {self.num_classes} classes; sample submissions are "
+                                 "for binary masks (multiclass predict writes submission.csv as id,class,rle_mask)")
+        super().check_sample(sample, source)
+
+    def sample_target(self, sample: dict[str, Any]) -> np.ndarray:
+        """The mask without the stride padding."""
+        h, w = (int(v) for v in sample["valid"])
+        return sample["target"][:h, :w].numpy()

@@ -1,10 +1,19 @@
-"""The one LightningModule base all tasks share: normalised forward, the shared step, optimisers."""
+"""The one LightningModule base all tasks share, and the task protocol commands ask of a task.
+
+A task is a plugin: its module subclasses `CVTask`, builds its parts in the build hooks, says how its
+outputs become predictions, how predictions of several models combine, score out of fold and become a
+submission, and registers itself with its DataModule (`tasks.registry.register_task`). Commands (cv,
+ensemble, demo, new, export ...) ask the registry and this protocol; none of them names a task.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
+import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
@@ -13,7 +22,11 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from lightning_cv.backbones import normalization
 from lightning_cv.errors import UserInputError
+from lightning_cv.io import write_csv
+from lightning_cv.predictions import Predictions
+from lightning_cv.submission import SUBMISSION
 from lightning_cv.tta import tta_logits
+from lightning_cv.writers import PredictionWriter
 
 SPLITS = ("train", "val", "test")
 
@@ -22,14 +35,38 @@ def _adamw(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
 
 
+def ensemble_weights(weights: list[float] | None, n: int) -> np.ndarray:
+    """Weights normalised to sum 1 (equal when None); checked."""
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(w) != n:
+        raise UserInputError(f"{len(w)} weights for {n} predictions")
+    if (w < 0).any() or w.sum() <= 0:
+        raise UserInputError(f"weights must be non-negative with a positive sum, got {weights}")
+    return w / w.sum()
+
+
 class CVTask(L.LightningModule):
     """A model (`self.model`, taking normalised images) plus a loss and metric collections.
 
-    Subclasses build `self.model`, `self.criterion` and `make_metrics(prefix)`, and say how raw
-    outputs become metric inputs (`metric_inputs`) and predictions (`predict_outputs`).
-    `forward` takes [0, 1] RGB and returns raw outputs (logits): export-ready, no activation.
+    The constructor takes the options every task shares; a task adds its own arguments, passes the rest
+    on with `**kwargs` and builds its parts in `build_model`, `build_criterion` and `make_metrics`,
+    which this constructor calls once every argument is saved in `self.hparams`. `forward` takes
+    [0, 1] RGB and returns raw outputs (logits): export-ready, no activation.
+
+    Args:
+        num_classes: classes (linked from the data).
+        in_chans: input channels (linked from the data).
+        class_names: class names in order (linked from the data).
+        image_size: the training resolution, for the example input (export, summaries; linked).
+        optimizer: the optimizer, given the parameter groups (backbone / head, no decay on biases).
+        scheduler: an optional learning-rate scheduler (stepped per epoch).
+        backbone_lr_scale: the backbone's learning rate as a share of the head's.
+        freeze_backbone_epochs: train only the head for this many epochs.
+        channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
+        compile: torch.compile the model (slow first steps; pays off on long GPU runs).
     """
 
+    # -- the task protocol: what commands ask of a task ------------------------------------------------
     monitor: ClassVar[str] = "val/loss"
     monitor_mode: ClassVar[str] = "min"
     # Export with a dynamic height and width (fully convolutional outputs, e.g. segmentation).
@@ -37,12 +74,22 @@ class CVTask(L.LightningModule):
     # How outputs become probabilities (TTA averages those); tasks taking a `tta` argument set `self.tta`.
     activation: str = "softmax"
     tta: str = "none"
+    # The arrays `predict_outputs` returns (besides the ids), saved in predictions.npz; `combined` are
+    # the ones an ensemble combines, the others must agree between its members (e.g. original sizes).
+    outputs: ClassVar[tuple[str, ...]] = ("probs",)
+    combined: ClassVar[tuple[str, ...]] = ("probs",)
+    combine_methods: ClassVar[tuple[str, ...]] = ("mean", "vote")
+    # The readable predictions `predict` writes beside predictions.npz.
+    predictions_file: ClassVar[str] = "predictions.csv"
+    # Chosen at inference: kept out of the hparams, which `--ckpt_path` restores over the command line.
+    inference_options: ClassVar[tuple[str, ...]] = ("tta",)
 
     def __init__(
         self,
         num_classes: int,
         in_chans: int = 3,
         class_names: list[str] | None = None,
+        image_size: int = 64,
         optimizer: OptimizerCallable = _adamw,
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
@@ -51,10 +98,13 @@ class CVTask(L.LightningModule):
         compile: bool = False,
     ):
         super().__init__()
+        # Every __init__ in the chain is collected: the task's own arguments are in self.hparams too.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", *self.inference_options])
         self.channels_last = channels_last
         self.use_compile = compile  # `compile` is nn.Module's own method
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.image_size = image_size
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names given for {num_classes} classes")
@@ -62,9 +112,8 @@ class CVTask(L.LightningModule):
         self.scheduler = scheduler
         self.backbone_lr_scale = backbone_lr_scale
         self.freeze_backbone_epochs = freeze_backbone_epochs
-
-    # -- model ---------------------------------------------------------------------------------
-    def _init_normalization(self) -> None:
+        self.model = self.build_model()
+        self.criterion = self.build_criterion()
         mean, std = normalization(self.model, self.in_chans)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
@@ -74,8 +123,19 @@ class CVTask(L.LightningModule):
             if split != "train":
                 setattr(self, f"{split}_metrics", self.make_metrics(f"{split}/"))
 
+    # -- build hooks ---------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """The network (read the task's arguments from `self.hparams`)."""
+        raise NotImplementedError
+
+    def build_criterion(self) -> nn.Module:
+        raise NotImplementedError
+
+    def make_metrics(self, prefix: str) -> MetricCollection:
+        raise NotImplementedError
+
     def example_size(self) -> tuple[int, int]:
-        return (64, 64)
+        return (self.image_size, self.image_size)
 
     def configure_model(self) -> None:
         """channels_last and torch.compile, when asked for (both off by default: channels_last was slower on
@@ -107,10 +167,7 @@ class CVTask(L.LightningModule):
     def head(self) -> nn.Module:
         raise NotImplementedError
 
-    # -- to implement per task -------------------------------------------------------------------
-    def make_metrics(self, prefix: str) -> MetricCollection:
-        raise NotImplementedError
-
+    # -- outputs ------------------------------------------------------------------------------------------
     def compute_loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
         # float32: Dice and friends overflow in fp16.
         return self.criterion(outputs.float(), batch["target"])
@@ -119,7 +176,86 @@ class CVTask(L.LightningModule):
         raise NotImplementedError
 
     def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
+        """A batch's outputs as the arrays named in `outputs` (one row per image)."""
         raise NotImplementedError
+
+    def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
+        """The decisions saved with the predictions (thresholds, pixel order ...), JSON-serialisable."""
+        return {}
+
+    def prediction_writer(self, output_dir: str | Path) -> PredictionWriter:
+        return PredictionWriter(output_dir)
+
+    def draw_validation(self, batch: dict, outputs: torch.Tensor) -> np.ndarray | None:
+        """A picture of validation examples (RGB uint8), or None."""
+        return None
+
+    def wandb_validation(self, batch: dict, outputs: torch.Tensor) -> dict[str, Any] | None:
+        """W&B `log_image` arguments for richer panels (e.g. masks), or None."""
+        return None
+
+    # -- predictions: ensembles, out-of-fold scores, submissions (no model needed) --------------------------
+    @classmethod
+    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None) -> Predictions:
+        """The weighted mean (or `vote`) of aligned predictions, in the first one's rows."""
+        if method not in cls.combine_methods:
+            raise UserInputError(f"--method {method}: {cls.__name__} predictions combine by {', '.join(cls.combine_methods)}")
+        w = ensemble_weights(weights, len(predictions))
+        first = predictions[0]
+        arrays = dict(first.arrays)
+        for name in cls.combined:
+            stack = np.stack([p.arrays[name] for p in predictions]).astype(np.float32)
+            arrays[name] = (np.tensordot(w, stack, axes=1) if method == "mean" else cls.vote(stack, w, first.meta)).astype(np.float32)
+        return Predictions(first.task, first.ids, arrays, first.class_names, dict(first.meta))
+
+    @classmethod
+    def vote(cls, stack: np.ndarray, weights: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+        """Weighted share of the votes per class (per pixel for masks); one sigmoid channel: the share of
+        models above the threshold."""
+        if stack.shape[2] == 1:
+            return np.tensordot(weights, (stack > meta.get("threshold", 0.5)).astype(np.float32), axes=1)
+        classes = np.arange(stack.shape[2]).reshape(1, -1, *[1] * (stack.ndim - 3))
+        votes = np.zeros(stack.shape[1:], dtype=np.float32)
+        for weight, probs in zip(weights, stack):
+            votes += weight * (probs.argmax(axis=1)[:, None] == classes)
+        return votes
+
+    @classmethod
+    def score(cls, predictions: Predictions) -> dict[str, float]:
+        """The task's metrics on labelled predictions (`predictions.targets`), e.g. one fold's out of fold."""
+        return {}
+
+    @classmethod
+    def tune(cls, predictions: Predictions, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Decisions tuned on out-of-fold predictions (saved under out_dir): (meta for the predictions,
+        a report for cv_results.json). Default: nothing to tune."""
+        return {}, {}
+
+    @classmethod
+    def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
+                   source: str | Path = "sample submission") -> pd.DataFrame:
+        """Predictions as a table: an id column and the task's columns; with a sample submission, its ids
+        in its order and its columns."""
+        raise NotImplementedError
+
+    @classmethod
+    def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
+        """Readable out-of-fold columns (oof.csv beside the id, fold and label): the submission's columns,
+        the first one named `pred`."""
+        frame = cls.submission(predictions).iloc[:, 1:]
+        return frame.rename(columns={frame.columns[0]: "pred"}).reset_index(drop=True)
+
+    @classmethod
+    def write_outputs(cls, predictions: Predictions, out_dir: Path, sample: pd.DataFrame | None,
+                      source: str | Path = "sample submission") -> None:
+        """The readable files of `predict`: `predictions_file` and, with a sample, submission.csv."""
+        frame = cls.submission(predictions)
+        write_csv(frame, out_dir / cls.predictions_file)
+        print(f"wrote {len(frame)} predictions to {out_dir / cls.predictions_file}")
+        if sample is not None:
+            submission = cls.submission(predictions, sample, source)
+            write_csv(submission, out_dir / SUBMISSION)
+            print(f"wrote {len(submission)} rows shaped like {source} to {out_dir / SUBMISSION}")
 
     # -- shared step -----------------------------------------------------------------------------
     def _step(self, batch: dict, split: str) -> dict[str, torch.Tensor]:

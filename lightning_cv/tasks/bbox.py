@@ -7,19 +7,23 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchvision.ops import box_iou
 
-from lightning_cv.augment import to_uint8_image
 from lightning_cv.backbones import create_classifier
-from lightning_cv.callbacks import image_grid
+from lightning_cv.boxes import original_square
+from lightning_cv.data.bbox import BBoxCropDataModule
+from lightning_cv.demos import make_bbox
 from lightning_cv.errors import UserInputError
 from lightning_cv.losses import box_loss, square_to_xyxy
-from lightning_cv.tasks.base import CVTask, _adamw
-from lightning_cv.writers import BoxWriter
+from lightning_cv.pictures import image_grid, to_uint8_image
+from lightning_cv.predictions import Predictions
+from lightning_cv.submission import follow_sample
+from lightning_cv.tasks.base import CVTask
+from lightning_cv.tasks.registry import register_task
 
 TRUE_COLOR, PRED_COLOR = (0, 200, 0), (230, 0, 0)
 
@@ -137,43 +141,36 @@ class BBoxCropTask(CVTask):
         feature_stride: take the features of the backbone stage at this stride (e.g. 16: a 4x4 grid
             at 64 px instead of 2x2) and drop the later stages; unset: the last stage.
         loss: smooth_l1, mse, giou, or giou_smooth_l1, on the normalised squares.
-        image_size: the letterbox side, used for the example input (export, summaries).
-        channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
-        compile: torch.compile the model (slow first steps; pays off on long GPU runs).
+        **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size: the
+            letterbox side ...).
     """
 
     monitor = "val/box_iou"
     monitor_mode = "max"
+    outputs = ("box", "orig_size")
+    combined = ("box",)
+    combine_methods = ("mean",)
+    predictions_file = "boxes.csv"
 
     def __init__(
         self,
-        num_classes: int = 1,
-        in_chans: int = 3,
-        class_names: list[str] | None = None,
         backbone: str = "resnet18",
         pretrained: bool = False,
         weights: str | None = None,
         head: Literal["softargmax", "pool"] = "softargmax",
         feature_stride: int | None = None,
         loss: str = "giou_smooth_l1",
-        image_size: int = 64,
-        optimizer: OptimizerCallable = _adamw,
-        scheduler: LRSchedulerCallable | None = None,
-        backbone_lr_scale: float = 1.0,
-        freeze_backbone_epochs: int = 0,
-        channels_last: bool = False,
-        compile: bool = False,
+        num_classes: int = 1,
+        **kwargs: Any,
     ):
-        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs,
-                         channels_last=channels_last, compile=compile)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.image_size = image_size
-        self.model = BoxRegressor(create_classifier(backbone, 0, in_chans, pretrained, weights), head, feature_stride)
-        self.criterion = box_loss(loss)
-        self._init_normalization()
+        super().__init__(num_classes=num_classes, **kwargs)
 
-    def example_size(self) -> tuple[int, int]:
-        return (self.image_size, self.image_size)
+    def build_model(self) -> nn.Module:
+        hp = self.hparams
+        return BoxRegressor(create_classifier(hp.backbone, 0, self.in_chans, hp.pretrained, hp.weights), hp.head, hp.feature_stride)
+
+    def build_criterion(self) -> nn.Module:
+        return box_loss(self.hparams.loss)
 
     @property
     def backbone(self) -> nn.Module:
@@ -192,8 +189,8 @@ class BBoxCropTask(CVTask):
     def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
         return {"box": outputs.float(), "orig_size": batch["orig_size"]}
 
-    def prediction_writer(self, output_dir: str | Path) -> BoxWriter:
-        return BoxWriter(output_dir, self.image_size)
+    def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
+        return {"image_size": self.image_size}
 
     def draw_validation(self, batch: dict, outputs: torch.Tensor) -> np.ndarray:
         """Validation images with the true square in green and the predicted one in red, IoU above."""
@@ -210,3 +207,36 @@ class BBoxCropTask(CVTask):
             cv2.putText(strip, f"IoU {iou:.2f}", (2, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1, cv2.LINE_AA)
             tiles.append(np.vstack([tile, strip]))
         return image_grid(tiles)
+
+    # -- predictions ---------------------------------------------------------------------------------------
+    @classmethod
+    def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
+                   source: str | Path = "sample submission") -> pd.DataFrame:
+        """image, x, y, size: each predicted square in its original's whole pixels (the box-training format)."""
+        size = int(predictions.meta.get("image_size", 64))
+        squares = [original_square(box, int(h), int(w), size)
+                   for box, (h, w) in zip(predictions.arrays["box"], predictions.arrays["orig_size"])]
+        frame = pd.DataFrame(squares, columns=["x", "y", "size"]).assign(image=predictions.ids)[["image", "x", "y", "size"]]
+        if sample is not None:
+            return follow_sample(frame["image"].to_numpy(), {c: frame[c].to_numpy() for c in ("x", "y", "size")}, sample, source)
+        return frame.sort_values("image", kind="stable").reset_index(drop=True)
+
+    @classmethod
+    def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
+        """The predicted square (original pixels) and its IoU with the true one."""
+        frame = cls.submission(predictions).set_index("image").loc[predictions.ids].reset_index(drop=True)
+        return frame.assign(iou=cls._ious(predictions).round(4))
+
+    @classmethod
+    def _ious(cls, predictions: Predictions) -> np.ndarray:
+        return square_iou(torch.from_numpy(predictions.arrays["box"]), torch.from_numpy(predictions.targets)).numpy()
+
+    @classmethod
+    def score(cls, predictions: Predictions) -> dict[str, float]:
+        """Mean IoU of the predicted and true squares, and the share with IoU >= 0.5."""
+        ious = cls._ious(predictions)
+        return {"box_iou": float(ious.mean()), "hit50": float((ious >= 0.5).mean())}
+
+
+register_task("bbox", BBoxCropTask, BBoxCropDataModule, demo=make_bbox,
+              summary="square-box regression on a downscaled image, to crop the full-resolution original")

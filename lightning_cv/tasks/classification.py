@@ -4,25 +4,29 @@ tricks competitions use (mixup/cutmix, class weights) and an optional coarse-gro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_cv.augment import to_uint8_image
 from lightning_cv.backbones import create_classifier
-from lightning_cv.callbacks import caption, image_grid
+from lightning_cv.data.classification import ClassificationDataModule
+from lightning_cv.data.mnist import MNISTDataModule
+from lightning_cv.demos import make_cls, make_mnist
 from lightning_cv.errors import UserInputError
 from lightning_cv.metrics import classification_metrics, confusion_matrix
-from lightning_cv.tasks.base import CVTask, _adamw
+from lightning_cv.pictures import caption, image_grid, to_uint8_image
+from lightning_cv.predictions import Predictions
+from lightning_cv.submission import follow_sample
+from lightning_cv.tasks.base import CVTask
+from lightning_cv.tasks.registry import register_task
 from lightning_cv.tta import TTAMode
-from lightning_cv.writers import ClassificationWriter
 
 
 # -- hierarchical labels: coarse groups of fine classes --------------------------------------------------
@@ -119,11 +123,8 @@ class ClassificationTask(CVTask):
         weights: a local file with those pretrained weights, for machines without network.
         drop_rate: dropout before the classifier.
         label_smoothing: cross-entropy label smoothing (with mixup/cutmix, applied to the mixed targets).
-        image_size: the training resolution, used for the example input (export, summaries).
         tta: test-time augmentation for validate/test/predict: none, hflip, flip (h + v) or d4
             (probabilities averaged over the views).
-        channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
-        compile: torch.compile the model (slow first steps; pays off on long GPU runs).
         mixup_alpha: mixup (timm `Mixup`) of training batches, Beta(alpha, alpha) mixing; 0 is off.
         cutmix_alpha: cutmix of training batches; 0 is off. With both on, each batch takes one of them.
         mixup_prob: probability that a training batch is mixed at all.
@@ -134,29 +135,21 @@ class ClassificationTask(CVTask):
             adds a coarse head on the pooled features, trained with `coarse_weight` x its cross-entropy;
             predictions are p(class | its group) x p(group), and `val/coarse_acc` is logged.
         coarse_weight: weight of the coarse cross-entropy.
+        **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size ...).
     """
 
     monitor = "val/acc"
     monitor_mode = "max"
+    label_column: ClassVar[str] = "label"
 
     def __init__(
         self,
-        num_classes: int,
-        in_chans: int = 3,
-        class_names: list[str] | None = None,
         backbone: str = "resnet18",
         pretrained: bool = False,
         weights: str | None = None,
         drop_rate: float = 0.0,
         label_smoothing: float = 0.0,
-        image_size: int = 64,
         tta: TTAMode = "none",
-        optimizer: OptimizerCallable = _adamw,
-        scheduler: LRSchedulerCallable | None = None,
-        backbone_lr_scale: float = 1.0,
-        freeze_backbone_epochs: int = 0,
-        channels_last: bool = False,
-        compile: bool = False,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         mixup_prob: float = 1.0,
@@ -164,31 +157,39 @@ class ClassificationTask(CVTask):
         class_weights: Literal["balanced"] | list[float] | None = None,
         groups: dict[str, list[str]] | None = None,
         coarse_weight: float = 1.0,
+        **kwargs: Any,
     ):
-        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs,
-                         channels_last=channels_last, compile=compile)
-        # tta is chosen at inference: kept out of the hparams, which `--ckpt_path` would restore over the command line.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "tta"])
-        self.image_size = image_size
+        super().__init__(**kwargs)
         self.tta = tta
         self.label_smoothing = label_smoothing
-        self.groups = dict(groups) if groups is not None else None
         self.coarse_weight = coarse_weight
-        member = group_members(self.groups, self.class_names) if self.groups is not None else None
-        self.model = create_classifier(backbone, num_classes, in_chans, pretrained, weights, drop_rate)
-        if member is not None:
-            self.model = HierarchicalClassifier(self.model, member)
-        # The weight buffer always exists (ones when unweighted), so checkpoints load strictly either way.
         self.class_weights = class_weights
-        self.criterion = nn.CrossEntropyLoss(weight=self._initial_class_weights(class_weights), label_smoothing=label_smoothing)
-        self.criterion.register_load_state_dict_pre_hook(_fill_class_weights)
         self.mixup = self._make_mixup(mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob)
         self._warned_odd_batch = False
-        self._init_normalization()
-        self.val_confusion = confusion_matrix(num_classes)
+        self.val_confusion = confusion_matrix(self.num_classes)
         if self.groups is not None:
             self.val_coarse_acc = MulticlassAccuracy(len(self.groups), average="micro")
             self.test_coarse_acc = MulticlassAccuracy(len(self.groups), average="micro")
+
+    # -- build hooks ------------------------------------------------------------------------------------
+    @property
+    def groups(self) -> dict[str, list[str]] | None:
+        groups = self.hparams.get("groups")
+        return dict(groups) if groups is not None else None
+
+    def build_model(self) -> nn.Module:
+        hp = self.hparams
+        model = create_classifier(hp.backbone, self.num_classes, self.in_chans, hp.pretrained, hp.weights, hp.drop_rate)
+        if self.groups is not None:
+            model = HierarchicalClassifier(model, group_members(self.groups, self.class_names))
+        return model
+
+    def build_criterion(self) -> nn.Module:
+        # The weight buffer always exists (ones when unweighted), so checkpoints load strictly either way.
+        weights = self._initial_class_weights(self.hparams.get("class_weights"))
+        criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=self.hparams.get("label_smoothing", 0.0))
+        criterion.register_load_state_dict_pre_hook(_fill_class_weights)
+        return criterion
 
     # -- tricks -------------------------------------------------------------------------------------
     def _initial_class_weights(self, class_weights: str | list[float] | None) -> torch.Tensor:
@@ -284,9 +285,6 @@ class ClassificationTask(CVTask):
         _fill_class_weights(self.criterion, checkpoint.get("state_dict") or {}, "criterion.")
         super().on_load_checkpoint(checkpoint)
 
-    def example_size(self) -> tuple[int, int]:
-        return (self.image_size, self.image_size)
-
     @property
     def head(self) -> nn.Module:
         return self.model.get_classifier()
@@ -319,9 +317,6 @@ class ClassificationTask(CVTask):
     def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
         return {"probs": outputs.float().softmax(dim=1)}
 
-    def prediction_writer(self, output_dir: str | Path) -> ClassificationWriter:
-        return ClassificationWriter(output_dir, self.class_names)
-
     def draw_validation(self, batch: dict, outputs: torch.Tensor) -> np.ndarray:
         """Validation images captioned "true>predicted", green when right, red when wrong."""
         preds = outputs.argmax(dim=1).tolist()
@@ -330,3 +325,44 @@ class ClassificationTask(CVTask):
             text = f"{self.class_names[target]}>{self.class_names[pred]}"
             tiles.append(caption(to_uint8_image(image), text, ok=target == pred, scale=max(1, 128 // image.shape[-1])))
         return image_grid(tiles)
+
+    # -- predictions ---------------------------------------------------------------------------------------
+    @classmethod
+    def labels(cls, predictions: Predictions) -> np.ndarray:
+        """The predicted label of each row (argmax)."""
+        return np.asarray(predictions.class_names, dtype=object)[predictions.arrays["probs"].argmax(axis=1)]
+
+    @classmethod
+    def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
+                   source: str | Path = "sample submission") -> pd.DataFrame:
+        """image, label, prob_<class>; in a sample's shape, a class-name column gets that class's
+        probability and any other column the label."""
+        probs, names = predictions.arrays["probs"], predictions.class_names
+        column, labels = cls.label_column, cls.labels(predictions)
+        values = {column: labels, **{name: probs[:, j].round(6) for j, name in enumerate(names)}}
+        if sample is not None:
+            return follow_sample(predictions.ids, values, sample, source)
+        frame = pd.DataFrame({"image": predictions.ids, column: labels,
+                              **{f"prob_{name}": probs[:, j].round(6) for j, name in enumerate(names)}})
+        return frame.sort_values("image", kind="stable").reset_index(drop=True)
+
+    @classmethod
+    def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
+        frame = cls.submission(predictions).set_index("image").loc[predictions.ids].reset_index(drop=True)
+        return frame.rename(columns={frame.columns[0]: "pred"})
+
+    @classmethod
+    def score(cls, predictions: Predictions) -> dict[str, float]:
+        """Accuracy and macro F1 of the argmax."""
+        from sklearn.metrics import accuracy_score, f1_score
+
+        probs, targets = predictions.arrays["probs"], predictions.targets
+        pred = probs.argmax(axis=1)
+        return {"acc": float(accuracy_score(targets, pred)),
+                "f1": float(f1_score(targets, pred, average="macro", labels=np.arange(probs.shape[1]), zero_division=0))}
+
+
+register_task("cls", ClassificationTask, ClassificationDataModule, demo=make_cls,
+              summary="image classification: one label per image (CSV or one folder per class)")
+register_task("mnist", ClassificationTask, MNISTDataModule, demo=make_mnist,
+              summary="MNIST digits from the four IDX files")

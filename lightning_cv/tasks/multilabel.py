@@ -7,20 +7,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MultilabelExactMatch, MultilabelFBetaScore
 
-from lightning_cv.augment import to_uint8_image
-from lightning_cv.callbacks import caption, image_grid
-from lightning_cv.tasks.base import _adamw
+from lightning_cv.backbones import create_classifier
+from lightning_cv.data.multilabel import MultiLabelDataModule
+from lightning_cv.demos import make_multilabel
+from lightning_cv.pictures import caption, image_grid, to_uint8_image
+from lightning_cv.predictions import Predictions
+from lightning_cv.tasks.base import CVTask, ensemble_weights
 from lightning_cv.tasks.classification import ClassificationTask
-from lightning_cv.thresholds import fbeta_samples, load_thresholds, tags, tune_thresholds
+from lightning_cv.tasks.registry import register_task
+from lightning_cv.thresholds import fbeta_samples, load_thresholds, save_thresholds, tags, tune_thresholds
 from lightning_cv.tta import TTAMode
-from lightning_cv.writers import MultiLabelWriter
 
 
 class SampleFBeta(Metric):
@@ -74,7 +76,7 @@ def short_names(names: list[str], least: int = 3) -> list[str]:
     return out
 
 
-class MultiLabelTask(ClassificationTask):
+class MultiLabelTask(CVTask):
     """A timm backbone with one logit per tag, BCE with logits, and per-tag decision thresholds.
 
     The thresholds live in the model (a buffer saved in every checkpoint): each validation epoch of `fit`
@@ -87,57 +89,55 @@ class MultiLabelTask(ClassificationTask):
         pretrained: start from the backbone's pretrained (ImageNet) weights, downloaded by timm.
         weights: a local file with those pretrained weights, for machines without network.
         drop_rate: dropout before the classifier.
-        image_size: the training resolution, used for the example input (export, summaries).
         tta: test-time augmentation for validate/test/predict: none, hflip, flip (h + v) or d4
             (sigmoid probabilities averaged over the views).
         thresholds: a thresholds.json (e.g. from `lightning-cv cv`, tuned on out-of-fold predictions)
             used instead of the checkpoint's thresholds; during `fit` it fixes them (no tuning).
         beta: the F-beta the thresholds are tuned for (2: Planet's F2).
+        **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size ...).
     """
 
     monitor = "val/f2"
     monitor_mode = "max"
     activation = "sigmoid"
+    label_column = "tags"
+    inference_options = ("tta", "thresholds")
 
     def __init__(
         self,
-        num_classes: int,
-        in_chans: int = 3,
-        class_names: list[str] | None = None,
         backbone: str = "resnet18",
         pretrained: bool = False,
         weights: str | None = None,
         drop_rate: float = 0.0,
-        image_size: int = 64,
         tta: TTAMode = "none",
         thresholds: str | None = None,
         beta: float = 2.0,
-        optimizer: OptimizerCallable = _adamw,
-        scheduler: LRSchedulerCallable | None = None,
-        backbone_lr_scale: float = 1.0,
-        freeze_backbone_epochs: int = 0,
-        channels_last: bool = False,
-        compile: bool = False,
+        **kwargs: Any,
     ):
-        super().__init__(num_classes, in_chans, class_names, backbone=backbone, pretrained=pretrained, weights=weights,
-                         drop_rate=drop_rate, image_size=image_size, tta=tta, optimizer=optimizer, scheduler=scheduler,
-                         backbone_lr_scale=backbone_lr_scale, freeze_backbone_epochs=freeze_backbone_epochs,
-                         channels_last=channels_last, compile=compile)
-        # Chosen at inference, like tta: kept out of the hparams, which `--ckpt_path` restores over the command line.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "tta", "thresholds"])
-        self.criterion = nn.BCEWithLogitsLoss()
-        del self.val_confusion  # single-label only
+        super().__init__(**kwargs)
+        self.tta = tta
         self.beta = beta
         self.thresholds_file = thresholds
-        self.register_buffer("label_thresholds", torch.full((num_classes,), 0.5))
+        self.register_buffer("label_thresholds", torch.full((self.num_classes,), 0.5))
         self._val_probs: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
+
+    def build_model(self) -> nn.Module:
+        hp = self.hparams
+        return create_classifier(hp.backbone, self.num_classes, self.in_chans, hp.pretrained, hp.weights, hp.drop_rate)
+
+    def build_criterion(self) -> nn.Module:
+        return nn.BCEWithLogitsLoss()
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.get_classifier()
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         return multilabel_metrics(self.num_classes, prefix)
 
     def compute_loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
-        """BCE with logits over the tags (float32), whatever the single-label task adds to its loss."""
+        """BCE with logits over the tags (float32)."""
         return self.criterion(outputs.float(), batch["target"].float())
 
     def metric_inputs(self, outputs: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,8 +146,8 @@ class MultiLabelTask(ClassificationTask):
     def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
         return {"probs": outputs.float().sigmoid()}
 
-    def prediction_writer(self, output_dir: str | Path) -> MultiLabelWriter:
-        return MultiLabelWriter(output_dir, self.class_names)
+    def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
+        return {"thresholds": self.label_thresholds.detach().cpu().numpy().round(6).tolist(), "beta": self.beta}
 
     # -- thresholds ---------------------------------------------------------------------------------
     def _use_thresholds_file(self) -> None:
@@ -165,6 +165,8 @@ class MultiLabelTask(ClassificationTask):
 
     def on_predict_start(self) -> None:
         self._use_thresholds_file()
+        shown = ", ".join(f"{n} {t:.2f}" for n, t in zip(self.class_names, self.label_thresholds.tolist()))
+        rank_zero_info(f"tag thresholds: {shown}")
 
     def on_validation_epoch_start(self) -> None:
         self._val_probs, self._val_targets = [], []
@@ -208,3 +210,55 @@ class MultiLabelTask(ClassificationTask):
         tiles = [caption(to_uint8_image(image), f"{t}>{p}", ok=t == p, scale=max(2, 192 // image.shape[-1]))
                  for image, t, p in zip(batch["image"], true, predicted)]
         return image_grid(tiles)
+
+    # -- predictions ---------------------------------------------------------------------------------------
+    # A table like classification's: the image, its tags (above the thresholds), a probability per tag.
+    submission = classmethod(ClassificationTask.submission.__func__)
+    oof_columns = classmethod(ClassificationTask.oof_columns.__func__)
+
+    @classmethod
+    def labels(cls, predictions: Predictions) -> np.ndarray:
+        """Space-separated tags: each above its threshold, at least the most likely one."""
+        thresholds = predictions.meta.get("thresholds", 0.5)
+        return np.asarray(tags(predictions.arrays["probs"], predictions.class_names, np.asarray(thresholds)), dtype=object)
+
+    @classmethod
+    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None) -> Predictions:
+        """Mean probabilities, or per tag the (weighted) share of models above their threshold (a vote,
+        decided by a majority: its threshold becomes 0.5)."""
+        if method != "vote":
+            return super().combine(predictions, method, weights)
+        w = ensemble_weights(weights, len(predictions))
+        first = predictions[0]
+        above = np.stack([p.arrays["probs"] > np.asarray(p.meta.get("thresholds", 0.5)) for p in predictions])
+        arrays = {**first.arrays, "probs": np.tensordot(w, above.astype(np.float32), axes=1).astype(np.float32)}
+        return Predictions(first.task, first.ids, arrays, first.class_names, {**first.meta, "thresholds": 0.5})
+
+    @classmethod
+    def score(cls, predictions: Predictions) -> dict[str, float]:
+        """Sample-averaged F-beta at 0.5, exact-match accuracy, and F-beta at thresholds tuned on these
+        same rows (f2_tuned: optimistic, like the checkpoint's own)."""
+        probs, targets = predictions.arrays["probs"], predictions.targets
+        beta = float(predictions.meta.get("beta", 2.0))
+        exact = ((probs > 0.5) == (targets > 0)).all(axis=1).mean()
+        return {"f2": fbeta_samples(probs, targets, 0.5, beta), "acc": float(exact),
+                "f2_tuned": fbeta_samples(probs, targets, tune_thresholds(probs, targets, beta), beta)}
+
+    @classmethod
+    def tune(cls, predictions: Predictions, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Per-tag thresholds tuned on the out-of-fold probabilities, saved as out_dir/thresholds.json (for
+        `predict --model.thresholds` and `ensemble`), with the OOF F-beta at 0.5 and at them."""
+        probs, targets = predictions.arrays["probs"], predictions.targets
+        beta = float(predictions.meta.get("beta", 2.0))
+        thresholds = tune_thresholds(probs, targets, beta)
+        tuned = fbeta_samples(probs, targets, thresholds, beta)
+        path = Path(out_dir) / "thresholds.json"
+        save_thresholds(path, predictions.class_names, thresholds, beta, tuned)
+        print(f"out-of-fold F{beta:g} of {len(probs)} rows: {fbeta_samples(probs, targets, 0.5, beta):.4f} at 0.5, "
+              f"{tuned:.4f} with per-tag thresholds -> {path} (use: predict --model.thresholds {path})")
+        report = {"rows": len(probs), "f2": fbeta_samples(probs, targets, 0.5, beta), "f2_tuned": tuned, "thresholds": str(path)}
+        return {"thresholds": thresholds.round(6).tolist()}, report
+
+
+register_task("multilabel", MultiLabelTask, MultiLabelDataModule, demo=make_multilabel,
+              summary="multi-label classification: space-separated tags per image (Planet)")

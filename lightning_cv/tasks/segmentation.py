@@ -6,25 +6,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import timm
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
 
-from lightning_cv.augment import to_uint8_image
 from lightning_cv.backbones import create_segmentation_model
-from lightning_cv.callbacks import caption, image_grid
+from lightning_cv.data.segmentation import SegmentationDataModule
+from lightning_cv.demos import make_seg
+from lightning_cv.errors import UserInputError
+from lightning_cv.io import write_csv, write_image
 from lightning_cv.losses import segmentation_loss
+from lightning_cv.masks import restore_mask, rle_encode
 from lightning_cv.metrics import segmentation_metrics
-from lightning_cv.tasks.base import CVTask, _adamw
+from lightning_cv.pictures import caption, image_grid, overlay, to_uint8_image
+from lightning_cv.predictions import Predictions
+from lightning_cv.submission import SUBMISSION, follow_sample
+from lightning_cv.tasks.base import CVTask
+from lightning_cv.tasks.registry import register_task
 from lightning_cv.tiling import predict_tiled
 from lightning_cv.tta import TTAMode
-from lightning_cv.writers import SegmentationWriter
-
-# Overlay colours per class (RGB); class 0 (background) is left transparent.
-PALETTE = np.array([[0, 0, 0], [255, 40, 40], [40, 200, 40], [60, 90, 255], [255, 200, 0], [200, 0, 200],
-                    [0, 200, 200], [255, 120, 0]], np.uint8)
 
 
 def preprocessing(encoder: str, pretrained: bool) -> dict[str, tuple[float, ...]]:
@@ -42,15 +44,6 @@ def preprocessing(encoder: str, pretrained: bool) -> dict[str, tuple[float, ...]
     return {"mean": timm.data.IMAGENET_DEFAULT_MEAN, "std": timm.data.IMAGENET_DEFAULT_STD}
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Colour the non-background classes of an index mask over an RGB image."""
-    colours = PALETTE[mask % len(PALETTE)]
-    out = image.astype(np.float32)
-    fg = mask > 0
-    out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
-    return out.round().astype(np.uint8)
-
-
 class SegmentationTask(CVTask):
     """An smp model (encoder + decoder), a named mask loss, dice / IoU / pixel accuracy.
 
@@ -64,25 +57,23 @@ class SegmentationTask(CVTask):
         decoder_attention_type: "scse" for squeeze-and-excitation in the Unet / Unet++ decoder.
         loss: dice, bce, ce, focal, lovasz, or a sum (bce+dice); default bce+dice (binary), ce+dice (multiclass).
         threshold: foreground probability threshold for binary masks (pictures, predictions).
-        image_size: the training resolution, for the example input (export, summaries).
         tile_size: predict by blended overlapping tiles of this side (a multiple of 32) instead of the
             whole image, e.g. when predicting at a larger --data.image_size than the training one.
         tile_overlap: share of a tile that neighbouring tiles overlap.
         tta: test-time augmentation for validate/predict: none, hflip, flip (h + v) or d4; mask
             probabilities are flipped back and averaged (whole-image prediction, not with tile_size).
-        channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
-        compile: torch.compile the model (slow first steps; pays off on long GPU runs).
+        **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size ...).
     """
 
     monitor = "val/dice"
     monitor_mode = "max"
     dynamic_spatial = True
 
+    predictions_file = SUBMISSION
+    outputs = ("probs", "size")
+
     def __init__(
         self,
-        num_classes: int,
-        in_chans: int = 3,
-        class_names: list[str] | None = None,
         arch: str = "Unet",
         encoder: str = "resnet18",
         pretrained: bool = False,
@@ -90,38 +81,37 @@ class SegmentationTask(CVTask):
         decoder_attention_type: str | None = None,
         loss: str | None = None,
         threshold: float = 0.5,
-        image_size: int = 96,
         tile_size: int | None = None,
         tile_overlap: float = 0.25,
         tta: TTAMode = "none",
-        optimizer: OptimizerCallable = _adamw,
-        scheduler: LRSchedulerCallable | None = None,
-        backbone_lr_scale: float = 1.0,
-        freeze_backbone_epochs: int = 0,
-        channels_last: bool = False,
-        compile: bool = False,
+        **kwargs: Any,
     ):
-        super().__init__(num_classes, in_chans, class_names, optimizer, scheduler, backbone_lr_scale, freeze_backbone_epochs,
-                         channels_last=channels_last, compile=compile)
-        if num_classes < 2:
-            raise ValueError(f"segmentation needs at least 2 classes (background + one), got {num_classes}")
-        # tta is chosen at inference: kept out of the hparams, which `--ckpt_path` would restore over the command line.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "tta"])
-        self.binary = num_classes == 2
-        self.image_size = image_size
+        if kwargs.get("num_classes", 2) < 2:
+            raise ValueError(f"segmentation needs at least 2 classes (background + one), got {kwargs['num_classes']}")
+        if tile_size is not None and (tile_size < 32 or tile_size % 32):
+            raise ValueError(f"tile_size must be a positive multiple of 32 (the encoder stride), got {tile_size}")
+        super().__init__(**kwargs)
         self.threshold = threshold
         self.tta = tta
         self.activation = "sigmoid" if self.binary else "softmax"
-        if tile_size is not None and (tile_size < 32 or tile_size % 32):
-            raise ValueError(f"tile_size must be a positive multiple of 32 (the encoder stride), got {tile_size}")
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
-        self.model = create_segmentation_model(arch, encoder, 1 if self.binary else num_classes, in_chans,
-                                               pretrained, weights, decoder_attention_type)
-        # Read by CVTask._init_normalization, as on timm models.
-        self.model.pretrained_cfg = preprocessing(encoder, pretrained or bool(weights))
-        self.criterion = segmentation_loss(loss or ("bce+dice" if self.binary else "ce+dice"), num_classes)
-        self._init_normalization()
+
+    @property
+    def binary(self) -> bool:
+        """Two classes: one sigmoid channel for the foreground."""
+        return self.num_classes == 2
+
+    def build_model(self) -> nn.Module:
+        hp = self.hparams
+        model = create_segmentation_model(hp.arch, hp.encoder, 1 if self.binary else self.num_classes, self.in_chans,
+                                          hp.pretrained, hp.weights, hp.decoder_attention_type)
+        # Read by the normalisation in CVTask, as on timm models.
+        model.pretrained_cfg = preprocessing(hp.encoder, hp.pretrained or bool(hp.weights))
+        return model
+
+    def build_criterion(self) -> nn.Module:
+        return segmentation_loss(self.hparams.loss or ("bce+dice" if self.binary else "ce+dice"), self.num_classes)
 
     def example_size(self) -> tuple[int, int]:
         side = -(-self.image_size // 32) * 32
@@ -172,8 +162,9 @@ class SegmentationTask(CVTask):
         outputs = predict_tiled(self, batch["image"], self.tile_size, self.tile_overlap)
         return {"id": batch["id"], **self.predict_outputs(outputs, batch)}
 
-    def prediction_writer(self, output_dir: str | Path) -> SegmentationWriter:
-        return SegmentationWriter(output_dir, binary=self.binary, threshold=self.threshold)
+    def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
+        # The RLE pixel order is the competition's: the DataModule's.
+        return {"threshold": self.threshold, "rle_order": getattr(datamodule, "rle_order", "C")}
 
     # -- pictures --------------------------------------------------------------------------------
     def _examples(self, batch: dict, outputs: torch.Tensor, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -203,3 +194,64 @@ class SegmentationTask(CVTask):
             "masks": [{"gt": {"mask_data": target, "class_labels": labels},
                        "pred": {"mask_data": pred, "class_labels": labels}} for _, target, pred in examples],
         }
+
+    # -- predictions ---------------------------------------------------------------------------------------
+    @classmethod
+    def masks(cls, predictions: Predictions) -> list[np.ndarray]:
+        """Each image's index mask at its original size (probabilities resized, then decided)."""
+        probs, sizes = predictions.arrays["probs"], predictions.arrays["size"]
+        binary, threshold = probs.shape[1] == 1, float(predictions.meta.get("threshold", 0.5))
+        return [restore_mask(p, tuple(s), binary, threshold) for p, s in zip(probs, sizes)]
+
+    @classmethod
+    def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
+                   source: str | Path = "sample submission", masks: list[np.ndarray] | None = None) -> pd.DataFrame:
+        """id, rle_mask (binary); id, class, rle_mask per foreground class (multiclass); an empty mask is
+        an empty string. In a sample's shape (binary masks): its ids, order and columns."""
+        masks = cls.masks(predictions) if masks is None else masks
+        order = predictions.meta.get("rle_order", "C")
+        binary = predictions.arrays["probs"].shape[1] == 1
+        classes = [1] if binary else range(1, predictions.arrays["probs"].shape[1])
+        rows = [(i, k, rle_encode(m == k, order)) for i, m in zip(predictions.ids, masks) for k in classes]
+        frame = pd.DataFrame(rows, columns=["id", "class", "rle_mask"]).sort_values(["id", "class"], kind="stable")
+        if sample is not None:
+            if not binary:
+                raise UserInputError(f"{source}: sample submissions are for binary masks; multiclass predictions "
+                                     "are written as id,class,rle_mask")
+            return follow_sample(frame["id"].to_numpy(), {"rle_mask": frame["rle_mask"].to_numpy()}, sample, source)
+        return (frame.drop(columns="class") if binary else frame).reset_index(drop=True)
+
+    @classmethod
+    def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
+        """The share of each image predicted as foreground (at model resolution)."""
+        probs = predictions.arrays["probs"].astype(np.float32)
+        foreground = probs[:, 0] > 0.5 if probs.shape[1] == 1 else probs.argmax(axis=1) > 0
+        return pd.DataFrame({"foreground_share": foreground.reshape(len(probs), -1).mean(axis=1).round(4)})
+
+    @classmethod
+    def write_outputs(cls, predictions: Predictions, out_dir: Path, sample: pd.DataFrame | None,
+                      source: str | Path = "sample submission") -> None:
+        """masks/<id>.png at each image's original size (0/255 when binary, else class index) and
+        submission.csv (in the sample's shape when there is one)."""
+        masks = cls.masks(predictions)
+        binary = predictions.arrays["probs"].shape[1] == 1
+        for id_, mask in zip(predictions.ids, masks):
+            write_image(out_dir / "masks" / f"{id_}.png", mask * 255 if binary else mask)
+        frame = cls.submission(predictions, sample, source, masks=masks)
+        write_csv(frame, out_dir / SUBMISSION)
+        print(f"wrote {len(masks)} masks to {out_dir / 'masks'} and {out_dir / SUBMISSION}")
+
+    @classmethod
+    def score(cls, predictions: Predictions) -> dict[str, float]:
+        """Dice and IoU of the foreground, pooled over every pixel of the rows (at model resolution)."""
+        probs, truth = predictions.arrays["probs"].astype(np.float32), predictions.targets.astype(np.int64)
+        pred = probs[:, 0] > 0.5 if probs.shape[1] == 1 else probs.argmax(axis=1)
+        fg_pred, fg_true = pred > 0, truth > 0
+        inter = np.logical_and(fg_pred, pred == truth).sum()
+        total = fg_pred.sum() + fg_true.sum()
+        union = total - inter
+        return {"dice": float(2 * inter / total) if total else 1.0, "iou": float(inter / union) if union else 1.0}
+
+
+register_task("seg", SegmentationTask, SegmentationDataModule, demo=make_seg,
+              summary="semantic segmentation: mask files or an RLE table (Carvana)")

@@ -1,0 +1,168 @@
+"""`LightningCV`: the LightningCLI of `lightning-cv fit|validate|test|predict`, subclassable.
+
+What it adds to LightningCLI, through its public hooks: run directories (runs/<task>/<time>/), default
+loggers (metrics.csv, W&B offline without credentials), checkpoints and callbacks, the task's prediction
+writer, linked data facts, a check that a checkpoint belongs to the configured task, and a summary table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+from lightning_cv.callbacks import ValidationPictures
+from lightning_cv.errors import UserInputError
+from lightning_cv.loggers import RunCSVLogger
+
+# Facts the data knows and the model is told (never configured twice).
+LINKED = ("num_classes", "class_names", "in_chans", "image_size")
+
+
+def _timestamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _short(class_path: str | None) -> str:
+    return str(class_path or "").rsplit(".", 1)[-1]
+
+
+class SaveConfig(SaveConfigCallback):
+    """Write the resolved config into the run directory and send it to W&B."""
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_hyperparams({"config": config})
+
+
+class LightningCV(LightningCLI):
+    """LightningCLI with run directories, default loggers/checkpoints and linked data facts."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for key in LINKED:
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        parser.add_argument("--wandb_project", type=str | None, default=None,
+                            help="W&B project (default: $WANDB_PROJECT or lightning-cv-<task>)")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Lightning then rebuilds the model from the checkpoint's hyperparameters: a checkpoint of another
+        task than the config's is a one-line error here, not a crash later."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        theirs = (torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}).get("_class_path")
+        ours = getattr(self.config[subcommand].get("model"), "class_path", None)
+        if theirs and ours and _short(theirs) != _short(ours):
+            raise UserInputError(f"checkpoint {ckpt_path} is a {_short(theirs)}, but the config asks for a {_short(ours)}: "
+                                 "use the config it was trained with")
+
+    # -- the run directory --------------------------------------------------------------------------------
+    def run_dir(self) -> Path:
+        """--trainer.default_root_dir; else beside the checkpoint for validate/test/predict; else runs/<task>/<time>."""
+        config = self.config[self.subcommand]
+        if config.trainer.get("default_root_dir"):
+            return Path(config.trainer.default_root_dir)
+        ckpt = config.get("ckpt_path")
+        if self.subcommand != "fit" and ckpt and Path(ckpt).parent.name == "checkpoints":
+            return Path(ckpt).parent.parent / f"{self.subcommand}-{_timestamp()}"
+        return Path("runs") / self.datamodule.task_name / _timestamp()
+
+    def loggers(self, run_dir: Path) -> list:
+        """metrics.csv in the run directory, and W&B (offline without credentials) unless disabled."""
+        loggers: list = [RunCSVLogger(str(run_dir))]
+        if os.environ.get("WANDB_MODE") == "disabled":
+            return loggers
+        # A fixed id per run directory: a resumed run (--ckpt_path last) continues the same W&B run.
+        id_file = run_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else ""
+        resume = bool(run_id) and self.subcommand == "fit"
+        if not resume:
+            run_id = uuid.uuid4().hex[:8]
+        if self.subcommand == "fit" and self.trainer_is_global_zero():
+            id_file.write_text(run_id)
+        project = self.config[self.subcommand].get("wandb_project") or os.environ.get(
+            "WANDB_PROJECT", f"lightning-cv-{self.datamodule.task_name}"
+        )
+        loggers.append(WandbLogger(save_dir=str(run_dir), project=project, name=f"{run_dir.parent.name}/{run_dir.name}",
+                                   id=run_id, resume="allow" if resume else None, job_type=self.subcommand))
+        return loggers
+
+    def default_callbacks(self, run_dir: Path, configured: list) -> list:
+        """Checkpoints (fit), validation pictures, the task's prediction writer, a progress bar on a TTY."""
+        extra: list = []
+        if self.subcommand == "fit" and not any(isinstance(c, ModelCheckpoint) for c in configured):
+            # Two callbacks: Lightning 2.6 refreshes `save_last` only when a top-k checkpoint was
+            # saved, so last.ckpt would lag behind (and a resume would repeat epochs).
+            extra.append(ModelCheckpoint(
+                dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+                monitor=self.model.monitor, mode=self.model.monitor_mode, save_top_k=1,
+            ))
+            extra.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
+        if self.subcommand in ("fit", "validate"):
+            extra.append(ValidationPictures())
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in configured):
+            extra.append(self.model.prediction_writer(run_dir))
+        if self.config_init[self.subcommand].trainer.get("enable_progress_bar", True) is not False and sys.stderr.isatty():
+            extra.append(RichProgressBar())
+        return extra
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer_config = self.config_init[self.subcommand].trainer
+        run_dir = self.run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        kwargs["default_root_dir"] = str(run_dir)
+        if self.subcommand != "fit" and trainer_config.get("enable_checkpointing") is None:
+            kwargs["enable_checkpointing"] = False  # nothing to save; avoids a stale-dirpath warning
+        if trainer_config.get("logger") is None:
+            kwargs["logger"] = False if self.subcommand == "predict" else self.loggers(run_dir)
+        configured = list(trainer_config.get("callbacks") or [])
+        kwargs["callbacks"] = configured + self.default_callbacks(run_dir, configured)
+        return super().instantiate_trainer(**kwargs)
+
+    @staticmethod
+    def trainer_is_global_zero() -> bool:
+        """Rank 0 before the Trainer exists (launchers set RANK / LOCAL_RANK for the others)."""
+        return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+
+    # -- summaries ----------------------------------------------------------------------------------------
+    def summary(self) -> None:
+        """The monitored best (fit) and every logged metric, as a table."""
+        from rich.console import Console
+        from rich.table import Table
+
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        table = Table(title=f"{self.subcommand} -> {trainer.default_root_dir}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        ckpt = trainer.checkpoint_callback
+        if self.subcommand == "fit" and ckpt is not None and ckpt.best_model_score is not None:
+            table.add_row(f"best {ckpt.monitor}", f"{float(ckpt.best_model_score):.4f}")
+            table.add_row("best checkpoint", str(ckpt.best_model_path))
+        for key, value in sorted(trainer.callback_metrics.items()):
+            if "/" in key and not key.endswith("_step"):
+                table.add_row(key, f"{float(value):.4f}")
+        Console(stderr=False).print(table)
+
+    def after_fit(self) -> None:
+        self.summary()
+
+    def after_validate(self) -> None:
+        self.summary()
+
+    def after_test(self) -> None:
+        self.summary()

@@ -1,0 +1,54 @@
+"""Masks as competitions exchange them: Kaggle run-length encoding, and probabilities restored to an
+image's original size."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def rle_encode(mask: np.ndarray, order: str = "C") -> str:
+    """Kaggle run-length encoding: 1-indexed "start length" pairs; order "F" for column-major comps."""
+    pixels = np.asarray(mask).flatten(order=order) > 0
+    padded = np.concatenate([[False], pixels, [False]])
+    runs = np.flatnonzero(padded[1:] != padded[:-1]) + 1
+    runs[1::2] -= runs[::2]
+    return " ".join(map(str, runs))
+
+
+def rle_decode(rle: str | float | None, shape: tuple[int, int], order: str = "C") -> np.ndarray:
+    """Inverse of `rle_encode`: an HxW uint8 mask of 0/1; an empty or NaN string is an empty mask."""
+    mask = np.zeros(shape[0] * shape[1], dtype=np.uint8)
+    if isinstance(rle, str) and rle.strip():
+        numbers = np.asarray(rle.split(), dtype=np.int64)
+        if numbers.size % 2:
+            raise ValueError(f"RLE has an odd number of values ({numbers.size}): {rle[:60]!r}")
+        starts, lengths = numbers[0::2] - 1, numbers[1::2]
+        if (starts < 0).any() or (starts + lengths > mask.size).any():
+            raise ValueError(f"RLE runs fall outside a {shape[0]}x{shape[1]} mask")
+        for start, length in zip(starts, lengths):
+            mask[start : start + length] = 1
+    return mask.reshape(shape, order=order)
+
+
+def rle_pixels(rle: str) -> np.ndarray:
+    """The flat pixel indices a Kaggle RLE string covers (no image size needed)."""
+    numbers = np.asarray(str(rle).split(), dtype=np.int64)
+    if numbers.size % 2:
+        raise ValueError(f"RLE has an odd number of values ({numbers.size}): {str(rle)[:60]!r}")
+    if numbers.size == 0:
+        return numbers
+    return np.concatenate([np.arange(s - 1, s - 1 + n) for s, n in zip(numbers[0::2], numbers[1::2])])
+
+
+def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, threshold: float = 0.5) -> np.ndarray:
+    """Probabilities (C, h, w) at model resolution -> an index mask (H, W) at the original size.
+
+    The probabilities are resized (bilinear) before thresholding / argmax, so edges stay smooth.
+    """
+    height, width = int(size[0]), int(size[1])
+    probs = np.ascontiguousarray(np.asarray(probs, dtype=np.float32).transpose(1, 2, 0))
+    resized = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+    if binary:
+        return (resized[..., 0] > threshold).astype(np.uint8)
+    return resized.argmax(axis=2).astype(np.uint8)
