@@ -17,8 +17,8 @@ QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 .PHONY: help install demo train cv test lint bench clean
 
 help:
-	@echo "make train TASK=mnist|cls|seg|bbox|multilabel [ARGS='--trainer.max_epochs 5 ...']"
-	@echo "make cv TASK=cls|seg|multilabel [FOLDS=5] [ARGS='--tta flip --trainer.max_epochs 5 ...']"
+	@echo "make train TASK=<task> [ARGS='--trainer.max_epochs 5 ...']   (tasks: lightning-cv demo --help)"
+	@echo "make cv TASK=<task> [FOLDS=5] [ARGS='--tta flip --trainer.max_epochs 5 ...']"
 	@echo "make test | make lint | make bench | make demo TASK=... | make install | make clean"
 
 $(BIN)/python:
