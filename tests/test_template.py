@@ -10,8 +10,9 @@ from cookiecutter.main import cookiecutter
 
 from lightning_cv.checkpoints import load_task
 from lightning_cv.cli import main
-from lightning_cv.commands.new import template_dir
+from lightning_cv.commands.new import render_task_files, template_dir
 from lightning_cv.demos import make_shapes
+from lightning_cv.tasks import get_task, task_names
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +49,21 @@ def test_generated_project_files(task, tmp_path):
     assert "make train" in readme and "make submit" in readme
     ignored = (project / ".gitignore").read_text().split()
     assert "data/*" in ignored and "runs/" in ignored and "!data/README.md" in ignored
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_every_task_fills_its_project_files(task, tmp_path):
+    """The template names no task: each registered task's config and data layout come from the task."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "README.md").write_text("layout:\n<!-- layout -->\n")
+    render_task_files(tmp_path, task, image_size=64, backbone="resnet10t", wandb_project="wb")
+    config = yaml.safe_load((tmp_path / "configs" / f"{task}.yaml").read_text())
+    entry = get_task(task)
+    assert config["model"]["class_path"].endswith(entry.module.__name__)
+    assert config["data"]["init_args"]["data_dir"] == "data" and config["data"]["init_args"]["image_size"] == 64
+    assert "resnet10t" in config["model"]["init_args"].values() and config["wandb_project"] == "wb"
+    layout = (tmp_path / "data" / "README.md").read_text()
+    assert "<!-- layout -->" not in layout and entry.datamodule.__doc__.split()[0] in layout
 
 
 def test_bad_answers_are_rejected(tmp_path, capfd):

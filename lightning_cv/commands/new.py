@@ -7,6 +7,7 @@ the task's shipped configs/<task>.yaml) and its data layout (from its DataModule
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -47,8 +48,8 @@ def task_config(task: str, image_size: int, backbone: str, wandb_project: str) -
     from lightning_cv.tasks import get_task
 
     entry = get_task(task)
-    config = yaml.safe_load(shipped_config(task).read_text())
-    config["wandb_project"] = wandb_project
+    shipped = yaml.safe_load(shipped_config(task).read_text())
+    config = {"seed_everything": shipped.pop("seed_everything", 42), "wandb_project": wandb_project, **shipped}
     config["data"].setdefault("init_args", {}).update(data_dir="data", image_size=image_size)
     model = config["model"].setdefault("init_args", {})
     key = next((k for k in BACKBONE_ARGS if k in model), BACKBONE_ARGS[0])
@@ -56,15 +57,14 @@ def task_config(task: str, image_size: int, backbone: str, wandb_project: str) -
     head = (f"# {entry.summary}.\n# make train [ARGS='--trainer.max_epochs 5 ...']   (= lightning-cv fit --config "
             f"configs/{task}.yaml)\n# Any key can be overridden on the command line: --model.pretrained true, "
             "--data.batch_size 64.\n")
-    return head + yaml.safe_dump(config, sort_keys=False, width=110)
+    return head + yaml.safe_dump(config, sort_keys=False, width=110, default_flow_style=None)
 
 
 def data_layout(task: str) -> str:
     """What `data/` must hold for the task: its DataModule's description of the layout it reads."""
     from lightning_cv.tasks import get_task
 
-    doc = (get_task(task).datamodule.__doc__ or "").split("\n\n")
-    return "\n\n".join(part.strip() if i == 0 else part.rstrip() for i, part in enumerate(doc) if part.strip())
+    return "```\n" + inspect.cleandoc(get_task(task).datamodule.__doc__ or "") + "\n```"
 
 
 def check_answers(task: str, image_size: int) -> None:
