@@ -134,6 +134,25 @@ def _multilabel_data(root: Path) -> Path:
     return root / "multilabel"
 
 
+def _regression_module():
+    from lightning_cv.tasks.regression import RegressionTask
+
+    return RegressionTask(num_classes=2, backbone="resnet10t", image_size=32, class_names=["size", "area"])
+
+
+def _regression_batch(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.rand(n, 3, 32, 32, generator=g), "target": torch.rand(n, 2, generator=g) * 40 + 10,
+            "id": [f"im{i}.png" for i in range(n)], "index": torch.arange(n)}
+
+
+def _regression_data(root: Path) -> Path:
+    from lightning_cv.demos import make_regression
+
+    make_regression(root / "regression", n_train=40, n_test=8, size=(32, 32), seed=1)
+    return root / "regression"
+
+
 SPECS = [
     TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
              ["val/acc", "val/f1"], "predictions.csv",
@@ -149,4 +168,7 @@ SPECS = [
     TaskSpec("multilabel", "configs/multilabel.yaml", _multilabel_module, _multilabel_batch, _multilabel_data,
              lambda n: (n, 4), ["val/f2", "val/f2_macro", "val/acc"], "predictions.csv",
              ["--data.image_size", "32", "--data.batch_size", "8"]),
+    TaskSpec("regression", "configs/regression.yaml", _regression_module, _regression_batch, _regression_data,
+             lambda n: (n, 2), ["val/rmse", "val/mae"], "predictions.csv",
+             ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"]),
 ]
