@@ -17,8 +17,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from lightning_cv.augment import AugmentSpec, Preprocess, seed_worker
+from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, resize, seed_worker
 from lightning_cv.cache import CACHE_DIR, ArrayCache, CachedReader, CacheMode, check_mode, describe
+from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.errors import UserInputError
 from lightning_cv.folds import fold_split, read_folds
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image
@@ -228,6 +229,15 @@ class CVDataModule(L.LightningDataModule):
         the keys are the ids of `labelled_rows`."""
         rows = self.labelled_rows()
         return pd.DataFrame({"id": rows.ids}), "id", None
+
+    def image_dataset(self, rows: Rows, augment: AugmentSpec | None, target_dtype: type = np.int64) -> ImageDataset:
+        """Images resized to image_size x image_size, in the pipeline or once into the cache (then not
+        again in the pipeline), with the rows' targets as `target_dtype`."""
+        pre = [resize(self.image_size, self.image_size)]
+        reader = self.image_reader(pre)
+        pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
+        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, **({"reader": reader} if reader else {}),
+                            target_dtype=target_dtype)
 
     # -- train/val split -----------------------------------------------------------------------------------
     def split_rows(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:

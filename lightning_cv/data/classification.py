@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cv.augment import AugmentSpec, build_pipeline, resize
+from lightning_cv.augment import AugmentSpec
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, check_image
@@ -146,9 +146,4 @@ class ClassificationDataModule(CVDataModule):
         return rows + Rows(pseudo.ids, pseudo.paths, pseudo.targets)
 
     def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> ImageDataset:
-        """The resize runs in the pipeline, or once into the cache (then not again in the pipeline)."""
-        pre = [resize(self.image_size, self.image_size)]
-        reader = self.image_reader(pre)
-        pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
-        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, **({"reader": reader} if reader else {}),
-                            target_dtype=self.target_dtype)
+        return self.image_dataset(rows, augment, self.target_dtype)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lightning_cv.augment import AugmentSpec, build_pipeline, resize
+from lightning_cv.augment import AugmentSpec
 from lightning_cv.data.base import CVDataModule, Rows
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, check_image
@@ -131,9 +131,4 @@ class RegressionDataModule(CVDataModule):
         return frame, self.image_col, BIN_COL
 
     def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> ImageDataset:
-        """The resize runs in the pipeline, or once into the cache (then not again in the pipeline)."""
-        pre = [resize(self.image_size, self.image_size)]
-        reader = self.image_reader(pre)
-        pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
-        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, **({"reader": reader} if reader else {}),
-                            target_dtype=np.float32)
+        return self.image_dataset(rows, augment, np.float32)
