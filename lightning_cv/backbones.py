@@ -58,6 +58,26 @@ def _check_name(name: str, known: list[str], what: str) -> None:
         raise UserInputError(f"Unknown {what} {name!r}.{hint}")
 
 
+def check_timm_name(name: str, what: str = "timm model") -> None:
+    """A name `timm.create_model` takes: an architecture, with a pretrained tag (`resnet18.a1_in1k`: the tag
+    picks the weights) or as `hf-hub:<repo>` (read from the Hugging Face hub); close matches otherwise."""
+    if name.startswith("hf-hub:"):
+        return
+    arch, tag = timm.models.split_model_name_tag(name)
+    _check_name(arch, timm.list_models(), what)
+    if tag and name not in timm.list_pretrained(f"{arch}.*"):
+        tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{arch}.*")]
+        close = difflib.get_close_matches(tag, tags, n=5, cutoff=0.5) or tags[:8]
+        raise UserInputError(f"Unknown pretrained tag {tag!r} for {what} {arch!r}. Its tags: {', '.join(close)}.")
+
+
+def _hub_error(name: str, err: Exception) -> UserInputError:
+    return UserInputError(
+        f"{name!r} is read from the Hugging Face hub, which is not reachable ({type(err).__name__}); offline, name "
+        "the model as timm does (e.g. resnet18.a1_in1k) and pass --model.weights PATH for its weights"
+    )
+
+
 def _check_weights(weights: str | Path | None) -> str | None:
     if weights is None:
         return None
@@ -92,7 +112,7 @@ def create_classifier(
         if pretrained or weights:
             raise ValueError(f"{name!r} has no pretrained weights; use --model.pretrained false")
         return LOCAL_MODELS[name](num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-    _check_name(name, timm.list_models() + list(LOCAL_MODELS), "timm model")
+    check_timm_name(name)
     weights = _check_weights(weights)
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
     if weights:
@@ -100,6 +120,8 @@ def create_classifier(
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ConnectionError) as err:
+        if name.startswith("hf-hub:"):
+            raise _hub_error(name, err) from err
         if not pretrained:
             raise
         raise _download_error(name, err) from err
@@ -116,8 +138,8 @@ def create_segmentation_model(
 ) -> nn.Module:
     """An smp model (Unet, FPN, ...) with any smp or `tu-` timm encoder.
 
-    `weights` is a local file of the encoder's pretrained weights; it needs a `tu-` encoder, since
-    only timm reads weights from a file.
+    `weights` is a local file of the encoder's pretrained weights: timm reads it for `tu-` encoders, and
+    it is loaded into smp's own encoders (a classifier's keys, e.g. `fc.`, are left out).
     """
     import segmentation_models_pytorch as smp
 
@@ -125,7 +147,7 @@ def create_segmentation_model(
     _check_name(arch, names, "smp architecture")
     encoders = list(smp.encoders.get_encoder_names())
     if encoder.startswith("tu-"):
-        _check_name(encoder[3:], timm.list_models(), "timm encoder")
+        check_timm_name(encoder[3:], "timm encoder")
     else:
         _check_name(encoder, encoders, "smp encoder")
     weights = _check_weights(weights)
@@ -135,16 +157,36 @@ def create_segmentation_model(
     elif decoder_attention_type:
         raise ValueError(f"decoder_attention_type is supported by Unet and UnetPlusPlus, not {arch}")
     cls = getattr(smp, arch)
-    if weights:
-        if not encoder.startswith("tu-"):
-            raise ValueError(f"--model.weights needs a timm encoder (tu-{encoder}) so the file can be read by timm")
+    if weights and encoder.startswith("tu-"):
         return cls(encoder_weights=True, pretrained_cfg_overlay={"file": weights}, **kwargs)
+    if weights:
+        model = cls(encoder_weights=None, **kwargs)
+        load_encoder_weights(model.encoder, weights)
+        return model
     try:
         return cls(encoder_weights=("imagenet" if pretrained else None), **kwargs)
     except (OSError, RuntimeError, ConnectionError, KeyError, ValueError) as err:
         if not pretrained:
             raise
         raise _download_error(encoder, err) from err
+
+
+def load_encoder_weights(encoder: nn.Module, path: str) -> None:
+    """Load a local weights file (.pth, .pt, .bin or .safetensors; a backbone's or classifier's state dict)
+    into an smp encoder: every encoder weight must be in the file with its shape; a classifier head is left out."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = encoder.state_dict()
+    missing = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing:
+        raise UserInputError(f"--model.weights {path} does not fit the encoder: {len(missing)} of its {len(own)} weights "
+                             f"are missing or of another shape (e.g. {missing[0]!r}); is it the same architecture?")
+    encoder.load_state_dict({k: state[k] for k in own})
 
 
 def normalization(model: nn.Module, in_chans: int) -> tuple[torch.Tensor, torch.Tensor]:

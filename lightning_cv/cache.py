@@ -1,12 +1,14 @@
 """A disk cache of decoded, resized images and masks, so epochs after the first skip decoding.
 
-Each entry is one array file under `<data_dir>/.cache/<mode>/`, named by a hash of the source (its
+Each entry is one array file under `<cache_dir>/<mode>/`, named by a hash of the source (its
 path, or its content for an RLE string) and of the fixed preprocessing (e.g. the resize), with a
 second hash of the source's size and mtime: a changed source misses, is decoded again and replaces
 its stale entry. "memmap" stores `.npy` files read through a memory map, "npz" compressed `.npz`
 files (smaller on disk, slower to read); either way only the arrays of the current batch are in
 memory, however large the dataset. Writes are atomic, so DataLoader workers and DDP ranks can fill
-the cache at the same time. Augmentations still run per epoch, on the cached arrays.
+the cache at the same time. Augmentations still run per epoch, on the cached arrays. The cache lives
+outside the data (`--data.cache_dir`, `$LIGHTNING_CV_CACHE`, else ~/.cache/lightning-cv): competition
+inputs are often read-only (a Kaggle notebook's /kaggle/input), and nothing is written into them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from lightning_cv.io import atomic_path, read_image
 
 CacheMode = Literal["none", "memmap", "npz"]
 CACHE_MODES = ("none", "memmap", "npz")
-CACHE_DIR = ".cache"
+
+
+def default_cache_dir() -> Path:
+    """$LIGHTNING_CV_CACHE, else ~/.cache/lightning-cv (XDG_CACHE_HOME when set)."""
+    if os.environ.get("LIGHTNING_CV_CACHE"):
+        return Path(os.environ["LIGHTNING_CV_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightning-cv"
 
 
 def _digest(text: str, n: int = 20) -> str:
@@ -41,7 +49,7 @@ class ArrayCache:
     """Array files under `root/<mode>/`, one per (source, preprocessing) pair.
 
     Args:
-        root: the cache folder (usually `data_dir/.cache`).
+        root: the cache folder (`--data.cache_dir`).
         mode: "memmap" (.npy, memory-mapped reads) or "npz" (compressed).
         prep: a description of the fixed preprocessing (e.g. the resize transform's repr); part of
             every key, so another image size or interpolation never reads a stale entry.

@@ -7,6 +7,7 @@ writer, linked data facts, a check that a checkpoint belongs to the configured t
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import uuid
@@ -21,11 +22,38 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_cv.callbacks import ValidationPictures
+from lightning_cv.checkpoints import OFFLINE_OVERRIDES
 from lightning_cv.errors import UserInputError
 from lightning_cv.loggers import RunCSVLogger
 
 # Facts the data knows and the model is told (never configured twice).
 LINKED = ("num_classes", "class_names", "in_chans", "image_size")
+# Options that only matter while training: free to differ from a checkpoint's.
+TRAINING_ONLY = ("optimizer", "scheduler", "backbone_lr_scale", "freeze_backbone_epochs", "label_smoothing",
+                 "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob", "class_weights", "coarse_weight",
+                 "loss", "drop_rate", "channels_last", "compile", "pretrained", "weights", "beta", "standardize")
+
+
+def prediction_options(class_path: str | None) -> tuple[str, ...]:
+    """The task's options chosen at prediction time (threshold, TTA, tiles ...)."""
+    if not class_path:
+        return ()
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return ()
+    return tuple(getattr(cls, "inference_options", ()))
+
+
+def model_options_given(args: Any) -> set[str]:
+    """The `--model.<name>` options written on a command line (`--model.init_args.<name>` too)."""
+    names = set()
+    for token in args if isinstance(args, (list, tuple)) else []:
+        if isinstance(token, str) and token.startswith("--model."):
+            key = token[len("--model."):].split("=", 1)[0]
+            names.add(key.removeprefix("init_args.").split(".", 1)[0])
+    return names
 
 
 def _timestamp() -> str:
@@ -56,18 +84,45 @@ class LightningCV(LightningCLI):
                             help="W&B project (default: $WANDB_PROJECT or lightning-cv-<task>)")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Lightning then rebuilds the model from the checkpoint's hyperparameters: a checkpoint of another
-        task than the config's is a one-line error here, not a crash later."""
+        """Lightning then rebuilds the model from the checkpoint's hyperparameters. Checked first: the
+        checkpoint is of the configured task, and no architecture option given on the command line
+        contradicts it (one-line errors); the prediction options are kept for `before_instantiate_classes`."""
         super().parse_arguments(parser, args)
+        self._prediction_options: dict[str, Any] = {}
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        theirs = (torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}).get("_class_path")
-        ours = getattr(self.config[subcommand].get("model"), "class_path", None)
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+        model = self.config[subcommand].get("model")
+        ours, theirs = getattr(model, "class_path", None), hparams.get("_class_path")
         if theirs and ours and _short(theirs) != _short(ours):
             raise UserInputError(f"checkpoint {ckpt_path} is a {_short(theirs)}, but the config asks for a {_short(ours)}: "
                                  "use the config it was trained with")
+        init_args = getattr(model, "init_args", None)
+        if init_args is None:
+            return
+        options = prediction_options(ours)
+        self._prediction_options = {k: init_args[k] for k in options if k in init_args}
+        given = model_options_given(sys.argv[1:] if args is None else args)
+        for name in sorted(given - set(options) - set(TRAINING_ONLY)):
+            if name in hparams and name in init_args and init_args[name] != hparams[name]:
+                raise UserInputError(
+                    f"--model.{name} {init_args[name]!r} contradicts checkpoint {ckpt_path}, trained with "
+                    f"{name} {hparams[name]!r}: the checkpoint defines the architecture; drop the option"
+                )
+
+    def before_instantiate_classes(self) -> None:
+        """With a checkpoint, the model is built for its state dict: no pretrained weights are fetched or
+        read (the checkpoint holds every weight), and the prediction options are this command's, not the
+        checkpoint's hyperparameters."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        init_args = getattr(config.get("model"), "init_args", None)
+        if not config.get("ckpt_path") or not Path(config.ckpt_path).is_file() or init_args is None:
+            return
+        for name, value in {**OFFLINE_OVERRIDES, **self._prediction_options}.items():
+            if name in init_args:
+                init_args[name] = value
 
     # -- the run directory --------------------------------------------------------------------------------
     def run_dir(self) -> Path:

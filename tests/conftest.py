@@ -3,6 +3,11 @@ import os
 # Tests never talk to W&B unless a test turns it on; no update checks.
 os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# The preprocessing cache of every test run lives in its own folder, never in the user's ~/.cache.
+if "LIGHTNING_CV_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["LIGHTNING_CV_CACHE"] = tempfile.mkdtemp(prefix="lightning-cv-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -81,7 +81,7 @@ def _assert_same(a: list[dict], b: list[dict]) -> None:
 
 
 def _entries(root: Path) -> list[Path]:
-    return sorted(p for p in (root / ".cache").rglob("*") if p.is_file())
+    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
 def test_reader_hits_and_rebuilds_a_changed_source(tmp_path):
@@ -95,7 +95,7 @@ def test_reader_hits_and_rebuilds_a_changed_source(tmp_path):
         return read_image(p)
 
     pre = [resize(16, 24)]
-    reader = CachedReader(ArrayCache(tmp_path / ".cache", "memmap", describe(pre)), Preprocess(pre), counting_read)
+    reader = CachedReader(ArrayCache(tmp_path / "cache", "memmap", describe(pre)), Preprocess(pre), counting_read)
     first = reader(path)
     assert first.shape == (16, 24, 3) and len(calls) == 1
     np.testing.assert_array_equal(reader(path), first)
@@ -106,33 +106,38 @@ def test_reader_hits_and_rebuilds_a_changed_source(tmp_path):
     changed = reader(path)
     assert len(calls) == 2 and not np.array_equal(changed, first)
     np.testing.assert_array_equal(changed, Preprocess(pre)(read_image(path)))
-    assert len(_entries(tmp_path)) == 1  # the stale entry was replaced
+    assert len(_entries(tmp_path / "cache")) == 1  # the stale entry was replaced
 
-    other = CachedReader(ArrayCache(tmp_path / ".cache", "memmap", describe([resize(8, 8)])), Preprocess([resize(8, 8)]), counting_read)
+    other = CachedReader(ArrayCache(tmp_path / "cache", "memmap", describe([resize(8, 8)])), Preprocess([resize(8, 8)]), counting_read)
     assert other(path).shape == (8, 8, 3) and len(calls) == 3  # another resize is another key
 
 
 @pytest.mark.parametrize("mode", ["memmap", "npz"])
 def test_classification_cached_samples_equal_decoded_ones(cls_dir, mode):
+    cache_dir = cls_dir.with_name(f"{cls_dir.name}-cache")  # beside the data, not in it
+
     def module(cache: str) -> ClassificationDataModule:
-        dm = ClassificationDataModule(str(cls_dir), image_size=32, batch_size=4, train_augment=AUGMENT, cache=cache)
+        dm = ClassificationDataModule(str(cls_dir), image_size=32, batch_size=4, train_augment=AUGMENT, cache=cache,
+                                      cache_dir=str(cache_dir))
         dm.setup("fit")
         return dm
 
+    files = sorted(p for p in cls_dir.rglob("*"))
     plain = module("none")
-    assert not (cls_dir / ".cache").exists()
+    assert not cache_dir.exists()
     expected = {split: _samples(plain, split) for split in ("train", "val")}
     cold = module(mode)
     for split in ("train", "val"):
         _assert_same(_samples(cold, split), expected[split])
-    entries = _entries(cls_dir)
+    entries = _entries(cache_dir)
+    assert sorted(p for p in cls_dir.rglob("*")) == files  # nothing written into the data
     assert len(entries) == 12 and all(p.suffix == (".npy" if mode == "memmap" else ".npz") for p in entries)
     mtimes = [p.stat().st_mtime_ns for p in entries]
 
     warm = module(mode)  # a second run reads the entries, writes nothing
     for split in ("train", "val"):
         _assert_same(_samples(warm, split), expected[split])
-    assert [p.stat().st_mtime_ns for p in _entries(cls_dir)] == mtimes
+    assert [p.stat().st_mtime_ns for p in _entries(cache_dir)] == mtimes
 
     # A changed source is decoded again: the cached run follows the new image.
     source = cls_dir / "train" / "3.jpg"
@@ -140,14 +145,17 @@ def test_classification_cached_samples_equal_decoded_ones(cls_dir, mode):
     fresh, again = module("none"), module(mode)
     for split in ("train", "val"):
         _assert_same(_samples(again, split), _samples(fresh, split))
-    assert len(_entries(cls_dir)) == 12
+    assert len(_entries(cache_dir)) == 12
 
 
 @pytest.mark.parametrize("masks", ["files", "rle"])
 def test_segmentation_cached_images_and_masks_equal_decoded_ones(seg_dir, masks):
+    cache_dir = seg_dir.with_name(f"{seg_dir.name}-cache")
+
     def module(cache: str) -> SegmentationDataModule:
         extra = {"rle_csv": "masks.csv"} if masks == "rle" else {}
-        dm = SegmentationDataModule(str(seg_dir), image_size=40, batch_size=2, train_augment=AUGMENT, cache=cache, **extra)
+        dm = SegmentationDataModule(str(seg_dir), image_size=40, batch_size=2, train_augment=AUGMENT, cache=cache,
+                                    cache_dir=str(cache_dir), **extra)
         dm.setup("fit")
         return dm
 
@@ -159,7 +167,7 @@ def test_segmentation_cached_images_and_masks_equal_decoded_ones(seg_dir, masks)
             _assert_same(_samples(cached, split), expected[split])
     # 10 images + one entry per mask (RLE masks are keyed by content: equal strings share one)
     n_masks = 10 if masks == "files" else pd.read_csv(seg_dir / "masks.csv")["rle_mask"].nunique()
-    assert len(_entries(seg_dir)) == 10 + n_masks
+    assert len(_entries(cache_dir)) == 10 + n_masks
 
     if masks == "files":
         mask_path = seg_dir / "train_masks" / "0_mask.png"
@@ -168,7 +176,7 @@ def test_segmentation_cached_images_and_masks_equal_decoded_ones(seg_dir, masks)
         again = module("memmap")
         for split in ("train", "val"):
             _assert_same(_samples(again, split), fresh[split])
-        assert len(_entries(seg_dir)) == 20
+        assert len(_entries(cache_dir)) == 20
 
 
 def test_segmentation_predict_keeps_original_sizes(seg_dir):

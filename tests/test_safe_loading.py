@@ -82,11 +82,15 @@ def test_same_count_other_class_names(three_class_ckpt, tmp_path, capsys):
     assert "['cat', 'dog', 'fox']" in err and "['cat', 'dog', 'owl']" in err
 
 
-def test_cli_builds_the_checkpoint_architecture(three_class_ckpt, tmp_path):
-    """Lightning takes the model's arguments from the checkpoint: another --model.backbone cannot clash."""
+def test_cli_builds_the_checkpoint_architecture(three_class_ckpt, tmp_path, capsys):
+    """The checkpoint defines the architecture: the config's backbone is replaced by the checkpoint's, and
+    another --model.backbone on the command line is a one-line error, not a silent swap."""
     data, ckpt = three_class_ckpt
-    main(["validate", *FIT, "--model.backbone", "resnet10t", "--data.data_dir", str(data),
-          "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "run")])
+    main(["validate", *FIT, "--data.data_dir", str(data), "--ckpt_path", str(ckpt),
+          "--trainer.default_root_dir", str(tmp_path / "run")])
+    err = _error(capsys, ["validate", *FIT, "--model.backbone", "resnet10t", "--data.data_dir", str(data),
+                          "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "run2")])
+    assert f"--model.backbone 'resnet10t' contradicts checkpoint {ckpt}" in err
 
 
 def test_checkpoint_of_another_task(three_class_ckpt, tmp_path, capsys):

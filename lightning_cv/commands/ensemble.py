@@ -60,7 +60,7 @@ def ensemble(
         tta: test-time augmentation for those checkpoint predictions: none, hflip, flip, d4.
     """
     files = [f for p in paths for f in (
-        [predict_with_checkpoint(Path(p), config, tta, overrides or [])] if Path(p).suffix == ".ckpt"
+        [predict_with_checkpoint(Path(p), config, tta, overrides or [], out)] if Path(p).suffix == ".ckpt"
         else find_predictions(Path(p), split))]
     if not files:
         raise DataError(f"no predictions found under {[str(p) for p in paths]} (predictions.npz / predictions.csv)")
@@ -98,16 +98,20 @@ def decision_thresholds(thresholds: str | None, paths: list[Path], class_names: 
     return value
 
 
-def predict_with_checkpoint(ckpt: Path, config: Path | None, tta: str, overrides: list[str]) -> Path:
-    """Predict the test images with a checkpoint (into `<run>/predict-<timestamp>-<name>/`, as `predict`
-    would) and return its predictions.npz."""
+def predict_with_checkpoint(ckpt: Path, config: Path | None, tta: str, overrides: list[str], out: Path) -> Path:
+    """Predict the test images with a checkpoint and return its predictions.npz: into its run's
+    `predict-<timestamp>-<name>/` when it is a run's checkpoint (as `predict` would), else beside the
+    submission `out` (a checkpoint's own folder, e.g. a read-only Kaggle input, is never written)."""
     from lightning_cv.commands.cv import predict_checkpoint
 
     if not ckpt.is_file():
         raise MissingFileError(f"{ckpt}: checkpoint not found")
     if config is None:
         raise UserInputError(f"{ckpt}: predicting with a checkpoint needs --config (the config it was trained with)")
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    out_dir = run_dir / f"predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}"
+    name = f"predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}"
+    if ckpt.parent.name == "checkpoints":
+        out_dir = ckpt.parent.parent / name
+    else:
+        out_dir = Path(out).parent / f"{Path(out).stem}-predictions" / f"{ckpt.parent.name}-{name}"
     predict_checkpoint(Path(config), overrides, ckpt, out_dir, tta, [])
     return out_dir / PREDICTIONS

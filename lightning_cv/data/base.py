@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, resize, seed_worker
-from lightning_cv.cache import CACHE_DIR, ArrayCache, CachedReader, CacheMode, check_mode, describe
+from lightning_cv.cache import ArrayCache, CachedReader, CacheMode, check_mode, default_cache_dir, describe
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.errors import UserInputError
 from lightning_cv.folds import fold_split, read_folds
@@ -121,9 +121,11 @@ class CVDataModule(L.LightningDataModule):
             e.g. a fold's out-of-fold predictions).
         sample_submission: the competition's sample submission (relative to data_dir, or absolute):
             `predict` also writes submission.csv with its ids, order and columns.
-        cache: decode and resize every image (and mask) once into `data_dir/.cache/`: "memmap" (.npy
-            read through a memory map), "npz" (compressed), or "none". Entries are keyed by source
-            file, size, mtime and the resize; augmentations still run every epoch.
+        cache: decode and resize every image (and mask) once into `cache_dir`: "memmap" (.npy read
+            through a memory map), "npz" (compressed), or "none". Entries are keyed by source file,
+            size, mtime and the resize; augmentations still run every epoch.
+        cache_dir: where the cache lives (never inside the data): default $LIGHTNING_CV_CACHE, else
+            ~/.cache/lightning-cv.
         sampler: how training batches are drawn: "none" (shuffled, each image once per epoch) or
             "balanced" (single-label classes: drawn with replacement, each class equally likely;
             len(train) draws per epoch, split between ranks by Lightning's DistributedSamplerWrapper).
@@ -148,6 +150,7 @@ class CVDataModule(L.LightningDataModule):
         predict_split: Literal["test", "val"] = "test",
         sample_submission: str | None = None,
         cache: CacheMode = "none",
+        cache_dir: str | None = None,
         sampler: SamplerMode = "none",
     ):
         super().__init__()
@@ -164,6 +167,7 @@ class CVDataModule(L.LightningDataModule):
         self.predict_split = predict_split
         self.sample_submission = self.data_dir / sample_submission if sample_submission else None
         self.cache = check_mode(cache)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         if sampler not in ("none", "balanced"):
             raise UserInputError(f"--data.sampler {sampler!r}: choose none or balanced")
         self.sampler = sampler
@@ -267,7 +271,7 @@ class CVDataModule(L.LightningDataModule):
     # -- the preprocessing cache -----------------------------------------------------------------
     def array_cache(self, pre: Sequence[Any]) -> ArrayCache | None:
         """The cache of arrays preprocessed by `pre` (fixed transforms), or None with --data.cache none."""
-        return None if self.cache == "none" else ArrayCache(self.data_dir / CACHE_DIR, self.cache, describe(pre))
+        return None if self.cache == "none" else ArrayCache(self.cache_dir, self.cache, describe(pre))
 
     def image_reader(self, pre: Sequence[Any]) -> CachedReader | None:
         """A Dataset `reader` returning images already through `pre`, from the cache (None: no cache)."""

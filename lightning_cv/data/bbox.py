@@ -107,7 +107,7 @@ class BBoxCropDataModule(CVDataModule):
     Args:
         csv: the box CSV, relative to data_dir (e.g. boxes.csv written and corrected after `crop`).
         image_dir: folder of the original images, relative to data_dir.
-        cache: letterbox every image once into `data_dir/.cache/` ("memmap" or "npz", see
+        cache: letterbox every image once into `--data.cache_dir` ("memmap" or "npz", see
             CVDataModule), so epochs skip decoding the large originals; "none" decodes every time.
         class_name: the name of the one object class (pictures, checkpoints).
     """

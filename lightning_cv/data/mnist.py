@@ -67,7 +67,7 @@ class MNISTDataModule(CVDataModule):
 
     Missing files are downloaded with torchvision when `download` is true and the network is there.
     The digits are held in memory; `cache` stores them (resized to image_size) as one array in
-    `data_dir/.cache/`, memory-mapped ("memmap") or compressed ("npz"), so a run skips the gunzip
+    `--data.cache_dir`, memory-mapped ("memmap") or compressed ("npz"), so a run skips the gunzip
     and the resize.
     """
 

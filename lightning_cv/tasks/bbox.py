@@ -225,7 +225,7 @@ class BBoxCropTask(CVTask):
     def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
         """The predicted square (original pixels) and its IoU with the true one."""
         frame = cls.submission(predictions).set_index("image").loc[predictions.ids].reset_index(drop=True)
-        return frame.assign(iou=cls._ious(predictions).round(4))
+        return frame.add_prefix("pred_").assign(iou=cls._ious(predictions).round(4))
 
     @classmethod
     def _ious(cls, predictions: Predictions) -> np.ndarray:

@@ -71,6 +71,7 @@ class SegmentationTask(CVTask):
 
     predictions_file = SUBMISSION
     outputs = ("probs", "size")
+    inference_options = ("tta", "threshold", "tile_size", "tile_overlap")
 
     def __init__(
         self,
