@@ -22,6 +22,7 @@ COMMANDS = {
     "ensemble": "lightning_cv.commands.ensemble:ensemble",
     "export": "lightning_cv.commands.export:export",
     "new": "lightning_cv.commands.new:new",
+    "package": "lightning_cv.commands.package:package",
     "score": "lightning_cv.commands.score:score",
 }
 TRAINER_VERBS = ("fit", "validate", "test", "predict")
@@ -84,6 +85,26 @@ def split_overrides(args: list[str], known: set[str]) -> tuple[list[str], list[s
     return own, rest
 
 
+def gather_repeated(args: list[str], names: set[str]) -> list[str]:
+    """`--name a --name b` -> `--name ["a", "b"]` for list options (jsonargparse would keep the last)."""
+    values: dict[str, list[str]] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        name, eq, value = args[i][2:].partition("=") if args[i].startswith("--") else ("", "", "")
+        if name in names and (eq or i + 1 < len(args)):
+            value = value if eq else args[i + 1]
+            if value.startswith("["):
+                values.setdefault(name, []).extend(json.loads(value))
+            else:
+                values.setdefault(name, []).append(value)
+            i += 1 if eq else 2
+            continue
+        rest.append(args[i])
+        i += 1
+    return rest + [token for name, items in values.items() for token in (f"--{name}", json.dumps(items))]
+
+
 def _run_command(name: str, args: list[str]) -> Any:
     from jsonargparse import auto_cli
 
@@ -98,6 +119,8 @@ def _run_command(name: str, args: list[str]) -> Any:
             # auto_cli takes it positionally; the plain parser below as an option.
             plain = "config" in parameters or "overrides" in parameters
             args = [*([f"--{first.name}"] if plain else []), json.dumps(args[:n]), *args[n:]]
+    lists = {n for n, p in parameters.items() if str(p.annotation).startswith("list[") and p is not first}
+    args = gather_repeated(args, lists)
     extra: dict[str, Any] = {}
     if "overrides" in parameters:
         # A command that runs `fit` (cv) passes the options it does not know on to it.

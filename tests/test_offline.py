@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,43 @@ def test_checkpoint_predicts_after_its_pretrained_weights_file_is_gone(shapes, t
                "--model.pretrained", "false", "--model.weights", "null", *QUIET])
     assert type(load_task(ckpt)).__name__ == "ClassificationTask"
 
+    # A Kaggle dataset of the checkpoint (twice: a two-model ensemble) predicts as `ensemble` does, byte for byte.
+    config = ROOT / "configs" / "cls.yaml"
+    main(["package", "--config", str(config), "--ckpt_path", str(ckpt), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+          "--tta", "flip", "--out", str(tmp_path / "dataset"), "--dependencies", "false"])
+    dataset = tmp_path / "dataset"
+    assert {p.name for p in dataset.iterdir()} == {"models", "wheels", "predict.py", "inference.ipynb"}
+    assert [p.name for p in (dataset / "wheels").iterdir()][0].startswith("lightning_cv-")
+    assert not (ROOT / "build").exists()  # the wheel is built from a copy: nothing written into the checkout
+    assert "state_dict" in torch.load(next((dataset / "models").glob("*.ckpt")), weights_only=True)
+    sample = shapes / "sample_submission.csv"
+    subprocess.run([sys.executable, str(dataset / "predict.py"), "--images", str(shapes / "test"), "--sample_submission",
+                    str(sample), "--out", str(tmp_path / "kaggle" / "submission.csv")], check=True, cwd=tmp_path)
+    main(["ensemble", str(ckpt), str(ckpt), "--config", str(config), "--tta", "flip", "--sample_submission", str(sample),
+          "--out", str(tmp_path / "local" / "submission.csv"), "--data.predict_dir", str(shapes / "test"),
+          "--data.data_dir", str(shapes), "--data.image_size", "32", "--model.backbone", "resnet10t"])
+    kaggle = (tmp_path / "kaggle" / "submission.csv").read_bytes()
+    assert kaggle == (tmp_path / "local" / "submission.csv").read_bytes() and kaggle.count(b"\n") == 7
+
+
+def test_checkpoint_of_a_pretrained_fit_predicts_without_the_hub(shapes, tmp_path, monkeypatch):
+    """`--model.pretrained true` downloads once, for fit (faked here); predicting from its checkpoint never does."""
+    import timm.models._builder as builder
+
+    calls = []
+    monkeypatch.setattr(builder, "load_pretrained", lambda model, *args, **kwargs: calls.append(type(model).__name__))
+    run = tmp_path / "run"
+    build_cli(["fit", *_cls(shapes), "--model.pretrained", "true", "--trainer.default_root_dir", str(run), *SHORT])
+    assert calls == ["ResNet"]
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(builder, "load_pretrained", offline)
+    cli = build_cli(["predict", *_cls(shapes), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+                     "--trainer.default_root_dir", str(tmp_path / "p"), *QUIET])
+    assert cli.model.hparams.pretrained is False and len(load_predictions(tmp_path / "p" / "predictions.npz")) == 6
+
 
 def test_architecture_option_that_contradicts_the_checkpoint_is_an_error(shapes, tmp_path, capsys):
     run = tmp_path / "run"
@@ -89,14 +128,14 @@ def test_segmentation_prediction_options_win_over_the_checkpoint(tmp_path):
 
 
 def test_timm_names_with_pretrained_tags(shapes, tmp_path, capsys):
-    cli = build_cli(["fit", *_cls(shapes)[:-2], "--model.backbone", "resnet10t.c3_in1k", "--model.pretrained", "false",
+    cli = build_cli(["fit", *_cls(shapes)[:-2], "--model.backbone", "resnet18.a1_in1k", "--model.pretrained", "false",
                      "--trainer.default_root_dir", str(tmp_path / "run"), *SHORT])
     assert cli.trainer.global_step == 2
     with pytest.raises(SystemExit):
-        main(["fit", *_cls(shapes)[:-2], "--model.backbone", "resnet10t.c4_in1k", "--trainer.default_root_dir",
+        main(["fit", *_cls(shapes)[:-2], "--model.backbone", "resnet18.a9_in1k", "--trainer.default_root_dir",
               str(tmp_path / "bad"), *SHORT])
     err = capsys.readouterr().err
-    assert "Unknown pretrained tag 'c4_in1k'" in err and "c3_in1k" in err
+    assert "Unknown pretrained tag 'a9_in1k'" in err and "a1_in1k" in err
 
 
 def test_inputs_stay_untouched(shapes, tmp_path, monkeypatch):
