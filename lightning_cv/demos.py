@@ -268,3 +268,65 @@ def make_regression(out: Path, seed: int = 0, n_train: int | None = None, n_test
         else:
             write_csv(frame, out / "solution.csv")
             write_csv(frame.assign(size=train_mean), out / "sample_submission.csv")
+
+
+DEFECTS = ("1", "2", "3", "4")
+
+
+def _defect(rng: np.random.Generator, kind: int, height: int, width: int) -> np.ndarray:
+    """One defect's 0/1 mask on a plate: 1 pits (small discs), 2 scratches (thin slanted lines), 3 patches
+    (rectangles), 4 stains (large ellipses)."""
+    mask = np.zeros((height, width), np.uint8)
+    if kind == 1:
+        for _ in range(rng.integers(2, 6)):
+            cv2.circle(mask, (int(rng.integers(4, width - 4)), int(rng.integers(4, height - 4))), int(rng.integers(2, 4)), 1, -1)
+    elif kind == 2:
+        x, y = int(rng.integers(0, width - 40)), int(rng.integers(4, height - 4))
+        cv2.line(mask, (x, y), (x + int(rng.integers(30, 80)), int(np.clip(y + rng.integers(-8, 9), 0, height - 1))), 1, 2)
+    elif kind == 3:
+        x, y = int(rng.integers(0, width - 30)), int(rng.integers(0, height - 16))
+        cv2.rectangle(mask, (x, y), (x + int(rng.integers(12, 30)), y + int(rng.integers(8, 16))), 1, -1)
+    else:
+        center = (int(rng.integers(20, width - 20)), int(rng.integers(10, height - 10)))
+        cv2.ellipse(mask, center, (int(rng.integers(12, 24)), int(rng.integers(6, 12))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    return mask
+
+
+def render_plate(rng: np.random.Generator, kinds: list[int], height: int, width: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """A grey steel plate with a brushed texture and the given defects (masks may overlap), each darkening
+    or tinting it its own way: (RGB uint8 image, {kind: 0/1 mask})."""
+    base = rng.uniform(110, 160)
+    texture = base + 6 * np.sin(np.linspace(0, rng.uniform(20, 60), width))[None, :] + rng.normal(0, 4, (height, width))
+    image = np.repeat(texture[..., None], 3, axis=2).astype(np.float32)
+    tint = {1: (-70, -70, -70), 2: (60, 60, 60), 3: (-40, 10, 30), 4: (30, -30, -50)}
+    masks = {}
+    for kind in kinds:
+        masks[kind] = _defect(rng, kind, height, width)
+        image[masks[kind] > 0] += np.asarray(tint[kind], np.float32)
+    return image.clip(0, 255).astype(np.uint8), masks
+
+
+def make_seg_multilabel(out: Path, seed: int = 0, n_train: int | None = None, n_test: int = 80,
+                        size: tuple[int, int] = (64, 256)) -> None:
+    """The steel-defect competition (Severstal-like): non-square plates with up to four overlapping defect
+    kinds (about a third of the plates without any), train_images/ + train.csv `ImageId,ClassId,EncodedPixels`
+    (a row per present class, column-major RLE), test_images/ + sample_submission.csv keyed `ImageId_ClassId`
+    (a row per image and class), and the test masks kept aside in solution.csv (same keys)."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for split, n in (("train", n_train or 400), ("test", n_test)):
+        rows, keys = [], []
+        for i in track(range(n), description=f"demo {split}", transient=True):
+            kinds = [k for k in (1, 2, 3, 4) if rng.random() < (0.0 if rng.random() < 0.3 else 0.35)]
+            image, masks = render_plate(rng, kinds, height, width)
+            name = f"{i:05d}{seed:x}.jpg"
+            write_image(out / f"{split}_images" / name, image)
+            for kind, mask in masks.items():
+                rows.append({"ImageId": name, "ClassId": kind, "EncodedPixels": rle_encode(mask, "F")})
+            keys += [{"ImageId_ClassId": f"{name}_{k}", "EncodedPixels": rle_encode(masks[k], "F") if k in masks else ""}
+                     for k in (1, 2, 3, 4)]
+        if split == "train":
+            write_csv(pd.DataFrame(rows, columns=["ImageId", "ClassId", "EncodedPixels"]), out / "train.csv")
+        else:
+            write_csv(pd.DataFrame(keys), out / "solution.csv")
+            write_csv(pd.DataFrame(keys).assign(EncodedPixels="1 1"), out / "sample_submission.csv")

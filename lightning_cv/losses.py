@@ -65,24 +65,24 @@ class SegmentationLoss(nn.Module):
     """A sum of named mask losses on logits, computed in float32 (Dice sums overflow fp16).
 
     Binary: logits (N, 1, H, W), target (N, H, W) of 0/1. Multiclass: logits (N, C, H, W), target
-    (N, H, W) of class indices.
+    (N, H, W) of class indices. Multilabel: logits and 0/1 target (N, C, H, W), a sigmoid per class.
     """
 
-    def __init__(self, parts: dict[str, nn.Module], binary: bool):
+    def __init__(self, parts: dict[str, nn.Module], mode: str):
         super().__init__()
         self.parts = nn.ModuleDict(parts)
-        self.binary = binary
+        self.mode = mode
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        target = target.float().view_as(logits) if self.binary else target.long()
+        target = target.long() if self.mode == "multiclass" else target.float().view_as(logits)
         return sum(part(logits, target) for part in self.parts.values())
 
 
-def _segmentation_part(name: str, binary: bool) -> nn.Module:
+def _segmentation_part(name: str, mode: str) -> nn.Module:
     import segmentation_models_pytorch as smp
 
-    mode = "binary" if binary else "multiclass"
+    binary = mode != "multiclass"  # one sigmoid per channel
     if name == "dice":
         return smp.losses.DiceLoss(mode, from_logits=True)
     if name == "focal":
@@ -103,10 +103,11 @@ def _segmentation_part(name: str, binary: bool) -> nn.Module:
 SEGMENTATION_LOSSES = ("dice", "bce", "ce", "focal", "lovasz")
 
 
-def segmentation_loss(name: str, num_classes: int) -> SegmentationLoss:
+def segmentation_loss(name: str, num_classes: int, multilabel: bool = False) -> SegmentationLoss:
     """A mask loss by name: dice, bce, ce, focal, lovasz, or a sum such as bce+dice or ce+dice.
 
-    `num_classes` counts the background: 2 is binary (one logit channel), more is multiclass.
+    `num_classes` counts the background: 2 is binary (one logit channel), more is multiclass; with
+    `multilabel`, one sigmoid channel per class (no background; overlaps allowed).
     """
     parts = [p.strip() for p in name.split("+")]
     for part in parts:
@@ -117,5 +118,5 @@ def segmentation_loss(name: str, num_classes: int) -> SegmentationLoss:
                 f"unknown segmentation loss {part!r}; choose from {', '.join(SEGMENTATION_LOSSES)}, "
                 f"or join them with '+' (bce+dice).{hint}"
             )
-    binary = num_classes <= 2
-    return SegmentationLoss({p: _segmentation_part(p, binary) for p in parts}, binary)
+    mode = "multilabel" if multilabel else "binary" if num_classes <= 2 else "multiclass"
+    return SegmentationLoss({p: _segmentation_part(p, mode) for p in parts}, mode)

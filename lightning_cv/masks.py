@@ -6,6 +6,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# How competitions write an empty mask: an empty cell, NaN (Clouds, Airbus), -1 (SIIM pneumothorax).
+EMPTY_RLE = ("", "-1", "nan", "NaN")
+
+
+def is_empty_rle(rle: object) -> bool:
+    """An empty mask in any of the competitions' spellings."""
+    return rle is None or (isinstance(rle, float) and np.isnan(rle)) or str(rle).strip() in EMPTY_RLE
+
 
 def rle_encode(mask: np.ndarray, order: str = "C") -> str:
     """Kaggle run-length encoding: 1-indexed "start length" pairs; order "F" for column-major comps."""
@@ -17,9 +25,10 @@ def rle_encode(mask: np.ndarray, order: str = "C") -> str:
 
 
 def rle_decode(rle: str | float | None, shape: tuple[int, int], order: str = "C") -> np.ndarray:
-    """Inverse of `rle_encode`: an HxW uint8 mask of 0/1; an empty or NaN string is an empty mask."""
+    """Inverse of `rle_encode`: an HxW uint8 mask of 0/1; an empty string, NaN or -1 is an empty mask."""
     mask = np.zeros(shape[0] * shape[1], dtype=np.uint8)
-    if isinstance(rle, str) and rle.strip():
+    if not is_empty_rle(rle):
+        rle = str(rle)
         numbers = np.asarray(rle.split(), dtype=np.int64)
         if numbers.size % 2:
             raise ValueError(f"RLE has an odd number of values ({numbers.size}): {rle[:60]!r}")
@@ -33,6 +42,8 @@ def rle_decode(rle: str | float | None, shape: tuple[int, int], order: str = "C"
 
 def rle_pixels(rle: str) -> np.ndarray:
     """The flat pixel indices a Kaggle RLE string covers (no image size needed)."""
+    if is_empty_rle(rle):
+        return np.zeros(0, dtype=np.int64)
     numbers = np.asarray(str(rle).split(), dtype=np.int64)
     if numbers.size % 2:
         raise ValueError(f"RLE has an odd number of values ({numbers.size}): {str(rle)[:60]!r}")

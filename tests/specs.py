@@ -153,6 +153,28 @@ def _regression_data(root: Path) -> Path:
     return root / "regression"
 
 
+def _seg_multilabel_module():
+    from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask
+
+    return MultiLabelSegmentationTask(num_classes=3, class_names=["1", "2", "3"], encoder="tu-test_resnet", image_size=32)
+
+
+def _seg_multilabel_batch(n: int) -> dict:
+    batch = _seg_batch(n)
+    target = torch.zeros(n, 3, 32, 32, dtype=torch.long)
+    target[:, 0] = batch["target"]
+    target[:, 2, 4:12, 4:20] = 1  # overlaps allowed
+    batch["image"] = batch["image"] + target[:, 2, None] * 0.2
+    return {**batch, "target": target}
+
+
+def _seg_multilabel_data(root: Path) -> Path:
+    from lightning_cv.demos import make_seg_multilabel
+
+    make_seg_multilabel(root / "seg-multilabel", n_train=16, n_test=3, size=(32, 64), seed=1)
+    return root / "seg-multilabel"
+
+
 SPECS = [
     TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
              ["val/acc", "val/f1"], "predictions.csv",
@@ -168,6 +190,9 @@ SPECS = [
     TaskSpec("multilabel", "configs/multilabel.yaml", _multilabel_module, _multilabel_batch, _multilabel_data,
              lambda n: (n, 4), ["val/f2", "val/f2_macro", "val/acc"], "predictions.csv",
              ["--data.image_size", "32", "--data.batch_size", "8"]),
+    TaskSpec("seg-multilabel", "configs/seg-multilabel.yaml", _seg_multilabel_module, _seg_multilabel_batch,
+             _seg_multilabel_data, lambda n: (n, 3, 32, 32), ["val/dice_pairs", "val/dice"], "submission.csv",
+             ["--model.encoder", "tu-test_resnet", "--data.image_size", "32", "--data.batch_size", "4"]),
     TaskSpec("regression", "configs/regression.yaml", _regression_module, _regression_batch, _regression_data,
              lambda n: (n, 2), ["val/rmse", "val/mae"], "predictions.csv",
              ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"]),

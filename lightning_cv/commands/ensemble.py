@@ -10,6 +10,7 @@ How predictions combine and become a submission is the task's (`CVTask.combine`,
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,7 @@ def ensemble(
     rle_order: Literal["C", "F"] | None = None,
     threshold: float | None = None,
     thresholds: str | None = None,
+    postprocess: Path | None = None,
     config: Path | None = None,
     tta: TTAMode = "none",
     overrides: list[str] | None = None,
@@ -55,6 +57,8 @@ def ensemble(
             predictions' own (the model's --model.threshold).
         thresholds: per-class decision thresholds (multi-label tags): a thresholds.json (as `cv` writes)
             or one number. Default: the thresholds.json of a CV run among `paths`, else the predictions' own.
+        postprocess: per-class mask post-processing (threshold, minimum area) as `cv` tunes it on out-of-fold
+            predictions (postprocess.json). Default: the postprocess.json of a CV run among `paths`.
         config: the training config, to predict with the `.ckpt` files among `paths` first (any further
             option, e.g. --data.predict_dir DIR, is passed on to those predictions).
         tta: test-time augmentation for those checkpoint predictions: none, hflip, flip, d4.
@@ -67,7 +71,9 @@ def ensemble(
     predictions = align([load_predictions(f) for f in files])
     first = predictions[0]
     decided = decision_thresholds(thresholds, paths, first.class_names)
-    predictions = [p.with_meta(threshold=threshold, rle_order=rle_order, thresholds=decided) for p in predictions]
+    tuned = tuned_decisions(postprocess, paths)
+    predictions = [p.with_meta(**tuned).with_meta(threshold=threshold, rle_order=rle_order, thresholds=decided)
+                   for p in predictions]
     combined = get_task(first.task).module.combine(predictions, method, weights)
     sample = pd.read_csv(sample_submission, dtype=str, keep_default_na=False) if sample_submission else None
     frame = get_task(first.task).module.submission(combined, sample, sample_submission or "sample submission")
@@ -96,6 +102,19 @@ def decision_thresholds(thresholds: str | None, paths: list[Path], class_names: 
     if not 0.0 < value < 1.0:
         raise UserInputError(f"--thresholds {thresholds}: a probability threshold is between 0 and 1")
     return value
+
+
+def tuned_decisions(postprocess: Path | None, paths: list[Path]) -> dict:
+    """The decisions of a postprocess.json (given, or a CV run's among `paths`): per-class threshold, min area."""
+    found = [Path(p) / "postprocess.json" for p in paths if (Path(p) / "postprocess.json").is_file()]
+    path = Path(postprocess) if postprocess else (found[0] if found else None)
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise MissingFileError(f"{path}: postprocess file not found (`lightning-cv cv` writes postprocess.json)")
+    saved = json.loads(path.read_text())
+    print(f"post-processing: {path}")
+    return {key: saved[key] for key in ("threshold", "min_area") if key in saved}
 
 
 def predict_with_checkpoint(ckpt: Path, config: Path | None, tta: str, overrides: list[str], out: Path) -> Path:

@@ -11,7 +11,7 @@ import pandas as pd
 from lightning_cv.errors import DataError, MissingFileError
 from lightning_cv.masks import rle_pixels
 
-Metric = Literal["accuracy", "f1", "fbeta", "dice", "iou", "rmse", "mae"]
+Metric = Literal["accuracy", "f1", "fbeta", "dice", "iou", "dice_pairs", "rmse", "mae"]
 
 
 def overlap(predicted: str, truth: str, metric: Literal["dice", "iou"]) -> float:
@@ -56,6 +56,11 @@ def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metri
             raise DataError(f"{name}: missing column(s) {missing}; columns are {list(frame.columns)}")
     sub = submission.drop_duplicates(id_col).set_index(id_col)[target_col]
     truth = solution.set_index(id_col)[target_col]
+    if metric == "dice_pairs":
+        # Image x class pairs: a pair missing on one side is an empty mask there (tables list present classes).
+        pairs = truth.index.union(sub.index)
+        sub, truth = sub.reindex(pairs).fillna(""), truth.reindex(pairs).fillna("")
+        metric = "dice"
     absent = truth.index.difference(sub.index)
     if len(absent):
         raise DataError(f"submission: {len(absent)} id(s) of the solution are missing (e.g. {absent[0]!r})")
@@ -82,7 +87,8 @@ def score(submission: Path, solution: Path, metric: Metric = "accuracy", beta: f
         submission: the submission CSV.
         solution: the answers, same columns (e.g. data/cls/solution.csv, data/seg/solution_masks.csv).
         metric: accuracy, f1 (macro), fbeta (mean per-row F-beta of space-separated tags), dice or iou
-            (mean per-image overlap of run-length encoded masks), rmse or mae (a numeric column).
+            (mean per-image overlap of run-length encoded masks), dice_pairs (mean Dice over image x class
+            keys, an empty truth predicted empty scoring 1; Severstal, Clouds), rmse or mae (a numeric column).
         beta: the beta of fbeta (2 = F2).
         id_col: the id column (default: the solution's first column).
         target_col: the scored column (default: the solution's second column).

@@ -89,10 +89,12 @@ class SegmentationDataset(Dataset):
             sample["image"] = self.transform(image=image)["image"]
             return sample
         mask = self.masks[index]()
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"{self.paths[index]}: image is {image.shape[:2]} but its mask is {mask.shape}")
+        if mask.shape[:2] != image.shape[:2]:
+            raise DataError(f"{self.paths[index]}: image is {image.shape[:2]} but its mask is {mask.shape[:2]}")
         out = self.transform(image=image, mask=mask)
-        sample["image"], sample["target"] = out["image"], out["mask"].long()
+        target = out["mask"].long()
+        # A mask per class (H, W, C), as multi-label masks come: channels first, as the model's outputs.
+        sample["image"], sample["target"] = out["image"], target.permute(2, 0, 1) if target.ndim == 3 else target
         return sample
 
 
@@ -289,4 +291,4 @@ class SegmentationDataModule(CVDataModule):
     def sample_target(self, sample: dict[str, Any]) -> np.ndarray:
         """The mask without the stride padding."""
         h, w = (int(v) for v in sample["valid"])
-        return sample["target"][:h, :w].numpy()
+        return sample["target"][..., :h, :w].numpy()

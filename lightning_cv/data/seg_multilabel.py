@@ -1,0 +1,159 @@
+"""Multi-label segmentation data (Severstal steel, Understanding Clouds): a mask per class, overlaps allowed,
+given as a run-length encoded table."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from lightning_cv.augment import AugmentSpec, build_pipeline, pad_to_multiple, resize
+from lightning_cv.data.base import Rows
+from lightning_cv.data.segmentation import STRIDE, SegmentationDataModule, SegmentationDataset
+from lightning_cv.errors import DataError
+from lightning_cv.io import IMAGE_EXTENSIONS, check_image
+from lightning_cv.labels import read_table, sorted_labels
+from lightning_cv.masks import is_empty_rle, rle_decode
+
+
+def split_key(key: str, sep: str) -> tuple[str, str]:
+    """A composite key `<image><sep><class>` (Clouds' `0011165.jpg_Fish`) -> (image, class)."""
+    image, found, label = str(key).rpartition(sep)
+    if not found or not image or not label:
+        raise ValueError(f"{key!r} is not <image>{sep}<class>")
+    return image, label
+
+
+def image_key(name: str) -> str:
+    """Images are keyed by file stem: tables may give ids or file names."""
+    return Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else str(name)
+
+
+class ClassMasks:
+    """The (H, W, C) 0/1 mask of one image from its RLE strings per class (a class's rows are instances:
+    their union is its mask); a picklable per-sample reader."""
+
+    def __init__(self, rles: dict[str, list[str]], classes: list[str], size: tuple[int, int], order: str):
+        self.rles, self.classes, self.size, self.order = rles, classes, size, order
+
+    def __call__(self) -> np.ndarray:
+        mask = np.zeros((*self.size, len(self.classes)), np.uint8)
+        for c, name in enumerate(self.classes):
+            for rle in self.rles.get(name, ()):
+                mask[..., c] |= rle_decode(rle, self.size, self.order)
+        return mask
+
+
+class MultiLabelSegmentationDataModule(SegmentationDataModule):
+    """Images under `data_dir/<image_dir>/`; masks in `data_dir/<rle_csv>`, run-length encoded per image and
+    class, as competitions write them:
+
+    - a long table, `ImageId,ClassId,EncodedPixels` (Severstal): a row per present class, or per instance
+      (several rows of an image and class are unioned);
+    - composite keys, `Image_Label,EncodedPixels` with `0011165.jpg_Fish` (Clouds): pass
+      `--data.class_col null --data.id_col Image_Label`, the separator is `key_sep`.
+
+    Empty masks are an empty cell, NaN or -1; an image without a row is empty for every class. The model
+    gets one sigmoid channel per class (`classes`, default: the table's, in numeric or alphabetical order).
+    Folds are stratified by the set of classes an image holds (empty images included).
+
+    Args:
+        class_col: the table's class column; null for composite keys in `id_col`.
+        key_sep: separator of composite keys `<image><sep><class>`.
+        predict_dir: folder of images for `predict`; default `data_dir/test_images`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/seg-multilabel",
+        image_dir: str = "train_images",
+        rle_csv: str = "train.csv",
+        id_col: str = "ImageId",
+        rle_col: str = "EncodedPixels",
+        class_col: str | None = "ClassId",
+        key_sep: str = "_",
+        rle_order: Literal["C", "F"] = "F",
+        predict_dir: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(data_dir=data_dir, image_dir=image_dir, rle_csv=rle_csv, id_col=id_col, rle_col=rle_col,
+                         rle_order=rle_order, predict_dir=predict_dir, **kwargs)
+        if predict_dir is None:
+            self.predict_dir = self.data_dir / "test_images"  # Severstal's and Clouds' layout
+        self.class_col = class_col
+        self.key_sep = key_sep
+
+    @cached_property
+    def class_rles(self) -> dict[str, dict[str, list[str]]]:
+        """{image stem: {class: [RLE, ...]}} from the table, empty markers left out."""
+        assert self.rle_csv is not None
+        frame = read_table(self.rle_csv, [self.id_col, self.rle_col, *([self.class_col] if self.class_col else [])])
+        found: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for row, (key, rle, label) in enumerate(zip(frame[self.id_col], frame[self.rle_col],
+                                                    frame[self.class_col] if self.class_col else frame[self.id_col]), start=2):
+            try:
+                image, label = (key, label) if self.class_col else split_key(key, self.key_sep)
+            except ValueError as err:
+                raise DataError(f"{self.rle_csv}: row {row}: {err} (see --data.class_col, --data.key_sep)") from None
+            entry = found[image_key(image)][str(label).strip()]
+            if not is_empty_rle(rle):
+                entry.append(str(rle).strip())
+        return {image: dict(labels) for image, labels in found.items()}
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        if self.classes:
+            return list(self.classes)
+        return sorted_labels([label for labels in self.class_rles.values() for label in labels])
+
+    def labelled_rows(self) -> Rows:
+        """Every training image with its masks per class and size; every RLE decodes at the image's size."""
+        images, rles = self.images, self.class_rles
+        unknown = sorted({label for labels in rles.values() for label in labels} - set(self.class_names))
+        if unknown:
+            raise DataError(f"{self.rle_csv}: class {unknown[0]!r} is not one of --data.classes {self.class_names}")
+        missing = sorted(set(rles) - {p.stem for p in images})
+        if missing:
+            raise DataError(f"{self.rle_csv}: image {missing[0]!r} is not in {self.image_dir} ({len(missing)} rows' images missing)")
+        sizes, sources = [], []
+        for path in images:
+            size = check_image(path)
+            for label, runs in rles.get(path.stem, {}).items():
+                for rle in runs:
+                    try:
+                        rle_decode(rle, size, self.rle_order)
+                    except ValueError as err:
+                        raise DataError(f"{self.rle_csv}: {path.stem!r} class {label!r}: {err} (image {path.name}, "
+                                        f"--data.rle_order {self.rle_order})") from None
+            sizes.append(size)
+            sources.append(ClassMasks(rles.get(path.stem, {}), self.class_names, size, self.rle_order))
+        return Rows([p.stem for p in images], images, None, {"source": sources, "size": sizes})
+
+    def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
+        """Images by id with the classes they hold (`classes`: e.g. "1 3", or "none"), folds stratified by it."""
+        rles = self.class_rles
+        held = [" ".join(sorted(k for k, v in rles.get(p.stem, {}).items() if v)) or "none" for p in self.images]
+        return pd.DataFrame({"id": [p.stem for p in self.images], "classes": held}), "id", "classes"
+
+    def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> SegmentationDataset:
+        """Images (cached when asked) and (H, W, C) class masks, resized and padded to the stride."""
+        pre = [resize(self.image_size, self.image_size)]
+        reader = self.image_reader(pre)
+        pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
+        return SegmentationDataset(rows.items, rows.extra.get("source"), pipeline, rows.ids, (self.image_size,) * 2,
+                                   **({"reader": reader} if reader else {}), sizes=rows.extra["size"])
+
+    def check_sample(self, sample: pd.DataFrame, source: Path) -> None:
+        """Every image of a composite-key sample (`<image><sep><class>`) is among the images to predict."""
+        ids = {image_key(i) for i in self.datasets["predict"].ids}
+        for row, key in enumerate(sample.iloc[:, 0], start=2):
+            try:
+                image, _ = split_key(key, self.key_sep)
+            except ValueError:
+                image = key
+            if image_key(image) not in ids:
+                raise DataError(f"{source}: row {row}: image of {key!r} has no prediction ({len(ids)} images predicted)")

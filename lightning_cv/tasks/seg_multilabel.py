@@ -1,0 +1,225 @@
+"""Multi-label segmentation (Severstal steel, Understanding Clouds): a sigmoid channel per class, overlaps
+allowed, scored as competitions do, by Dice over image x class pairs, with post-processing tuned out of fold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MultilabelF1Score
+
+from lightning_cv.data.seg_multilabel import MultiLabelSegmentationDataModule, image_key, split_key
+from lightning_cv.demos import make_seg_multilabel
+from lightning_cv.errors import DataError, MissingFileError
+from lightning_cv.io import atomic_path, write_csv
+from lightning_cv.losses import segmentation_loss
+from lightning_cv.masks import restore_mask, rle_encode
+from lightning_cv.predictions import Predictions
+from lightning_cv.submission import SUBMISSION
+from lightning_cv.tasks.registry import register_task
+from lightning_cv.tasks.segmentation import SegmentationTask
+
+POSTPROCESS = "postprocess.json"
+
+
+def pair_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Dice of every (image, class) pair of (N, C, ...) 0/1 masks; an empty truth predicted empty scores 1."""
+    pred, truth = pred.reshape(*pred.shape[:2], -1) > 0, truth.reshape(*truth.shape[:2], -1) > 0
+    inter, total = (pred & truth).sum(-1), pred.sum(-1) + truth.sum(-1)
+    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+
+
+class PairDice(Metric):
+    """Mean Dice over image x class pairs (Severstal, Clouds): empty truth and empty prediction score 1."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        pred, target = pred.flatten(2) > 0, target.flatten(2) > 0
+        inter, total = (pred & target).sum(-1).double(), (pred.sum(-1) + target.sum(-1)).double()
+        self.total += torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)).sum()
+        self.count += total.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
+
+
+def decide(probs: np.ndarray, threshold: Any, min_area: Any) -> np.ndarray:
+    """(C, h, w) probabilities -> which classes keep a mask: a class whose pixels above its threshold
+    number fewer than its minimum area is emptied (the Severstal / Clouds post-processing)."""
+    c = probs.shape[0]
+    above = probs > np.asarray(threshold, np.float32).reshape(-1, 1, 1)[:c] if np.ndim(threshold) else probs > threshold
+    return above.reshape(c, -1).sum(1) >= np.broadcast_to(np.asarray(min_area, np.float64), (c,))
+
+
+def tune_postprocess(probs: np.ndarray, targets: np.ndarray, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7),
+                     areas=(0, 4, 8, 16, 32, 64, 128)) -> tuple[list[float], list[int], float]:
+    """Per class, the threshold and minimum area (pixels at model resolution) that maximise the pair Dice
+    of the out-of-fold masks: (thresholds, areas, the pair Dice reached)."""
+    best_t, best_a, scores = [], [], []
+    for c in range(probs.shape[1]):
+        p, t = probs[:, c], targets[:, c] > 0
+        best = (-1.0, 0.5, 0)
+        for threshold in thresholds:
+            above = p > threshold
+            counts = above.reshape(len(p), -1).sum(1)
+            for area in areas:
+                keep = (counts >= area)[:, None, None]
+                score = pair_dice((above & keep)[:, None], t[:, None]).mean()
+                best = max(best, (float(score), threshold, area), key=lambda x: x[0])
+        scores.append(best[0])
+        best_t.append(best[1])
+        best_a.append(best[2])
+    return best_t, best_a, float(np.mean(scores))
+
+
+class MultiLabelSegmentationTask(SegmentationTask):
+    """A segmentation model with one sigmoid channel per class (no background; overlaps allowed), BCE+Dice
+    over the channels, and `val/dice_pairs`: mean Dice over image x class pairs, the leaderboard's metric.
+
+    Args:
+        postprocess: a postprocess.json (per-class threshold and minimum area, e.g. from `lightning-cv cv`)
+            applied to the predictions instead of `threshold`.
+        **kwargs: SegmentationTask's options (arch, encoder, loss (default bce+dice), threshold, tiles, tta ...).
+    """
+
+    monitor = "val/dice_pairs"
+    inference_options = ("tta", "threshold", "tile_size", "tile_overlap", "postprocess")
+
+    def __init__(self, postprocess: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.activation = "sigmoid"
+        self.postprocess = postprocess
+
+    @property
+    def binary(self) -> bool:
+        return False  # a channel per class, even for two classes
+
+    def build_criterion(self) -> nn.Module:
+        return segmentation_loss(self.hparams.get("loss") or "bce+dice", self.num_classes, multilabel=True)
+
+    def make_metrics(self, prefix: str) -> MetricCollection:
+        return MetricCollection({"dice_pairs": PairDice(), "dice": MultilabelF1Score(self.num_classes, average="micro",
+                                                                                     multidim_average="global")}, prefix=prefix)
+
+    def labels(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C, H, W) -> 0/1 masks per class."""
+        return (outputs.float().sigmoid() > self.threshold).long()
+
+    def predict_outputs(self, outputs: torch.Tensor, batch: dict) -> dict[str, Any]:
+        return {"probs": self._crop(outputs, batch).float().sigmoid().half(), "size": batch["size"]}
+
+    def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
+        meta = {"threshold": self.threshold, "min_area": 0, "rle_order": getattr(datamodule, "rle_order", "F"),
+                "key_sep": getattr(datamodule, "key_sep", "_")}
+        return {**meta, **(load_postprocess(self.postprocess, self.class_names) if self.postprocess else {})}
+
+    def _examples(self, batch: dict, outputs: torch.Tensor, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Pictures show class k + 1 where a class mask is on (the last class on top)."""
+        weights = np.arange(1, self.num_classes + 1).reshape(1, -1, 1, 1)
+        return [(image, (t * weights[0]).max(0), (p * weights[0]).max(0)) for image, t, p in super()._examples(batch, outputs, n)]
+
+    # -- predictions ---------------------------------------------------------------------------------------
+    @classmethod
+    def masks(cls, predictions: Predictions) -> list[np.ndarray]:
+        """Each image's (C, H, W) 0/1 masks at its original size, after the per-class post-processing."""
+        meta = predictions.meta
+        threshold, min_area = meta.get("threshold", 0.5), meta.get("min_area", 0)
+        out = []
+        for probs, size in zip(predictions.arrays["probs"].astype(np.float32), predictions.arrays["size"]):
+            keep = decide(probs, threshold, min_area)
+            thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(probs),))
+            out.append(np.stack([restore_mask(p[None], tuple(size), True, float(t)) * k
+                                 for p, t, k in zip(probs, thresholds, keep)]))
+        return out
+
+    @classmethod
+    def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
+                   source: str | Path = "sample submission", masks: list[np.ndarray] | None = None) -> pd.DataFrame:
+        """`ImageId_ClassId,EncodedPixels`: one RLE per image and class (empty: ''); in a sample's shape,
+        its composite keys in its order."""
+        masks = cls.masks(predictions) if masks is None else masks
+        order, sep = predictions.meta.get("rle_order", "F"), predictions.meta.get("key_sep", "_")
+        rles = {(image_key(i), name): rle_encode(m[c], order)
+                for i, m in zip(predictions.ids, masks) for c, name in enumerate(predictions.class_names)}
+        if sample is None:
+            keys = sorted(rles)
+            return pd.DataFrame({f"ImageId{sep}ClassId": [f"{i}{sep}{c}" for i, c in keys],
+                                 "EncodedPixels": [rles[k] for k in keys]})
+        values = []
+        for row, key in enumerate(sample.iloc[:, 0], start=2):
+            image, label = split_key(key, sep)
+            if (image_key(image), label) not in rles:
+                raise DataError(f"{source}: row {row}: {key!r}: no prediction for image {image!r} and class {label!r} "
+                                f"(classes {predictions.class_names})")
+            values.append(rles[(image_key(image), label)])
+        return pd.DataFrame({sample.columns[0]: sample.iloc[:, 0].to_numpy(), sample.columns[1]: values})
+
+    @classmethod
+    def write_outputs(cls, predictions: Predictions, out_dir: Path, sample: pd.DataFrame | None,
+                      source: str | Path = "sample submission") -> None:
+        masks = cls.masks(predictions)
+        frame = cls.submission(predictions, sample, source, masks=masks)
+        write_csv(frame, out_dir / SUBMISSION)
+        print(f"wrote {len(frame)} image x class masks of {len(masks)} images to {out_dir / SUBMISSION}")
+
+    @classmethod
+    def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
+        """The share of each image each class covers (at model resolution, threshold 0.5)."""
+        probs = predictions.arrays["probs"].astype(np.float32)
+        shares = (probs > 0.5).reshape(*probs.shape[:2], -1).mean(-1).round(4)
+        return pd.DataFrame({f"share_{name}": shares[:, c] for c, name in enumerate(predictions.class_names)})
+
+    @classmethod
+    def score(cls, predictions: Predictions) -> dict[str, float]:
+        """Pair Dice at the predictions' decisions and at a plain 0.5, at model resolution."""
+        probs, targets = predictions.arrays["probs"].astype(np.float32), predictions.targets
+        meta = predictions.meta
+        keep = np.stack([decide(p, meta.get("threshold", 0.5), meta.get("min_area", 0)) for p in probs])
+        threshold = np.asarray(meta.get("threshold", 0.5), np.float32).reshape(1, -1, 1, 1)
+        decided = (probs > threshold) & keep[:, :, None, None]
+        return {"dice_pairs": float(pair_dice(decided, targets).mean()),
+                "dice_pairs_raw": float(pair_dice(probs > 0.5, targets).mean())}
+
+    @classmethod
+    def tune(cls, predictions: Predictions, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Per-class threshold and minimum area tuned for the pair Dice on the out-of-fold predictions, saved
+        as out_dir/postprocess.json (for `predict --model.postprocess` and `ensemble`)."""
+        probs = predictions.arrays["probs"].astype(np.float32)
+        thresholds, areas, tuned = tune_postprocess(probs, predictions.targets)
+        raw = float(pair_dice(probs > 0.5, predictions.targets).mean())
+        path = Path(out_dir) / POSTPROCESS
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"classes": predictions.class_names, "threshold": thresholds, "min_area": areas,
+                                       "dice_pairs": tuned, "dice_pairs_raw": raw}, indent=2))
+        print(f"out-of-fold pair Dice of {len(probs)} images: {raw:.4f} at 0.5, {tuned:.4f} with per-class post-processing "
+              f"-> {path} (use: predict --model.postprocess {path})")
+        return {"threshold": thresholds, "min_area": areas}, {"dice_pairs_raw": raw, "dice_pairs_tuned": tuned,
+                                                              "postprocess": str(path)}
+
+
+def load_postprocess(path: str | Path, class_names: list[str]) -> dict[str, Any]:
+    """A postprocess.json's per-class threshold and minimum area, checked against the model's classes."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"--model.postprocess: {path} not found (`lightning-cv cv` writes postprocess.json)")
+    saved = json.loads(path.read_text())
+    if saved.get("classes") != list(class_names):
+        raise DataError(f"{path}: made for classes {saved.get('classes')}, the model has {class_names}")
+    return {"threshold": saved["threshold"], "min_area": saved["min_area"]}
+
+
+register_task("seg-multilabel", MultiLabelSegmentationTask, MultiLabelSegmentationDataModule, demo=make_seg_multilabel,
+              summary="multi-label segmentation: a mask per class, overlaps allowed, RLE tables (Severstal, Clouds)")

@@ -1,0 +1,116 @@
+"""Multi-label segmentation as competitions pose it: RLE tables, pair Dice, post-processing, keyed submissions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lightning_cv.commands.score import score_frames
+from lightning_cv.data.seg_multilabel import MultiLabelSegmentationDataModule
+from lightning_cv.errors import DataError
+from lightning_cv.io import write_image
+from lightning_cv.masks import rle_decode, rle_encode
+from lightning_cv.predictions import Predictions
+from lightning_cv.tasks.seg_multilabel import (
+    MultiLabelSegmentationTask,
+    PairDice,
+    pair_dice,
+    tune_postprocess,
+)
+
+H, W = 8, 12
+
+
+def _mask(*boxes: tuple[int, int, int, int]) -> np.ndarray:
+    mask = np.zeros((H, W), np.uint8)
+    for y0, x0, y1, x1 in boxes:
+        mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def _images(root, names):
+    for name in names:
+        write_image(root / "train_images" / name, np.full((H, W, 3), 100, np.uint8))
+
+
+def test_long_table_with_instances_and_empty_markers(tmp_path):
+    """Severstal's long table: a row per present class, several rows of a class are its instances
+    (unioned), -1 / NaN / '' are empty, an image without a row is empty for every class."""
+    _images(tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
+    one, two, three = _mask((0, 0, 2, 3)), _mask((4, 4, 6, 8)), _mask((1, 6, 3, 12))
+    rows = [("a.jpg", 1, rle_encode(one, "F")), ("a.jpg", 1, rle_encode(two, "F")), ("a.jpg", 3, rle_encode(three, "F")),
+            ("b.jpg", 3, "-1"), ("b.jpg", 1, "")]
+    pd.DataFrame(rows, columns=["ImageId", "ClassId", "EncodedPixels"]).to_csv(tmp_path / "train.csv", index=False)
+    dm = MultiLabelSegmentationDataModule(str(tmp_path), image_size=32, classes=["1", "2", "3"])
+    rows = dm.labelled_rows()
+    masks = {i: source() for i, source in zip(rows.ids, rows.extra["source"])}
+    np.testing.assert_array_equal(masks["a"][..., 0], one | two)  # instances unioned
+    np.testing.assert_array_equal(masks["a"][..., 2], three)
+    assert masks["a"][..., 1].sum() == 0 and masks["b"].sum() == 0 and masks["c"].sum() == 0
+    frame, key, label = dm.fold_table()
+    assert dict(zip(frame[key], frame[label])) == {"a": "1 3", "b": "none", "c": "none"}
+
+    dm.setup("fit")
+    sample = dm.datasets["train"][0]
+    assert sample["target"].shape == (3, 32, 32)  # a channel per class, padded to the stride
+
+
+def test_composite_keys_and_bad_rows(tmp_path):
+    """Clouds' `Image_Label` keys (`<image>_<class>`, NaN for empty); a key without a class names its row."""
+    _images(tmp_path, ["0011165.jpg", "002be4f.jpg"])
+    fish = _mask((2, 2, 5, 9))
+    pd.DataFrame({"Image_Label": ["0011165.jpg_Fish", "0011165.jpg_Flower", "002be4f.jpg_Fish"],
+                  "EncodedPixels": [rle_encode(fish, "F"), "NaN", ""]}).to_csv(tmp_path / "train.csv", index=False)
+    dm = MultiLabelSegmentationDataModule(str(tmp_path), id_col="Image_Label", class_col=None, image_size=32)
+    assert dm.class_names == ["Fish", "Flower"]
+    rows = dm.labelled_rows()
+    np.testing.assert_array_equal(rows.extra["source"][0]()[..., 0], fish)
+    pd.DataFrame({"Image_Label": ["0011165.jpg"], "EncodedPixels": ["1 2"]}).to_csv(tmp_path / "bad.csv", index=False)
+    bad = MultiLabelSegmentationDataModule(str(tmp_path), id_col="Image_Label", class_col=None, rle_csv="bad.csv")
+    with pytest.raises(DataError, match="bad.csv: row 2: '0011165.jpg' is not <image>_<class>"):
+        bad.labelled_rows()
+
+
+def test_pair_dice_by_hand():
+    truth = np.stack([_mask((0, 0, 2, 2)), _mask()])[None]      # image 0: class a 4 px, class b empty
+    pred = np.stack([_mask((0, 0, 2, 1)), _mask()])[None]       # 2 of the 4 px; b empty, as it should
+    # a: 2 * 2 / (2 + 4) = 2/3; b: empty and empty = 1.
+    np.testing.assert_allclose(pair_dice(pred, truth), [[2 / 3, 1.0]])
+    metric = PairDice()
+    metric.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    assert float(metric.compute()) == pytest.approx((2 / 3 + 1) / 2)
+    # score --metric dice_pairs: a long solution (present pairs only) vs a keyed submission.
+    solution = pd.DataFrame({"key": ["x_a"], "rle": [rle_encode(truth[0, 0])]})
+    submission = pd.DataFrame({"key": ["x_a", "x_b"], "rle": [rle_encode(pred[0, 0]), ""]})
+    assert score_frames(submission, solution, "dice_pairs") == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_postprocess_tuning_empties_small_false_positives():
+    """A class whose out-of-fold masks are small false positives on empty images: the tuned minimum area
+    empties them, and the pair Dice rises."""
+    rng = np.random.default_rng(0)
+    targets = np.zeros((20, 1, 16, 16), np.uint8)
+    targets[:10, 0, 2:10, 2:10] = 1                      # half the images hold a 64-px defect
+    probs = targets * 0.9 + rng.uniform(0, 0.2, targets.shape)
+    probs[10:, 0, 0:2, 0:2] = 0.8                        # 4-px specks on the empty ones
+    thresholds, areas, tuned = tune_postprocess(probs.astype(np.float32), targets)
+    raw = pair_dice(probs > 0.5, targets).mean()
+    assert raw == pytest.approx(0.5) and tuned == pytest.approx(1.0) and 4 < areas[0] <= 64
+
+
+def test_submission_follows_the_composite_keys():
+    probs = np.zeros((1, 2, 4, 4), np.float32)
+    probs[0, 1, :2, :2] = 0.9
+    predictions = Predictions("seg-multilabel", np.array(["p"]), {"probs": probs, "size": np.array([[8, 8]])}, ["1", "2"],
+                              {"threshold": 0.5, "min_area": 0, "rle_order": "F", "key_sep": "_"})
+    sample = pd.DataFrame({"ImageId_ClassId": ["p.jpg_2", "p.jpg_1"], "EncodedPixels": ["1 1", "1 1"]})
+    frame = MultiLabelSegmentationTask.submission(predictions, sample)
+    assert frame["ImageId_ClassId"].tolist() == ["p.jpg_2", "p.jpg_1"] and frame["EncodedPixels"].iloc[1] == ""
+    np.testing.assert_array_equal(rle_decode(frame["EncodedPixels"].iloc[0], (8, 8), "F"), np.pad(np.ones((4, 4)), ((0, 4), (0, 4))))
+    # A minimum area larger than the mask empties it.
+    emptied = MultiLabelSegmentationTask.submission(predictions.with_meta(min_area=[0, 5]), sample)
+    assert emptied["EncodedPixels"].tolist() == ["", ""]
+    with pytest.raises(DataError, match="class '3'"):
+        MultiLabelSegmentationTask.submission(predictions, pd.DataFrame({"k": ["p.jpg_3"], "v": [""]}))
