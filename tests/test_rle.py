@@ -62,3 +62,9 @@ def test_orders_differ_on_a_non_symmetric_mask():
 def test_bad_runs_raise(rle):
     with pytest.raises(ValueError):
         rle_decode(rle, (3, 4))
+
+
+@pytest.mark.parametrize("empty", ["", " -1", "-1", float("nan"), None])
+def test_every_competitions_empty_marker_is_an_empty_mask(empty):
+    """'' (Carvana, TGS), -1 (SIIM pneumothorax), NaN (Clouds, Airbus)."""
+    assert rle_decode(empty, (3, 4)).sum() == 0
