@@ -114,3 +114,21 @@ def test_submission_follows_the_composite_keys():
     assert emptied["EncodedPixels"].tolist() == ["", ""]
     with pytest.raises(DataError, match="class '3'"):
         MultiLabelSegmentationTask.submission(predictions, pd.DataFrame({"k": ["p.jpg_3"], "v": [""]}))
+
+
+def test_folds_keep_each_class_share_with_rare_combinations(tmp_path):
+    """Stratified over the classes an image holds: a combination seen once is no error, and every fold
+    gets empty images and images of each class."""
+    from lightning_cv.folds import load_or_create_folds
+
+    names = [f"{i}.jpg" for i in range(12)]
+    _images(tmp_path, names)
+    held = {0: [1], 1: [1], 2: [1], 3: [2], 4: [2], 5: [2], 6: [1, 2], 7: [1, 2]}  # 8-11 are clean
+    rows = [(names[i], c, rle_encode(_mask((0, 0, 2, 2)), "F")) for i, classes in held.items() for c in classes]
+    pd.DataFrame(rows, columns=["ImageId", "ClassId", "EncodedPixels"]).to_csv(tmp_path / "train.csv", index=False)
+    dm = MultiLabelSegmentationDataModule(str(tmp_path))
+    frame, key, label = dm.fold_table()
+    folds = load_or_create_folds(tmp_path / "folds.csv", frame, key, 3, label_col=label, multilabel=dm.multilabel)
+    for k in range(3):
+        in_fold = folds[folds["fold"] == k][label].str.split()
+        assert {"1", "2", "none"} <= {c for classes in in_fold for c in classes}

@@ -59,13 +59,15 @@ class MultiLabelSegmentationDataModule(SegmentationDataModule):
 
     Empty masks are an empty cell, NaN or -1; an image without a row is empty for every class. The model
     gets one sigmoid channel per class (`classes`, default: the table's, in numeric or alphabetical order).
-    Folds are stratified by the set of classes an image holds (empty images included).
+    Folds are stratified over the classes an image holds (empty images included), by iterative stratification.
 
     Args:
         class_col: the table's class column; null for composite keys in `id_col`.
         key_sep: separator of composite keys `<image><sep><class>`.
         predict_dir: folder of images for `predict`; default `data_dir/test_images`.
     """
+
+    multilabel = True  # folds by iterative stratification over the classes an image holds ("none": empty)
 
     def __init__(
         self,
@@ -134,7 +136,8 @@ class MultiLabelSegmentationDataModule(SegmentationDataModule):
         return Rows([p.stem for p in images], images, None, {"source": sources, "size": sizes})
 
     def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
-        """Images by id with the classes they hold (`classes`: e.g. "1 3", or "none"), folds stratified by it."""
+        """Images by id with the classes they hold (`classes`: e.g. "1 3", or "none"): folds keep each class's
+        share (and the empty images'), rare combinations included."""
         rles = self.class_rles
         held = [" ".join(sorted(k for k, v in rles.get(p.stem, {}).items() if v)) or "none" for p in self.images]
         return pd.DataFrame({"id": [p.stem for p in self.images], "classes": held}), "id", "classes"
