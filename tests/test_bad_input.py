@@ -217,7 +217,10 @@ def test_duplicate_ids_name_the_row(tmp_path, task):
         return frame
 
     _edit_csv(csv, duplicate)
-    fails(task, root, rf"{csv.name}: row 7: duplicate (id|image) '2(\.png)?'", **kwargs)
+    if task == "seg":  # several rows of one image are its instances (unioned): the image left without a row is named
+        fails(task, root, rf"5\.png: no row with id '5' in .*{csv.name}", **kwargs)
+    else:
+        fails(task, root, rf"{csv.name}: row 7: duplicate image '2(\.png)?'", **kwargs)
 
 
 # -- empty splits and folds ----------------------------------------------------------------------------

@@ -132,3 +132,17 @@ def test_folds_keep_each_class_share_with_rare_combinations(tmp_path):
     for k in range(3):
         in_fold = folds[folds["fold"] == k][label].str.split()
         assert {"1", "2", "none"} <= {c for classes in in_fold for c in classes}
+
+
+def test_binary_instance_rows_union_into_one_mask(tmp_path):
+    """Airbus: one row per ship (an image without ships: one empty row); SIIM: -1 for empty."""
+    from lightning_cv.data.segmentation import SegmentationDataModule
+
+    for name in ("s.jpg", "e.jpg"):
+        write_image(tmp_path / "train" / name, np.full((H, W, 3), 90, np.uint8))
+    ship1, ship2 = _mask((0, 0, 3, 3)), _mask((5, 6, 8, 12))
+    pd.DataFrame({"ImageId": ["s.jpg", "s.jpg", "e.jpg"],
+                  "EncodedPixels": [rle_encode(ship1, "F"), rle_encode(ship2, "F"), "-1"]}).to_csv(tmp_path / "ships.csv", index=False)
+    dm = SegmentationDataModule(str(tmp_path), rle_csv="ships.csv", id_col="ImageId", rle_col="EncodedPixels", rle_order="F")
+    np.testing.assert_array_equal(rle_decode(dm.rles["s"], (H, W), "F"), ship1 | ship2)
+    assert dm.rles["e"] == "" and dm.class_names == ["background", "foreground"]

@@ -18,7 +18,7 @@ from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.errors import UserInputError
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
 from lightning_cv.labels import read_table
-from lightning_cv.masks import rle_decode
+from lightning_cv.masks import is_empty_rle, rle_decode
 
 MASK_EXTENSIONS = (".png", ".gif", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Masks read to guess the class count before setup (setup then checks every mask).
@@ -189,14 +189,17 @@ class SegmentationDataModule(CVDataModule):
 
     @cached_property
     def rles(self) -> dict[str, str]:
-        """RLE string by image stem (ids may be stems or file names)."""
+        """RLE string by image stem (ids may be stems or file names). Several rows of one image are its
+        instances (Airbus ships, SIIM regions): their runs together are the mask; an empty cell, NaN or -1
+        is an empty mask."""
         assert self.rle_csv is not None
         frame = read_table(self.rle_csv, [self.id_col, self.rle_col])
-        ids = [Path(i).stem if Path(i).suffix.lower() in IMAGE_EXTENSIONS else i for i in frame[self.id_col]]
-        duplicated = pd.Series(ids)[pd.Series(ids).duplicated()]
-        if len(duplicated):
-            raise DataError(f"{self.rle_csv}: row {duplicated.index[0] + 2}: duplicate id {duplicated.iloc[0]!r}")
-        return dict(zip(ids, frame[self.rle_col].str.strip()))
+        found: dict[str, list[str]] = {}
+        for name, rle in zip(frame[self.id_col], frame[self.rle_col]):
+            runs = found.setdefault(Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name, [])
+            if not is_empty_rle(rle):
+                runs.append(str(rle).strip())
+        return {image: " ".join(runs) for image, runs in found.items()}
 
     def _mask_source(self, image: Path) -> Path | str:
         if self.rle_csv is not None:
