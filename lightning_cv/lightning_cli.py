@@ -28,14 +28,11 @@ from lightning_cv.loggers import RunCSVLogger
 
 # Facts the data knows and the model is told (never configured twice).
 LINKED = ("num_classes", "class_names", "in_chans", "image_size")
-# Options that only matter while training: free to differ from a checkpoint's.
-TRAINING_ONLY = ("optimizer", "scheduler", "backbone_lr_scale", "freeze_backbone_epochs", "label_smoothing",
-                 "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob", "class_weights", "coarse_weight",
-                 "loss", "drop_rate", "channels_last", "compile", "pretrained", "weights", "beta", "standardize")
 
 
-def prediction_options(class_path: str | None) -> tuple[str, ...]:
-    """The task's options chosen at prediction time (threshold, TTA, tiles ...)."""
+def task_options(class_path: str | None, kind: str) -> tuple[str, ...]:
+    """A task's `inference_options` (chosen at prediction time: threshold, TTA, tiles ...) or
+    `training_options` (free to differ from a checkpoint's: optimizer, augmentation of the loss ...)."""
     if not class_path:
         return ()
     module, _, name = class_path.rpartition(".")
@@ -43,7 +40,7 @@ def prediction_options(class_path: str | None) -> tuple[str, ...]:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return ()
-    return tuple(getattr(cls, "inference_options", ()))
+    return tuple(getattr(cls, kind, ()))
 
 
 def model_options_given(args: Any) -> set[str]:
@@ -102,10 +99,10 @@ class LightningCV(LightningCLI):
         init_args = getattr(model, "init_args", None)
         if init_args is None:
             return
-        options = prediction_options(ours)
+        options = task_options(ours, "inference_options")
         self._prediction_options = {k: init_args[k] for k in options if k in init_args}
         given = model_options_given(sys.argv[1:] if args is None else args)
-        for name in sorted(given - set(options) - set(TRAINING_ONLY)):
+        for name in sorted(given - set(options) - set(task_options(ours, "training_options"))):
             if name in hparams and name in init_args and init_args[name] != hparams[name]:
                 raise UserInputError(
                     f"--model.{name} {init_args[name]!r} contradicts checkpoint {ckpt_path}, trained with "

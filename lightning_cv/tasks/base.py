@@ -83,6 +83,10 @@ class CVTask(L.LightningModule):
     predictions_file: ClassVar[str] = "predictions.csv"
     # Chosen at inference: kept out of the hparams, which `--ckpt_path` restores over the command line.
     inference_options: ClassVar[tuple[str, ...]] = ("tta",)
+    # Only matter while training: may differ from a checkpoint's on a predict command line (the others
+    # define the architecture, which comes from the checkpoint).
+    training_options: ClassVar[tuple[str, ...]] = ("optimizer", "scheduler", "backbone_lr_scale", "freeze_backbone_epochs",
+                                                   "channels_last", "compile", "pretrained", "weights", "drop_rate", "loss")
 
     def __init__(
         self,

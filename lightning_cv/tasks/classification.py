@@ -141,6 +141,8 @@ class ClassificationTask(CVTask):
     monitor = "val/acc"
     monitor_mode = "max"
     label_column: ClassVar[str] = "label"
+    training_options = (*CVTask.training_options, "label_smoothing", "mixup_alpha", "cutmix_alpha", "mixup_prob",
+                        "mixup_switch_prob", "class_weights", "coarse_weight")
 
     def __init__(
         self,

@@ -102,6 +102,7 @@ class MultiLabelTask(CVTask):
     activation = "sigmoid"
     label_column = "tags"
     inference_options = ("tta", "thresholds")
+    training_options = (*CVTask.training_options, "beta")
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ class RegressionTask(CVTask):
     outputs = ("values",)
     combined = ("values",)
     combine_methods = ("mean",)
+    training_options = (*CVTask.training_options, "standardize")
 
     def __init__(
         self,
