@@ -15,6 +15,7 @@ from specs import ROOT
 
 from lightning_cv.checkpoints import load_task
 from lightning_cv.cli import build_cli, main
+from lightning_cv.commands import cv as cv_module
 from lightning_cv.demos import make_shapes
 from lightning_cv.io import read_mask
 from lightning_cv.predictions import load_predictions
@@ -150,6 +151,12 @@ def test_inputs_stay_untouched(shapes, tmp_path, monkeypatch):
     (models / "fold0.ckpt").write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
     models_before = snapshot(models)
     build_cli(["predict", *_cls(shapes), "--data.cache", "memmap", "--ckpt_path", str(models / "fold0.ckpt"), *QUIET])
+
+    def fold_in_process(command, **kwargs):  # cv's `python -m lightning_cv fit` folds, run here to save start-ups
+        main(command[3:])
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(cv_module.subprocess, "run", fold_in_process)
     main(["cv", *_cls(shapes), "--folds", "2", "--out", str(tmp_path / "cv"), "--predict_test", "false", *SHORT])
     main(["ensemble", str(models / "fold0.ckpt"), "--config", str(ROOT / "configs" / "cls.yaml"), "--out",
           str(tmp_path / "sub" / "submission.csv"), "--data.data_dir", str(shapes), "--data.image_size", "32",

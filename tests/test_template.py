@@ -21,7 +21,7 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
-@pytest.mark.parametrize("task", ["cls", "seg", "bbox"])
+@pytest.mark.parametrize("task", ["seg"])  # the cookiecutter run; every task's own files: below
 def test_generated_project_files(task, tmp_path):
     project = Path(cookiecutter(str(template_dir()), no_input=True, output_dir=str(tmp_path), default_config=True,
                                 extra_context={"competition_name": "Shapes Cup", "task": task, "image_size": "64",
