@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lightning_cv.errors import DataError
+from lightning_cv.errors import DataError, UserInputError
 from lightning_cv.folds import (
     assign_folds,
     fold_split,
@@ -101,3 +101,19 @@ def test_folds_csv_is_written_once_and_reused(tmp_path):
 def test_unlabelled_rows_are_shuffled_into_folds():
     folds = assign_folds(None, 4, seed=0, n_rows=22)
     assert sorted(np.bincount(folds).tolist()) == [5, 5, 6, 6]
+
+
+def test_group_pattern_keeps_a_car_in_one_fold(tmp_path):
+    """Carvana: `<car>_<view>` images; --data.group_pattern '^([^_]+)_' puts all views of a car in one fold."""
+    from lightning_cv.commands.cv import _fold_assignment
+    from lightning_cv.data.segmentation import SegmentationDataModule
+    from lightning_cv.io import write_image
+
+    for car in ("a1", "b2", "c3", "d4"):
+        for view in range(1, 4):
+            write_image(tmp_path / "train" / f"{car}_{view:02d}.png", np.zeros((4, 4, 3), np.uint8))
+    dm = SegmentationDataModule(str(tmp_path), group_pattern="^([^_]+)_")
+    table, key, _ = _fold_assignment(tmp_path, dm, 2, None, None)
+    assert table.groupby("group")["fold"].nunique().max() == 1 and table["fold"].nunique() == 2
+    with pytest.raises(UserInputError, match="one \\(group\\)"):
+        SegmentationDataModule(str(tmp_path), group_pattern="^[^_]+_")

@@ -130,6 +130,11 @@ def _fold_assignment(cv_dir: Path, datamodule: Any, folds: int, fold: int | None
                      group_col: str | None) -> tuple[pd.DataFrame, str, str | None]:
     """(the training rows with their fold, written once to folds.csv; its key column; its label column)."""
     frame, key, label_col = datamodule.fold_table()
+    groups = datamodule.fold_groups(frame[key])
+    if groups is not None:
+        if group_col is not None:
+            raise UserInputError("--group_col and --data.group_pattern both name groups: give one")
+        frame, group_col = frame.assign(group=groups.to_numpy()), "group"
     table = load_or_create_folds(cv_dir / "folds.csv", frame, key, folds, datamodule.seed, label_col, group_col,
                                  multilabel=datamodule.multilabel)
     if fold is not None and not 0 <= fold < folds:

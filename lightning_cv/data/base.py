@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,8 @@ class CVDataModule(L.LightningDataModule):
         sampler: how training batches are drawn: "none" (shuffled, each image once per epoch) or
             "balanced" (single-label classes: drawn with replacement, each class equally likely;
             len(train) draws per epoch, split between ranks by Lightning's DistributedSamplerWrapper).
+        group_pattern: a regular expression with one group that takes a row's group from its id (e.g.
+            '^([^_]+)_' for Carvana's 16 views of a car): `cv` keeps each group inside one fold.
     """
 
     task_name: ClassVar[str] = "task"  # set by `register_task`
@@ -152,6 +155,7 @@ class CVDataModule(L.LightningDataModule):
         cache: CacheMode = "none",
         cache_dir: str | None = None,
         sampler: SamplerMode = "none",
+        group_pattern: str | None = None,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -171,6 +175,13 @@ class CVDataModule(L.LightningDataModule):
         if sampler not in ("none", "balanced"):
             raise UserInputError(f"--data.sampler {sampler!r}: choose none or balanced")
         self.sampler = sampler
+        self.group_pattern = group_pattern
+        if group_pattern is not None:
+            try:
+                if re.compile(group_pattern).groups != 1:
+                    raise re.error("needs exactly one (group)")
+            except re.error as err:
+                raise UserInputError(f"--data.group_pattern {group_pattern!r}: {err} (e.g. '^([^_]+)_' for Carvana's car id)") from None
         self.datasets: dict[str, Dataset] = {}
         self._reported = False
 
@@ -233,6 +244,15 @@ class CVDataModule(L.LightningDataModule):
         the keys are the ids of `labelled_rows`."""
         rows = self.labelled_rows()
         return pd.DataFrame({"id": rows.ids}), "id", None
+
+    def fold_groups(self, ids: pd.Series) -> pd.Series | None:
+        """Each row's group by --data.group_pattern (None without one); an id it does not match is an error."""
+        if self.group_pattern is None:
+            return None
+        groups = ids.astype(str).str.extract(self.group_pattern, expand=False)
+        if groups.isna().any():
+            raise DataError(f"--data.group_pattern {self.group_pattern!r} does not match id {ids[groups.isna()].iloc[0]!r}")
+        return groups
 
     def image_dataset(self, rows: Rows, augment: AugmentSpec | None, target_dtype: type = np.int64) -> ImageDataset:
         """Images resized to image_size x image_size, in the pipeline or once into the cache (then not
