@@ -53,3 +53,13 @@ def test_cv_takes_the_trainer_root_dir_as_its_out():
     assert _out_from_overrides(Path("runs/x"), ["--trainer.default_root_dir=runs/x"]) == Path("runs/x")
     with pytest.raises(UserInputError, match="two CV directories"):
         _out_from_overrides(Path("runs/y"), ["--trainer.default_root_dir", "runs/x"])
+
+
+def test_monitor_picks_the_checkpoint_metric_for_any_task():
+    from lightning_cv.tasks import ClassificationTask
+
+    task = ClassificationTask(num_classes=3, backbone="small_cnn", image_size=32)
+    assert (task.monitor, task.monitor_mode) == ("val/acc", "max")
+    task = ClassificationTask(num_classes=3, backbone="small_cnn", image_size=32, monitor="val/f1")
+    assert (task.monitor, task.monitor_mode) == ("val/f1", "max") and ClassificationTask.monitor == "val/acc"
+    assert ClassificationTask(num_classes=3, backbone="small_cnn", monitor="val/loss").monitor_mode == "min"

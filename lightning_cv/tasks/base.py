@@ -9,7 +9,7 @@ ensemble, demo, new, export ...) ask the registry and this protocol; none of the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
@@ -29,6 +29,8 @@ from lightning_cv.tta import tta_logits
 from lightning_cv.writers import PredictionWriter
 
 SPLITS = ("train", "val", "test")
+# Metric names where lower is better (the monitored metric's default mode).
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "logloss")
 
 
 def _adamw(params: Any) -> torch.optim.Optimizer:
@@ -64,6 +66,9 @@ class CVTask(L.LightningModule):
         freeze_backbone_epochs: train only the head for this many epochs.
         channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
         compile: torch.compile the model (slow first steps; pays off on long GPU runs).
+        monitor: the logged metric that picks the best checkpoint (default: the task's, e.g. val/acc);
+            an EarlyStopping callback in the config names its own.
+        monitor_mode: min or max; default: min for losses and errors (loss, rmse, mae, logloss), else max.
     """
 
     # -- the task protocol: what commands ask of a task ------------------------------------------------
@@ -86,7 +91,8 @@ class CVTask(L.LightningModule):
     # Only matter while training: may differ from a checkpoint's on a predict command line (the others
     # define the architecture, which comes from the checkpoint).
     training_options: ClassVar[tuple[str, ...]] = ("optimizer", "scheduler", "backbone_lr_scale", "freeze_backbone_epochs",
-                                                   "channels_last", "compile", "pretrained", "weights", "drop_rate", "loss")
+                                                   "channels_last", "compile", "pretrained", "weights", "drop_rate", "loss",
+                                                   "monitor", "monitor_mode")
 
     def __init__(
         self,
@@ -100,6 +106,8 @@ class CVTask(L.LightningModule):
         freeze_backbone_epochs: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        monitor: str | None = None,
+        monitor_mode: Literal["min", "max"] | None = None,
     ):
         super().__init__()
         # Every __init__ in the chain is collected: the task's own arguments are in self.hparams too.
@@ -116,6 +124,9 @@ class CVTask(L.LightningModule):
         self.scheduler = scheduler
         self.backbone_lr_scale = backbone_lr_scale
         self.freeze_backbone_epochs = freeze_backbone_epochs
+        if monitor:  # instead of the task's own, for the best checkpoint (and schedulers on a plateau)
+            self.monitor = monitor
+            self.monitor_mode = monitor_mode or ("min" if any(w in monitor for w in LOWER_IS_BETTER) else "max")
         self.model = self.build_model()
         self.criterion = self.build_criterion()
         mean, std = normalization(self.model, self.in_chans)
