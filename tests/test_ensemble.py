@@ -136,3 +136,21 @@ def test_ensemble_and_score_commands(tmp_path, capsys):
     assert (tmp_path / "submission.npz").is_file()
     main(["score", str(out), str(tmp_path / "solution.csv"), "--metric", "accuracy"])
     assert "accuracy: 1.00000" in capsys.readouterr().out
+
+
+def test_tgs_and_airbus_metrics_by_hand():
+    from lightning_cv.commands.score import f2_instances, iou_map
+
+    def rle(*pixels_runs):  # 1-indexed (start, length) runs of a flat mask
+        return " ".join(f"{s} {n}" for s, n in pixels_runs)
+
+    # TGS: IoU 8/10 = 0.8 clears 0.5, 0.55, ..., 0.75 (6 of the 10 thresholds); empty conventions.
+    assert iou_map(rle((1, 8)), rle((1, 10))) == pytest.approx(0.6)
+    assert iou_map("", "") == 1.0 and iou_map(rle((1, 4)), "") == 0.0 and iou_map("", rle((1, 4))) == 0.0
+    # Airbus: two true ships; one predicted exactly, one missed, one false positive -> F2 = 5/(5+4+1) at every t.
+    ships = [rle((1, 10)), rle((101, 10))]
+    assert f2_instances([rle((1, 10)), rle((301, 5))], ships) == pytest.approx(0.5)
+    assert f2_instances([""], [""]) == 1.0 and f2_instances([rle((1, 2))], [""]) == 0.0
+    sub = pd.DataFrame({"ImageId": ["a", "a", "b"], "EncodedPixels": [rle((1, 10)), rle((101, 10)), ""]})
+    sol = pd.DataFrame({"ImageId": ["a", "a", "b"], "EncodedPixels": ships + [""]})
+    assert score_frames(sub, sol, "f2_instances") == 1.0

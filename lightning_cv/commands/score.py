@@ -11,7 +11,9 @@ import pandas as pd
 from lightning_cv.errors import DataError, MissingFileError
 from lightning_cv.masks import rle_pixels
 
-Metric = Literal["accuracy", "f1", "fbeta", "dice", "iou", "dice_pairs", "rmse", "mae"]
+Metric = Literal["accuracy", "f1", "fbeta", "dice", "iou", "dice_pairs", "iou_map", "f2_instances", "rmse", "mae"]
+# TGS Salt and Airbus average over these IoU thresholds.
+IOU_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
 
 
 def overlap(predicted: str, truth: str, metric: Literal["dice", "iou"]) -> float:
@@ -21,6 +23,41 @@ def overlap(predicted: str, truth: str, metric: Literal["dice", "iou"]) -> float
         return 1.0
     inter = np.intersect1d(a, b, assume_unique=True).size
     return 2 * inter / (a.size + b.size) if metric == "dice" else inter / (a.size + b.size - inter)
+
+
+def iou_map(predicted: str, truth: str) -> float:
+    """TGS Salt, one image: the share of IoU thresholds 0.5 ... 0.95 the predicted mask clears; an empty
+    truth scores 1 when predicted empty, 0 otherwise (and an empty prediction of a non-empty truth 0)."""
+    a, b = rle_pixels(predicted), rle_pixels(truth)
+    if a.size == 0 or b.size == 0:
+        return float(a.size == b.size)
+    return float((overlap(predicted, truth, "iou") > IOU_THRESHOLDS).mean())
+
+
+def f2_instances(predicted: list[str], truth: list[str]) -> float:
+    """Airbus, one image: F2 = 5TP / (5TP + 4FN + FP) of instances matched one to one at IoU > t, averaged
+    over t = 0.5 ... 0.95 (above 0.5 a mask matches at most one other); no ship in either: 1."""
+    pred = [np.unique(rle_pixels(r)) for r in predicted if rle_pixels(r).size]
+    true = [np.unique(rle_pixels(r)) for r in truth if rle_pixels(r).size]
+    if not pred or not true:
+        return float(not pred and not true)
+    ious = np.array([[np.intersect1d(p, t, assume_unique=True).size / np.union1d(p, t).size for t in true] for p in pred])
+    scores = []
+    for threshold in IOU_THRESHOLDS:
+        matched = ious > threshold
+        tp, fp, fn = int(matched.any(axis=0).sum()), int((~matched.any(axis=1)).sum()), int((~matched.any(axis=0)).sum())
+        scores.append(5 * tp / (5 * tp + 4 * fn + fp))
+    return float(np.mean(scores))
+
+
+def score_instances(submission: pd.DataFrame, solution: pd.DataFrame, id_col: str, target_col: str) -> float:
+    """Mean per-image F2 of instance tables (a row per instance, or one empty row per image without)."""
+    pred = submission.groupby(id_col)[target_col].apply(list)
+    truth = solution.groupby(id_col)[target_col].apply(list)
+    absent = truth.index.difference(pred.index)
+    if len(absent):
+        raise DataError(f"submission: {len(absent)} image(s) of the solution are missing (e.g. {absent[0]!r})")
+    return float(np.mean([f2_instances(pred[i], truth[i]) for i in truth.index]))
 
 
 def fbeta_tags(predicted: str, truth: str, beta: float) -> float:
@@ -54,6 +91,8 @@ def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metri
         missing = [c for c in (id_col, target_col) if c not in frame.columns]
         if missing:
             raise DataError(f"{name}: missing column(s) {missing}; columns are {list(frame.columns)}")
+    if metric == "f2_instances":
+        return score_instances(submission, solution, id_col, target_col)
     sub = submission.drop_duplicates(id_col).set_index(id_col)[target_col]
     truth = solution.set_index(id_col)[target_col]
     if metric == "dice_pairs":
@@ -76,6 +115,8 @@ def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metri
         return float(f1_score(truth, pred, average="macro", labels=sorted(set(truth)), zero_division=0))
     if metric == "fbeta":
         return float(np.mean([fbeta_tags(p, t, beta) for p, t in zip(pred, truth)]))
+    if metric == "iou_map":
+        return float(np.mean([iou_map(p, t) for p, t in zip(pred, truth)]))
     return float(np.mean([overlap(p, t, metric) for p, t in zip(pred, truth)]))
 
 
@@ -88,7 +129,9 @@ def score(submission: Path, solution: Path, metric: Metric = "accuracy", beta: f
         solution: the answers, same columns (e.g. data/cls/solution.csv, data/seg/solution_masks.csv).
         metric: accuracy, f1 (macro), fbeta (mean per-row F-beta of space-separated tags), dice or iou
             (mean per-image overlap of run-length encoded masks), dice_pairs (mean Dice over image x class
-            keys, an empty truth predicted empty scoring 1; Severstal, Clouds), rmse or mae (a numeric column).
+            keys, an empty truth predicted empty scoring 1; Severstal, Clouds), iou_map (per image, the share of
+            IoU thresholds 0.5 ... 0.95 cleared; TGS Salt), f2_instances (per image, F2 of one-to-one matched
+            instances over those thresholds, a row per instance; Airbus), rmse or mae (a numeric column).
         beta: the beta of fbeta (2 = F2).
         id_col: the id column (default: the solution's first column).
         target_col: the scored column (default: the solution's second column).
