@@ -146,3 +146,18 @@ def test_binary_instance_rows_union_into_one_mask(tmp_path):
     dm = SegmentationDataModule(str(tmp_path), rle_csv="ships.csv", id_col="ImageId", rle_col="EncodedPixels", rle_order="F")
     np.testing.assert_array_equal(rle_decode(dm.rles["s"], (H, W), "F"), ship1 | ship2)
     assert dm.rles["e"] == "" and dm.class_names == ["background", "foreground"]
+    assert dm.instance_rows  # so predictions are written a row per predicted ship
+
+
+def test_instance_tables_get_a_row_per_predicted_component():
+    from lightning_cv.tasks import SegmentationTask
+
+    probs = np.zeros((2, 1, 8, 8), np.float32)
+    probs[0, 0, :2, :2] = probs[0, 0, 5:, 5:] = 0.9  # two ships in image a, none in b
+    predictions = Predictions("seg", np.array(["a", "b"]), {"probs": probs, "size": np.array([[8, 8], [8, 8]])},
+                              ["background", "foreground"], {"threshold": 0.5, "rle_order": "F", "instances": True})
+    sample = pd.DataFrame({"ImageId": ["b.jpg", "a.jpg"], "EncodedPixels": ["", ""]})
+    frame = SegmentationTask.submission(predictions, sample)
+    assert frame["ImageId"].tolist() == ["b.jpg", "a.jpg", "a.jpg"] and frame["EncodedPixels"].iloc[0] == ""
+    ships = [rle_decode(r, (8, 8), "F") for r in frame["EncodedPixels"].iloc[1:]]
+    assert sorted(int(s.sum()) for s in ships) == [4, 9] and (ships[0] & ships[1]).sum() == 0

@@ -199,7 +199,14 @@ class SegmentationDataModule(CVDataModule):
             runs = found.setdefault(Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name, [])
             if not is_empty_rle(rle):
                 runs.append(str(rle).strip())
+        self._instances = any(len(runs) > 1 for runs in found.values())
         return {image: " ".join(runs) for image, runs in found.items()}
+
+    @property
+    def instance_rows(self) -> bool:
+        """The RLE table lists instances (several rows of an image): submissions then get a row per
+        predicted instance, as the table has."""
+        return self.rle_csv is not None and self.rle_csv.is_file() and bool(self.rles is not None and self._instances)
 
     def _mask_source(self, image: Path) -> Path | str:
         if self.rle_csv is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 import timm
@@ -15,7 +16,7 @@ from torchmetrics import MetricCollection
 from lightning_cv.backbones import create_segmentation_model
 from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.demos import make_seg
-from lightning_cv.errors import UserInputError
+from lightning_cv.errors import DataError, UserInputError
 from lightning_cv.io import write_csv, write_image
 from lightning_cv.losses import segmentation_loss
 from lightning_cv.masks import restore_mask, rle_encode
@@ -42,6 +43,30 @@ def preprocessing(encoder: str, pretrained: bool) -> dict[str, tuple[float, ...]
         params = smp.encoders.get_preprocessing_params(encoder)
         return {"mean": tuple(params["mean"]), "std": tuple(params["std"])}
     return {"mean": timm.data.IMAGENET_DEFAULT_MEAN, "std": timm.data.IMAGENET_DEFAULT_STD}
+
+
+def instance_rows(ids: np.ndarray, masks: list[np.ndarray], order: str, sample: pd.DataFrame | None,
+                  source: str | Path) -> pd.DataFrame:
+    """A row per connected component of each binary mask, or one empty row (Airbus ships); with a sample,
+    its images in its order (each expanded to its components) and its column names."""
+    rows: dict[str, list[str]] = {}
+    for id_, mask in zip(ids, masks):
+        count, components = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
+        rows[str(id_)] = [rle_encode(components == k, order) for k in range(1, count)] or [""]
+    columns = ["id", "rle_mask"]
+    order_ids = sorted(rows)
+    if sample is not None:
+        columns = list(sample.columns[:2])
+        stems = {Path(i).stem: i for i in rows}
+        order_ids = []
+        for row, key in enumerate(sample.iloc[:, 0], start=2):
+            found = key if key in rows else stems.get(Path(str(key)).stem)
+            if found is None:
+                raise DataError(f"{source}: row {row}: {sample.columns[0]} {key!r} has no prediction")
+            order_ids.append(found)
+        keys = list(sample.iloc[:, 0])
+        return pd.DataFrame([(k, r) for k, i in zip(keys, order_ids) for r in rows[i]], columns=columns)
+    return pd.DataFrame([(i, r) for i in order_ids for r in rows[i]], columns=columns)
 
 
 class SegmentationTask(CVTask):
@@ -165,7 +190,8 @@ class SegmentationTask(CVTask):
 
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         # The RLE pixel order is the competition's: the DataModule's.
-        return {"threshold": self.threshold, "rle_order": getattr(datamodule, "rle_order", "C")}
+        return {"threshold": self.threshold, "rle_order": getattr(datamodule, "rle_order", "C"),
+                "instances": bool(getattr(datamodule, "instance_rows", False))}
 
     # -- pictures --------------------------------------------------------------------------------
     def _examples(self, batch: dict, outputs: torch.Tensor, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -212,6 +238,8 @@ class SegmentationTask(CVTask):
         masks = cls.masks(predictions) if masks is None else masks
         order = predictions.meta.get("rle_order", "C")
         binary = predictions.arrays["probs"].shape[1] == 1
+        if binary and predictions.meta.get("instances"):
+            return instance_rows(predictions.ids, masks, order, sample, source)
         classes = [1] if binary else range(1, predictions.arrays["probs"].shape[1])
         rows = [(i, k, rle_encode(m == k, order)) for i, m in zip(predictions.ids, masks) for k in classes]
         frame = pd.DataFrame(rows, columns=["id", "class", "rle_mask"]).sort_values(["id", "class"], kind="stable")
