@@ -97,6 +97,14 @@ class Preprocess:
         return self.compose(image=array)["image"]
 
 
+def image_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """--data.image_size as (height, width): one side for a square, or [height, width]."""
+    hw = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(hw) != 2 or min(hw) < 1:
+        raise ValueError(f"image_size must be one positive side or [height, width], got {size!r}")
+    return hw  # type: ignore[return-value]
+
+
 def resize(height: int, width: int) -> A.BasicTransform:
     return A.Resize(height, width, interpolation=cv2.INTER_AREA, p=1.0)
 

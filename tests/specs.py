@@ -192,7 +192,7 @@ SPECS = [
              ["--data.image_size", "32", "--data.batch_size", "8"]),
     TaskSpec("seg-multilabel", "configs/seg-multilabel.yaml", _seg_multilabel_module, _seg_multilabel_batch,
              _seg_multilabel_data, lambda n: (n, 3, 32, 32), ["val/dice_pairs", "val/dice"], "submission.csv",
-             ["--model.encoder", "tu-test_resnet", "--data.image_size", "32", "--data.batch_size", "4"]),
+             ["--model.encoder", "tu-test_resnet", "--data.image_size", "[32, 64]", "--data.batch_size", "4"]),
     TaskSpec("regression", "configs/regression.yaml", _regression_module, _regression_batch, _regression_data,
              lambda n: (n, 2), ["val/rmse", "val/mae"], "predictions.csv",
              ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"]),

@@ -161,3 +161,22 @@ def test_instance_tables_get_a_row_per_predicted_component():
     assert frame["ImageId"].tolist() == ["b.jpg", "a.jpg", "a.jpg"] and frame["EncodedPixels"].iloc[0] == ""
     ships = [rle_decode(r, (8, 8), "F") for r in frame["EncodedPixels"].iloc[1:]]
     assert sorted(int(s.sum()) for s in ships) == [4, 9] and (ships[0] & ships[1]).sum() == 0
+
+
+def test_height_width_sizes_map_predictions_back_exactly(tmp_path):
+    """--data.image_size [h, w]: non-square inputs keep their aspect, the padding is dropped, and masks
+    come back at each image's original size."""
+    from lightning_cv.tasks import SegmentationTask
+
+    _images(tmp_path, ["a.jpg"])
+    pd.DataFrame({"ImageId": ["a.jpg"], "ClassId": [1], "EncodedPixels": [rle_encode(_mask((0, 0, 4, 6)), "F")]}).to_csv(
+        tmp_path / "train.csv", index=False)
+    dm = MultiLabelSegmentationDataModule(str(tmp_path), image_size=[16, 40], classes=["1"], predict_dir=str(tmp_path / "train_images"))
+    dm.setup("predict")
+    sample = dm.datasets["predict"][0]
+    assert tuple(sample["image"].shape) == (3, 32, 64) and sample["valid"].tolist() == [16, 40]
+    assert sample["size"].tolist() == [H, W]
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=[16, 40])
+    assert tuple(task.example_input_array.shape[-2:]) == (32, 64)
+    with pytest.raises(DataError, match="one positive side or \\[height, width\\]"):
+        MultiLabelSegmentationDataModule(str(tmp_path), image_size=[16, 40, 3])

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, resize, seed_worker
+from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, image_hw, resize, seed_worker
 from lightning_cv.cache import ArrayCache, CachedReader, CacheMode, check_mode, default_cache_dir, describe
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.errors import UserInputError
@@ -109,7 +109,7 @@ class CVDataModule(L.LightningDataModule):
 
     Args:
         data_dir: the competition folder.
-        image_size: side of the square the model sees.
+        image_size: side of the square the model sees, or [height, width] (e.g. [256, 1600] plates).
         batch_size: per device.
         num_workers: DataLoader workers; null picks from the CPU count (0 on 2 cores).
         val_fraction: share of the training rows held out for validation (stratified, seeded).
@@ -141,7 +141,7 @@ class CVDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        image_size: int = 64,
+        image_size: int | list[int] = 64,
         batch_size: int = 32,
         num_workers: int | None = None,
         val_fraction: float = 0.2,
@@ -160,6 +160,10 @@ class CVDataModule(L.LightningDataModule):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.image_size = image_size
+        try:
+            self.image_hw = image_hw(image_size)
+        except ValueError as err:
+            raise DataError(f"--data.image_size: {err}") from None
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.val_fraction = val_fraction
@@ -187,8 +191,6 @@ class CVDataModule(L.LightningDataModule):
 
     # -- the setup template ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self.image_size < 1:
-            raise DataError(f"--data.image_size must be positive, got {self.image_size}")
         if stage in ("fit", "validate") and "val" not in self.datasets:
             rows = self.labelled_rows()
             train, val = self.split_rows(rows)
@@ -255,9 +257,9 @@ class CVDataModule(L.LightningDataModule):
         return groups
 
     def image_dataset(self, rows: Rows, augment: AugmentSpec | None, target_dtype: type = np.int64) -> ImageDataset:
-        """Images resized to image_size x image_size, in the pipeline or once into the cache (then not
+        """Images resized to image_size (h x w), in the pipeline or once into the cache (then not
         again in the pipeline), with the rows' targets as `target_dtype`."""
-        pre = [resize(self.image_size, self.image_size)]
+        pre = [resize(*self.image_hw)]
         reader = self.image_reader(pre)
         pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
         return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, **({"reader": reader} if reader else {}),

@@ -74,7 +74,7 @@ class MNISTDataModule(CVDataModule):
     def __init__(
         self,
         data_dir: str = "data/mnist",
-        image_size: int = 28,
+        image_size: int | list[int] = 28,
         batch_size: int = 64,
         val_fraction: float = 0.1,
         download: bool = True,
@@ -157,7 +157,7 @@ class MNISTDataModule(CVDataModule):
     def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> ImageDataset:
         kind = rows.extra["kind"][0] if len(rows) else "train"
         images, _ = self._load(kind)
-        pre = [] if images.shape[1:3] == (self.image_size,) * 2 else [resize(self.image_size, self.image_size)]
+        pre = [] if images.shape[1:3] == self.image_hw else [resize(*self.image_hw)]
         cache = self.array_cache(pre)
         if cache is not None:
             source = find_idx(self.data_dir, IDX_FILES[f"{kind}_images"])

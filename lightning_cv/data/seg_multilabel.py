@@ -144,10 +144,10 @@ class MultiLabelSegmentationDataModule(SegmentationDataModule):
 
     def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> SegmentationDataset:
         """Images (cached when asked) and (H, W, C) class masks, resized and padded to the stride."""
-        pre = [resize(self.image_size, self.image_size)]
+        pre = [resize(*self.image_hw)]
         reader = self.image_reader(pre)
         pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
-        return SegmentationDataset(rows.items, rows.extra.get("source"), pipeline, rows.ids, (self.image_size,) * 2,
+        return SegmentationDataset(rows.items, rows.extra.get("source"), pipeline, rows.ids, self.image_hw,
                                    **({"reader": reader} if reader else {}), sizes=rows.extra["size"])
 
     def check_sample(self, sample: pd.DataFrame, source: Path) -> None:

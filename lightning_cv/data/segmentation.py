@@ -123,7 +123,7 @@ class SegmentationDataModule(CVDataModule):
     with any image extension (png, gif, jpg, bmp, tif), or run-length encoded in `data_dir/<rle_csv>`.
 
     Masks are binary (0/1 or 0/255) or hold class indices (0 = background). Images are resized to
-    image_size x image_size and padded to a multiple of 32 (the encoders' stride); predictions are
+    image_size (one side, or [height, width]) and padded to a multiple of 32 (the encoders' stride); predictions are
     mapped back to each image's own size.
 
     Args:
@@ -143,7 +143,7 @@ class SegmentationDataModule(CVDataModule):
     def __init__(
         self,
         data_dir: str = "data/seg",
-        image_size: int = 96,
+        image_size: int | list[int] = 96,
         batch_size: int = 16,
         image_dir: str = "train",
         mask_dir: str = "train_masks",
@@ -275,7 +275,7 @@ class SegmentationDataModule(CVDataModule):
 
     def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> SegmentationDataset:
         """The resize runs in the pipeline, or once into the cache (images and masks alike)."""
-        pre = [resize(self.image_size, self.image_size)]
+        pre = [resize(*self.image_hw)]
         reader = self.image_reader(pre)
         sources, sizes = rows.extra.get("source"), rows.extra["size"]
         masks = None
@@ -287,7 +287,7 @@ class SegmentationDataModule(CVDataModule):
                 masks = [CachedSource(mask_cache, m, Preprocess(pre, "mask"), *(
                     (str(s.resolve()), file_version(s)) if isinstance(s, Path) else (content_id(s, size, self.rle_order), "")
                 )) for m, s, size in zip(masks, sources, sizes)]
-        valid = (self.image_size, self.image_size)
+        valid = self.image_hw
         pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
         return SegmentationDataset(rows.items, masks, pipeline, rows.ids, valid,
                                    **({"reader": reader} if reader else {}), sizes=sizes)

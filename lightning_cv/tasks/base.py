@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from lightning_cv.augment import image_hw
 from lightning_cv.backbones import normalization
 from lightning_cv.errors import UserInputError
 from lightning_cv.io import write_csv
@@ -59,7 +60,8 @@ class CVTask(L.LightningModule):
         num_classes: classes (linked from the data).
         in_chans: input channels (linked from the data).
         class_names: class names in order (linked from the data).
-        image_size: the training resolution, for the example input (export, summaries; linked).
+        image_size: the training resolution, one side or [height, width], for the example input (export,
+            summaries; linked from the data).
         optimizer: the optimizer, given the parameter groups (backbone / head, no decay on biases).
         scheduler: an optional learning-rate scheduler (stepped per epoch).
         backbone_lr_scale: the backbone's learning rate as a share of the head's.
@@ -99,7 +101,7 @@ class CVTask(L.LightningModule):
         num_classes: int,
         in_chans: int = 3,
         class_names: list[str] | None = None,
-        image_size: int = 64,
+        image_size: int | list[int] = 64,
         optimizer: OptimizerCallable = _adamw,
         scheduler: LRSchedulerCallable | None = None,
         backbone_lr_scale: float = 1.0,
@@ -150,7 +152,7 @@ class CVTask(L.LightningModule):
         raise NotImplementedError
 
     def example_size(self) -> tuple[int, int]:
-        return (self.image_size, self.image_size)
+        return image_hw(self.image_size)
 
     def configure_model(self) -> None:
         """channels_last and torch.compile, when asked for (both off by default: channels_last was slower on

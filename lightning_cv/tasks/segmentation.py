@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
+from lightning_cv.augment import image_hw
 from lightning_cv.backbones import create_segmentation_model
 from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.demos import make_seg
@@ -140,8 +141,7 @@ class SegmentationTask(CVTask):
         return segmentation_loss(self.hparams.loss or ("bce+dice" if self.binary else "ce+dice"), self.num_classes)
 
     def example_size(self) -> tuple[int, int]:
-        side = -(-self.image_size // 32) * 32
-        return (side, side)
+        return tuple(-(-side // 32) * 32 for side in image_hw(self.image_size))  # type: ignore[return-value]
 
     @property
     def backbone(self) -> nn.Module:
