@@ -180,3 +180,16 @@ def test_height_width_sizes_map_predictions_back_exactly(tmp_path):
     assert tuple(task.example_input_array.shape[-2:]) == (32, 64)
     with pytest.raises(DataError, match="one positive side or \\[height, width\\]"):
         MultiLabelSegmentationDataModule(str(tmp_path), image_size=[16, 40, 3])
+
+
+def test_training_on_crops_validating_on_whole_images(tmp_path):
+    """A RandomCrop in the training augmentations: training samples are crops, validation whole images."""
+    _images(tmp_path, [f"{i}.jpg" for i in range(6)])
+    pd.DataFrame({"ImageId": ["0.jpg"], "ClassId": [1], "EncodedPixels": [rle_encode(_mask((0, 0, 4, 6)), "F")]}).to_csv(
+        tmp_path / "train.csv", index=False)
+    dm = MultiLabelSegmentationDataModule(str(tmp_path), image_size=[64, 128], classes=["1"], val_fraction=0.5,
+                                          train_augment=[{"RandomCrop": {"height": 32, "width": 64, "p": 1.0}}])
+    dm.setup("fit")
+    train, val = dm.datasets["train"][0], dm.datasets["val"][0]
+    assert tuple(train["image"].shape) == (3, 32, 64) and tuple(train["target"].shape) == (1, 32, 64)
+    assert tuple(val["image"].shape) == (3, 64, 128) and tuple(val["target"].shape) == (1, 64, 128)
