@@ -49,15 +49,43 @@ class OneClass(WrapperMetric):
         super().reset()
 
 
+class IoUMap(Metric):
+    """TGS Salt's metric per image, averaged: the share of IoU thresholds 0.5 ... 0.95 the predicted
+    foreground clears; an empty truth scores 1 when predicted empty, else 0 (and an empty prediction 0)."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("thresholds", torch.arange(0.5, 1.0, 0.05), persistent=False)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        pred, target = pred.flatten(1) > 0, target.flatten(1) > 0
+        inter, union = (pred & target).sum(1).double(), (pred | target).sum(1).double()
+        iou = inter / union.clamp(min=1)
+        cleared = (iou[:, None] > self.thresholds.to(iou)).double().mean(1)
+        empty = (pred.sum(1) == 0) | (target.sum(1) == 0)
+        scores = torch.where(empty, (pred.sum(1) == target.sum(1)).double(), cleared)
+        self.total += scores.sum()
+        self.count += scores.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
+
+
 def segmentation_metrics(class_names: list[str], prefix: str) -> MetricCollection:
     """Pixel metrics of index masks (N, H, W), pooled over the split: dice, iou, pixel_acc.
 
-    Binary (2 classes): dice and IoU of the foreground. Multiclass: dice and iou are means over the
+    Binary (2 classes): dice and IoU of the foreground, and iou_map (TGS Salt's per-image metric). Multiclass: dice and iou are means over the
     foreground classes (class 0 is background), plus dice_<class> and iou_<class> for each of them.
     """
     num_classes = len(class_names)
     if num_classes <= 2:
-        metrics: dict[str, Metric] = {"dice": BinaryF1Score(), "iou": BinaryJaccardIndex(), "pixel_acc": BinaryAccuracy()}
+        metrics: dict[str, Metric] = {"dice": BinaryF1Score(), "iou": BinaryJaccardIndex(), "pixel_acc": BinaryAccuracy(),
+                                      "iou_map": IoUMap()}
     else:
         metrics = {
             # input_format="index": the default "one-hot" silently misreads index masks.

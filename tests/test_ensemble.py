@@ -154,3 +154,22 @@ def test_tgs_and_airbus_metrics_by_hand():
     sub = pd.DataFrame({"ImageId": ["a", "a", "b"], "EncodedPixels": [rle((1, 10)), rle((101, 10)), ""]})
     sol = pd.DataFrame({"ImageId": ["a", "a", "b"], "EncodedPixels": ships + [""]})
     assert score_frames(sub, sol, "f2_instances") == 1.0
+
+
+def test_validation_iou_map_equals_the_scored_one():
+    """val/iou_map (binary segmentation) is `score --metric iou_map`, image by image."""
+    import torch
+
+    from lightning_cv.commands.score import iou_map
+    from lightning_cv.metrics import IoUMap
+
+    truth = np.zeros((5, 6, 6), np.uint8)
+    truth[0, :3, :3] = truth[1, 2:5, 1:4] = 1
+    pred = truth.copy()
+    pred[0, 3, :3] = 1                     # 9 of 12: IoU 0.75
+    pred[2, 0, 0] = 1                      # a speck on an empty truth: 0
+    # image 1: exact (1); images 3 and 4: empty truth, empty prediction (1 each)
+    metric = IoUMap()
+    metric.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    expected = np.mean([iou_map(rle_encode(p), rle_encode(t)) for p, t in zip(pred, truth)])
+    assert float(metric.compute()) == pytest.approx(expected) and expected == pytest.approx((0.5 + 1 + 0 + 1 + 1) / 5)
