@@ -22,6 +22,25 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
+def labels_from_columns(frame: pd.DataFrame, columns: list[str], source: Path, single: bool) -> list[str]:
+    """One-hot (or multi-hot) label columns (Plant Pathology: healthy,multiple_diseases,rust,scab) -> each
+    row's label, or its space-separated tags when several may be 1; a row that breaks that is an error."""
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().any(axis=1) | ~values.isin([0, 1]).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{source}: row {row + 2}: label columns {columns} must hold 0 or 1")
+    hot = values.to_numpy() > 0
+    counts = hot.sum(axis=1)
+    wrong = np.flatnonzero(counts != 1) if single else np.flatnonzero(counts == 0)
+    if len(wrong):
+        row = int(wrong[0])
+        hint = ("several 1s: a multi-label table (configs/multilabel.yaml takes --data.label_cols too)" if single and counts[row]
+                else "no 1: every row needs a label")
+        raise DataError(f"{source}: row {row + 2}: {int(counts[row])} of the label columns {columns} are 1 ({hint})")
+    return [" ".join(c for c, on in zip(columns, row) if on) for row in hot]
+
+
 def sorted_labels(labels: list[str]) -> list[str]:
     """Class order: numeric when every label is an integer (so "10" follows "9"), else alphabetical."""
     unique = set(labels)

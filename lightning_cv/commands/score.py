@@ -11,7 +11,8 @@ import pandas as pd
 from lightning_cv.errors import DataError, MissingFileError
 from lightning_cv.masks import rle_pixels
 
-Metric = Literal["accuracy", "f1", "fbeta", "dice", "iou", "dice_pairs", "iou_map", "f2_instances", "rmse", "mae"]
+Metric = Literal["accuracy", "f1", "fbeta", "auc", "colauc", "logloss", "qwk", "dice", "iou", "dice_pairs", "iou_map",
+                 "f2_instances", "rmse", "mae"]
 # TGS Salt and Airbus average over these IoU thresholds.
 IOU_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
 
@@ -48,6 +49,38 @@ def f2_instances(predicted: list[str], truth: list[str]) -> float:
         tp, fp, fn = int(matched.any(axis=0).sum()), int((~matched.any(axis=1)).sum()), int((~matched.any(axis=0)).sum())
         scores.append(5 * tp / (5 * tp + 4 * fn + fp))
     return float(np.mean(scores))
+
+
+def score_probabilities(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, id_col: str,
+                        target_col: str) -> float:
+    """scikit-learn's ROC AUC of a probability column against 0/1 truth (`auc`: SIIM-ISIC), its mean over
+    every value column (`colauc`: Plant Pathology, one-hot), log loss (probability columns, or one binary
+    column), or quadratic weighted kappa of integer grades (`qwk`: APTOS)."""
+    from sklearn.metrics import cohen_kappa_score, log_loss, roc_auc_score
+
+    columns = [c for c in solution.columns if c != id_col] if metric in ("colauc", "logloss") else [target_col]
+    missing = [c for c in columns if c not in submission.columns]
+    if missing:
+        raise DataError(f"submission: missing column(s) {missing}; columns are {list(submission.columns)}")
+    sub = submission.drop_duplicates(id_col).set_index(id_col)
+    absent = solution[id_col].astype(str)[~solution[id_col].astype(str).isin(sub.index.astype(str))]
+    if len(absent):
+        raise DataError(f"submission: {len(absent)} id(s) of the solution are missing (e.g. {absent.iloc[0]!r})")
+    sub.index = sub.index.astype(str)
+    pred = sub.loc[solution[id_col].astype(str), columns].apply(pd.to_numeric, errors="coerce")
+    truth = solution[columns].apply(pd.to_numeric, errors="coerce")
+    if pred.isna().any().any() or truth.isna().any().any():
+        raise DataError(f"{metric} needs numbers in {columns} of the submission and the solution")
+    pred_values, truth_values = pred.to_numpy(np.float64), truth.to_numpy(np.float64)
+    if metric == "qwk":
+        return float(cohen_kappa_score(truth_values[:, 0].round().astype(int), pred_values[:, 0].round().astype(int),
+                                       weights="quadratic"))
+    if metric == "logloss":
+        if len(columns) == 1:
+            return float(log_loss(truth_values[:, 0], pred_values[:, 0], labels=[0, 1]))
+        return float(log_loss(truth_values.argmax(axis=1), pred_values / pred_values.sum(axis=1, keepdims=True),
+                              labels=list(range(len(columns)))))
+    return float(np.mean([roc_auc_score(truth_values[:, j], pred_values[:, j]) for j in range(len(columns))]))
 
 
 def score_instances(submission: pd.DataFrame, solution: pd.DataFrame, id_col: str, target_col: str) -> float:
@@ -93,6 +126,8 @@ def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metri
             raise DataError(f"{name}: missing column(s) {missing}; columns are {list(frame.columns)}")
     if metric == "f2_instances":
         return score_instances(submission, solution, id_col, target_col)
+    if metric in ("auc", "colauc", "logloss", "qwk"):
+        return score_probabilities(submission, solution, metric, id_col, target_col)
     sub = submission.drop_duplicates(id_col).set_index(id_col)[target_col]
     truth = solution.set_index(id_col)[target_col]
     if metric == "dice_pairs":
@@ -128,7 +163,8 @@ def score(submission: Path, solution: Path, metric: Metric = "accuracy", beta: f
         submission: the submission CSV.
         solution: the answers, same columns (e.g. data/cls/solution.csv, data/seg/solution_masks.csv).
         metric: accuracy, f1 (macro), fbeta (mean per-row F-beta of space-separated tags), dice or iou
-            (mean per-image overlap of run-length encoded masks), dice_pairs (mean Dice over image x class
+            (mean per-image overlap of run-length encoded masks), auc (ROC AUC of a probability column against
+            0/1), colauc (mean column-wise AUC: one-hot), logloss, qwk (quadratic weighted kappa of grades), dice_pairs (mean Dice over image x class
             keys, an empty truth predicted empty scoring 1; Severstal, Clouds), iou_map (per image, the share of
             IoU thresholds 0.5 ... 0.95 cleared; TGS Salt), f2_instances (per image, F2 of one-to-one matched
             instances over those thresholds, a row per instance; Airbus), rmse or mae (a numeric column).

@@ -14,7 +14,7 @@ from lightning_cv.augment import AugmentSpec
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.io import DataError, check_image
-from lightning_cv.labels import encode_labels, read_table, sorted_labels
+from lightning_cv.labels import encode_labels, labels_from_columns, read_table, sorted_labels
 from lightning_cv.pseudo import select_pseudo_labels
 
 
@@ -27,6 +27,9 @@ class ClassificationDataModule(CVDataModule):
         image_dir: folder of training images, relative to data_dir.
         image_col: CSV column with the file name (or id, see image_suffix).
         label_col: CSV column with the label (names or integers).
+        label_cols: one column per class instead, 0/1 (one-hot tables: Plant Pathology's
+            healthy,multiple_diseases,rust,scab); the classes are these columns, in this order, and
+            predictions and submissions come back in them.
         image_suffix: appended to image_col values to form file names (e.g. ".jpg" when the CSV has ids).
         classes: explicit class list and order; labels outside it are an error. Default: from the CSV.
         test_csv: labelled CSV (same columns) for `test`, images in predict_dir.
@@ -35,6 +38,8 @@ class ClassificationDataModule(CVDataModule):
             highest probability is at least pseudo_threshold join the training split (never
             validation), as images in predict_dir labelled with that class.
         pseudo_threshold: the confidence a prediction needs to become a pseudo label.
+        submission_labels: with two classes, a sample-submission column not named after a class gets the
+            label instead of P(positive class) (AUC and log-loss competitions want the probability).
     """
 
     def __init__(
@@ -44,11 +49,13 @@ class ClassificationDataModule(CVDataModule):
         image_dir: str = "train",
         image_col: str = "image",
         label_col: str = "label",
+        label_cols: list[str] | None = None,
         image_suffix: str = "",
         classes: list[str] | None = None,
         test_csv: str | None = None,
         pseudo_labels: str | None = None,
         pseudo_threshold: float = 0.9,
+        submission_labels: bool = False,
         **kwargs: Any,
     ):
         # The standard options (image_size, batch_size, fold, cache, sampler, sample_submission ...) are
@@ -56,10 +63,12 @@ class ClassificationDataModule(CVDataModule):
         super().__init__(data_dir=data_dir, **kwargs)
         self.pseudo_labels = Path(pseudo_labels) if pseudo_labels else None
         self.pseudo_threshold = pseudo_threshold
+        self.submission_labels = submission_labels
         self.csv = self.data_dir / csv
         self.image_dir = self.data_dir / image_dir
         self.image_col = image_col
         self.label_col = label_col
+        self.label_cols = list(label_cols) if label_cols else None
         self.image_suffix = image_suffix
         self.classes = classes
         self.test_csv = self.data_dir / test_csv if test_csv else None
@@ -82,8 +91,15 @@ class ClassificationDataModule(CVDataModule):
             )
         return self._read_labelled(self.csv, self.image_dir)
 
+    def _read_table(self, csv: Path) -> pd.DataFrame:
+        """The labelled CSV, with one-hot label columns (--data.label_cols) read into the label column."""
+        if not self.label_cols:
+            return read_table(csv, [self.image_col, self.label_col])
+        frame = read_table(csv, [self.image_col, *self.label_cols])
+        return frame.assign(**{self.label_col: labels_from_columns(frame, self.label_cols, csv, single=not self.multilabel)})
+
     def _read_labelled(self, csv: Path, image_dir: Path) -> pd.DataFrame:
-        frame = read_table(csv, [self.image_col, self.label_col])
+        frame = self._read_table(csv)
         if frame.empty:
             raise DataError(f"{csv}: no rows")
         ids = frame[self.image_col].astype(str)
@@ -98,13 +114,13 @@ class ClassificationDataModule(CVDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.classes) if self.classes else sorted_labels(self.table["label"].tolist())
+        return list(self.classes or self.label_cols or sorted_labels(self.table["label"].tolist()))
 
     def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
         """The training CSV as it is (ImageFolder: id, label), keyed by image."""
         if self.is_image_folder:
             return self.table[["id", "label"]], "id", "label"
-        return read_table(self.csv, [self.image_col, self.label_col]), self.image_col, self.label_col
+        return self._read_table(self.csv), self.image_col, self.label_col
 
     # -- the setup hooks -----------------------------------------------------------------------------------
     # What a target is: a class index per image (multi-label data: a 0/1 row per image).

@@ -52,7 +52,7 @@ class MultiLabelDataModule(ClassificationDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.classes) if self.classes else split_tags(self.table["label"].tolist())[1]
+        return list(self.classes or self.label_cols or split_tags(self.table["label"].tolist())[1])
 
     def encode_targets(self, labels: list[str], source: Path) -> np.ndarray:
         return encode_tags(labels, self.class_names, source)

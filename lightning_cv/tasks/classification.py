@@ -329,6 +329,9 @@ class ClassificationTask(CVTask):
         return image_grid(tiles)
 
     # -- predictions ---------------------------------------------------------------------------------------
+    def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
+        return {"submission_labels": bool(getattr(datamodule, "submission_labels", False))}
+
     @classmethod
     def labels(cls, predictions: Predictions) -> np.ndarray:
         """The predicted label of each row (argmax)."""
@@ -338,10 +341,14 @@ class ClassificationTask(CVTask):
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
                    source: str | Path = "sample submission") -> pd.DataFrame:
         """image, label, prob_<class>; in a sample's shape, a class-name column gets that class's
-        probability and any other column the label."""
+        probability and any other column the label, or with two classes P(the positive, second class)
+        unless the predictions were made with --data.submission_labels true."""
         probs, names = predictions.arrays["probs"], predictions.class_names
         column, labels = cls.label_column, cls.labels(predictions)
         values = {column: labels, **{name: probs[:, j].round(6) for j, name in enumerate(names)}}
+        if len(names) == 2 and cls.activation == "softmax" and not predictions.meta.get("submission_labels"):
+            # Binary (AUC, log loss): a column not named after a class gets P(the second, positive class).
+            values = {"positive": probs[:, 1].round(6), **values}
         if sample is not None:
             return follow_sample(predictions.ids, values, sample, source)
         frame = pd.DataFrame({"image": predictions.ids, column: labels,
