@@ -87,8 +87,10 @@ def test_binary_auc_competition_end_to_end(tmp_path, capsys):
               "--data.label_col", "target", "--data.image_suffix", ".png", "--data.image_size", "48",
               "--model.backbone", "resnet10t", "--trainer.enable_progress_bar", "false",
               "--trainer.enable_model_summary", "false", "--trainer.precision", "32-true"]  # the AUC below, on any CPU
-    main(["fit", *common, "--trainer.max_epochs", "6", "--model.scheduler.T_max", "6",
+    main(["fit", *common, "--trainer.max_epochs", "6", "--model.scheduler.T_max", "6", "--model.monitor", "val/auc",
           "--trainer.default_root_dir", str(tmp_path / "run")])
+    logged = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert logged["val/auc"].dropna().between(0, 1).all() and len(logged["val/auc"].dropna()) == 6
     best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
     main(["predict", *common, "--ckpt_path", str(best),
           "--data.sample_submission", "sample_submission.csv", "--trainer.default_root_dir", str(tmp_path / "p")])

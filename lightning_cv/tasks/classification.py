@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from lightning_cv.backbones import create_classifier
 from lightning_cv.data.classification import ClassificationDataModule
@@ -169,6 +169,8 @@ class ClassificationTask(CVTask):
         self.mixup = self._make_mixup(mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob)
         self._warned_odd_batch = False
         self.val_confusion = confusion_matrix(self.num_classes)
+        if self.num_classes == 2:  # binary competitions are scored by ROC AUC of P(positive)
+            self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
         if self.groups is not None:
             self.val_coarse_acc = MulticlassAccuracy(len(self.groups), average="micro")
             self.test_coarse_acc = MulticlassAccuracy(len(self.groups), average="micro")
@@ -301,12 +303,22 @@ class ClassificationTask(CVTask):
         result = self._step(batch, "val")
         self.val_confusion.update(result["outputs"].argmax(dim=1), batch["target"])
         self._coarse_accuracy(result["outputs"], batch, "val")
+        self._binary_auc(result["outputs"], batch, "val")
         return result
 
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         result = self._step(batch, "test")
         self._coarse_accuracy(result["outputs"], batch, "test")
+        self._binary_auc(result["outputs"], batch, "test")
         return result
+
+    def _binary_auc(self, outputs: torch.Tensor, batch: dict, split: str) -> None:
+        """`<split>/auc` of P(the second class), with two classes."""
+        if self.num_classes != 2:
+            return
+        metric = getattr(self, f"{split}_auc")
+        metric.update(outputs.float().softmax(dim=1)[:, 1], batch["target"])
+        self.log(f"{split}/auc", metric, on_epoch=True, batch_size=outputs.shape[0], prog_bar=True)
 
     def _coarse_accuracy(self, outputs: torch.Tensor, batch: dict, split: str) -> None:
         if self.groups is None:
