@@ -40,11 +40,18 @@ def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
     return image
 
 
+def used_bits_to_uint8(image: np.ndarray) -> np.ndarray:
+    """A 16-bit image to 8 bits by the bits it actually uses: a 12-bit X-ray stored in 16 bits (0-4095)
+    spans 0-255, not 0-16 as a blind /257 would leave it (8 bits at the least, so dark images stay dark)."""
+    bits = max(8, int(image.max()).bit_length())
+    return (image.astype(np.float32) * (255.0 / (2**bits - 1))).round().astype(np.uint8)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode to HxWx3 uint8 RGB: grayscale and RGBA are converted, 16-bit is scaled to 8-bit."""
+    """Decode to HxWx3 uint8 RGB: grayscale and RGBA are converted, 16-bit is scaled by the bits it uses."""
     image = _decode(path, cv2.IMREAD_UNCHANGED)
     if image.dtype == np.uint16:
-        image = (image / 257).round().astype(np.uint8)
+        image = used_bits_to_uint8(image)
     elif image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if image.ndim == 2:

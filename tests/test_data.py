@@ -179,3 +179,20 @@ def test_cls_demo_is_deterministic_and_follows_its_settings(tmp_path, monkeypatc
     for rel in ("train.csv", "solution.csv", "train/train_00005.png", "test/test_00002.png"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     assert len(pd.read_csv(tmp_path / "a" / "train.csv")) == 6 and len(pd.read_csv(tmp_path / "a" / "solution.csv")) == 3
+
+
+def test_sixteen_bit_images_keep_their_range(tmp_path):
+    """A 12-bit image stored in 16 bits (X-rays) spans 0-255, not 0-16; 16 bits in use scale like /257."""
+    import cv2
+
+    from lightning_cv.io import read_image
+
+    twelve = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "xray.png"), twelve)
+    image = read_image(tmp_path / "xray.png")
+    assert image.dtype == np.uint8 and image.max() == 255 and image[0, 0, 0] == 0
+    np.testing.assert_array_equal(image[..., 0], np.round(twelve * (255 / 4095)).astype(np.uint8))
+    full = np.full((4, 4), 65535, np.uint16)
+    full[0, 0] = 257 * 100
+    cv2.imwrite(str(tmp_path / "full.png"), full)
+    assert read_image(tmp_path / "full.png")[0, 0, 0] == 100
