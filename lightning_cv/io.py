@@ -47,18 +47,44 @@ def used_bits_to_uint8(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) * (255.0 / (2**bits - 1))).round().astype(np.uint8)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode to HxWx3 uint8 RGB: grayscale and RGBA are converted, 16-bit is scaled by the bits it uses."""
+def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
+    """Decode to HxWx3 uint8 RGB: grayscale and RGBA are converted, 16-bit is scaled by the bits it uses.
+    With `channels` other than 3, HxWxN: the image's own channels (RGBA kept as 4, a 4-band TIFF's bands,
+    RGB order first), or grey for 1; an image with fewer channels is an error naming it."""
     image = _decode(path, cv2.IMREAD_UNCHANGED)
     if image.dtype == np.uint16:
         image = used_bits_to_uint8(image)
     elif image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if channels != 3:
+        return _with_channels(image, channels, path)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _with_channels(image: np.ndarray, channels: int, path: str | os.PathLike) -> np.ndarray:
+    if image.ndim == 2:
+        image = image[..., None]
+    if channels == 1:
+        return image if image.shape[2] == 1 else cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)[..., None]
+    if image.shape[2] < channels:
+        raise ImageReadError(f"{path}: {image.shape[2]} channel(s), but --data.channels is {channels}")
+    image = image[..., :channels].copy()
+    image[..., :3] = image[..., 2::-1]  # OpenCV's BGR(A) -> RGB(A)
+    return image
+
+
+class ImageReader:
+    """`read_image` with a channel count, picklable for DataLoader workers."""
+
+    def __init__(self, channels: int = 3):
+        self.channels = channels
+
+    def __call__(self, path: str | os.PathLike) -> np.ndarray:
+        return read_image(path, self.channels)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
     """CHW float [0, 1] tensor back to HxWx3 uint8 RGB, for pictures."""
     array = tensor.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy().transpose(1, 2, 0)
-    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else np.ascontiguousarray(array[..., :3])
 
 
 def image_grid(tiles: list[np.ndarray], columns: int = 8, pad: int = 2) -> np.ndarray:

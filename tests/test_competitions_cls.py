@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, log_loss, roc_auc_score
 from specs import ROOT
 
-from lightning_cv.cli import main
+from lightning_cv.cli import build_cli, main
 from lightning_cv.commands.score import score_frames
 from lightning_cv.data import ClassificationDataModule, MultiLabelDataModule
 from lightning_cv.demos import make_shapes
@@ -100,3 +100,35 @@ def test_binary_auc_competition_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     main(["score", str(tmp_path / "p" / "submission.csv"), str(data / "solution.csv"), "--metric", "auc"])
     assert float(capsys.readouterr().out.split(":")[1]) > 0.75
+
+
+def test_fourth_channel_carries_the_label(tmp_path):
+    """RGBA images whose colour is noise and whose 4th channel is the label: read as 3 channels the classes
+    look alike; with --data.channels 4 the model gets the 4th channel and learns it."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(64):
+        label = i % 2
+        rgba = np.concatenate([rng.integers(0, 256, (16, 16, 3)), np.full((16, 16, 1), 40 + 160 * label)], axis=2)
+        (tmp_path / "train").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "train" / f"{i}.png"), rgba.astype(np.uint8))
+        rows.append((f"{i}.png", "bright" if label else "dark"))
+    pd.DataFrame(rows, columns=["image", "label"]).to_csv(tmp_path / "train.csv", index=False)
+    rgb = ClassificationDataModule(str(tmp_path), image_size=16)
+    rgb.setup("fit")
+    assert rgb.in_chans == 3 and tuple(rgb.datasets["train"][0]["image"].shape) == (3, 16, 16)
+    four = ClassificationDataModule(str(tmp_path), image_size=16, channels=4)
+    four.setup("fit")
+    sample = four.datasets["train"][0]
+    assert four.in_chans == 4 and tuple(sample["image"].shape) == (4, 16, 16)
+    bright = [s["image"][3].mean().item() for s in (four.datasets["train"][k] for k in range(8)) if s["target"] == 0]
+    assert bright and all(abs(b - 200 / 255) < 0.01 for b in bright)  # "bright" is class 0 (alphabetical)
+
+    common = ["--config", str(ROOT / "configs" / "cls.yaml"), "--data.data_dir", str(tmp_path), "--data.image_size", "16",
+              "--data.batch_size", "8", "--model.backbone", "small_cnn", "--trainer.max_epochs", "3",
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+              "--trainer.precision", "32-true", "--data.train_augment", "[]"]
+    cli = build_cli(["fit", *common, "--data.channels", "4", "--trainer.default_root_dir", str(tmp_path / "run4")])
+    assert cli.model.in_chans == 4 and float(cli.trainer.callback_metrics["val/acc"]) == 1.0

@@ -23,7 +23,7 @@ from lightning_cv.cache import ArrayCache, CachedReader, CacheMode, check_mode, 
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.errors import UserInputError
 from lightning_cv.folds import fold_split, read_folds
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError, ImageReader, check_image
 from lightning_cv.submission import read_sample, sample_for, sample_rows
 
 SamplerMode = Literal["none", "balanced"]
@@ -130,6 +130,8 @@ class CVDataModule(L.LightningDataModule):
         sampler: how training batches are drawn: "none" (shuffled, each image once per epoch) or
             "balanced" (single-label classes: drawn with replacement, each class equally likely;
             len(train) draws per epoch, split between ranks by Lightning's DistributedSamplerWrapper).
+        channels: input channels read from each image: 3 (RGB), 1 (grey), or 4 and more (RGBA kept, a
+            multi-band TIFF's bands); the model's first layer takes as many (timm adapts pretrained ones).
         group_pattern: a regular expression with one group that takes a row's group from its id (e.g.
             '^([^_]+)_' for Carvana's 16 views of a car): `cv` keeps each group inside one fold.
     """
@@ -156,6 +158,7 @@ class CVDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         sampler: SamplerMode = "none",
         group_pattern: str | None = None,
+        channels: int = 3,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -180,6 +183,9 @@ class CVDataModule(L.LightningDataModule):
             raise UserInputError(f"--data.sampler {sampler!r}: choose none or balanced")
         self.sampler = sampler
         self.group_pattern = group_pattern
+        if channels < 1:
+            raise UserInputError(f"--data.channels must be at least 1, got {channels}")
+        self.channels = channels
         if group_pattern is not None:
             try:
                 if re.compile(group_pattern).groups != 1:
@@ -262,7 +268,7 @@ class CVDataModule(L.LightningDataModule):
         pre = [resize(*self.image_hw)]
         reader = self.image_reader(pre)
         pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
-        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, **({"reader": reader} if reader else {}),
+        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, reader or ImageReader(self.channels),
                             target_dtype=target_dtype)
 
     # -- train/val split -----------------------------------------------------------------------------------
@@ -293,12 +299,13 @@ class CVDataModule(L.LightningDataModule):
     # -- the preprocessing cache -----------------------------------------------------------------
     def array_cache(self, pre: Sequence[Any]) -> ArrayCache | None:
         """The cache of arrays preprocessed by `pre` (fixed transforms), or None with --data.cache none."""
-        return None if self.cache == "none" else ArrayCache(self.cache_dir, self.cache, describe(pre))
+        prep = describe(pre) + (f" channels={self.channels}" if self.channels != 3 else "")
+        return None if self.cache == "none" else ArrayCache(self.cache_dir, self.cache, prep)
 
     def image_reader(self, pre: Sequence[Any]) -> CachedReader | None:
         """A Dataset `reader` returning images already through `pre`, from the cache (None: no cache)."""
         cache = self.array_cache(pre)
-        return None if cache is None else CachedReader(cache, Preprocess(pre))
+        return None if cache is None else CachedReader(cache, Preprocess(pre), ImageReader(self.channels))
 
     # -- linked to the model ------------------------------------------------------------------
     @property
@@ -311,7 +318,7 @@ class CVDataModule(L.LightningDataModule):
 
     @property
     def in_chans(self) -> int:
-        return 3
+        return self.channels
 
     # -- class balance -------------------------------------------------------------------------
     def train_targets(self) -> np.ndarray:

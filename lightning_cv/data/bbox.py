@@ -123,6 +123,8 @@ class BBoxCropDataModule(CVDataModule):
     ):
         # The other standard options (image_size, fold, predict_dir, ...) are CVDataModule's (via **kwargs).
         super().__init__(data_dir=data_dir, cache=cache, **kwargs)
+        if self.channels != 3:
+            raise DataError(f"--data.channels {self.channels}: the box task reads RGB images")
         if not isinstance(self.image_size, int):
             raise DataError(f"--data.image_size {self.image_size}: the box task letterboxes to a square; give one side")
         self.csv = self.data_dir / csv

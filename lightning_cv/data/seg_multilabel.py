@@ -15,7 +15,7 @@ from lightning_cv.augment import AugmentSpec, build_pipeline, pad_to_multiple, r
 from lightning_cv.data.base import Rows
 from lightning_cv.data.segmentation import STRIDE, SegmentationDataModule, SegmentationDataset
 from lightning_cv.errors import DataError
-from lightning_cv.io import IMAGE_EXTENSIONS, check_image
+from lightning_cv.io import IMAGE_EXTENSIONS, ImageReader, check_image
 from lightning_cv.labels import read_table, sorted_labels
 from lightning_cv.masks import is_empty_rle, rle_decode
 
@@ -148,7 +148,7 @@ class MultiLabelSegmentationDataModule(SegmentationDataModule):
         reader = self.image_reader(pre)
         pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
         return SegmentationDataset(rows.items, rows.extra.get("source"), pipeline, rows.ids, self.image_hw,
-                                   **({"reader": reader} if reader else {}), sizes=rows.extra["size"])
+                                   reader or ImageReader(self.channels), sizes=rows.extra["size"])
 
     def check_sample(self, sample: pd.DataFrame, source: Path) -> None:
         """Every image of a composite-key sample (`<image><sep><class>`) is among the images to predict."""

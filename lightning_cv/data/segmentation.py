@@ -16,7 +16,7 @@ from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to
 from lightning_cv.cache import CachedSource, content_id, file_version
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.errors import UserInputError
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError, ImageReader, check_image, read_image, read_mask
 from lightning_cv.labels import read_table
 from lightning_cv.masks import is_empty_rle, rle_decode
 
@@ -289,8 +289,8 @@ class SegmentationDataModule(CVDataModule):
                 )) for m, s, size in zip(masks, sources, sizes)]
         valid = self.image_hw
         pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
-        return SegmentationDataset(rows.items, masks, pipeline, rows.ids, valid,
-                                   **({"reader": reader} if reader else {}), sizes=sizes)
+        return SegmentationDataset(rows.items, masks, pipeline, rows.ids, valid, reader or ImageReader(self.channels),
+                                   sizes=sizes)
 
     def check_sample(self, sample: pd.DataFrame, source: Path) -> None:
         if self.num_classes != 2:
