@@ -41,8 +41,10 @@ def gather_predictions(trainer: L.Trainer, predictions: list[dict[str, Any]]) ->
 
 
 class PredictionWriter(BasePredictionWriter):
-    """`predictions.npz` (ids, the task's arrays, class names, decisions) and the task's readable files,
-    once per predict run; with the DataModule's `sample_submission`, also submission.csv in its shape."""
+    """`predictions.npz` (ids, the task's arrays, class names, decisions; the targets too when the rows
+    are labelled held-out rows, `--data.predict_split val`, as cv's out-of-fold predictions are) and the
+    task's readable files, once per predict run; with the DataModule's `sample_submission`, also
+    submission.csv in its shape."""
 
     def __init__(self, output_dir: str | Path):
         super().__init__(write_interval="epoch")
@@ -59,6 +61,8 @@ class PredictionWriter(BasePredictionWriter):
         task = getattr(datamodule, "task_name", None) or type(pl_module).__name__
         result = Predictions(task, ids, {k: np.asarray(v) for k, v in merged.items()}, list(pl_module.class_names),
                              pl_module.prediction_meta(datamodule)).take(np.sort(first))
+        if getattr(datamodule, "predict_split", "test") == "val":
+            result.targets = datamodule.targets("predict", result.ids)
         result.save(self.output_dir / PREDICTIONS)
         sample = sample_for(datamodule)
         type(pl_module).write_outputs(result, self.output_dir, read_sample(sample) if sample else None, sample or "")

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def best_checkpoint(run_dir: Path) -> Path | None:
 
 def predict_checkpoint(config: Path, overrides: list[str], ckpt: Path, out_dir: Path, tta: str, extra: list[str]) -> Predictions:
     """Run `predict` with a checkpoint (its writer's files, predictions.npz among them, go to out_dir) and
-    return the predictions; predicting held-out rows (--data.predict_split val) adds their targets."""
+    return the predictions (with their targets when predicting held-out rows, --data.predict_split val)."""
     import warnings
 
     from lightning_cv.cli import build_cli
@@ -89,15 +90,8 @@ def predict_checkpoint(config: Path, overrides: list[str], ckpt: Path, out_dir: 
             "--trainer.default_root_dir", str(out_dir), "--trainer.enable_progress_bar", "false"]
     if tta != "none":
         args += ["--model.tta", tta]
-    cli = build_cli(args)
-    predictions = load_predictions(out_dir / PREDICTIONS)
-    if cli.datamodule.predict_split == "val":
-        dataset = cli.datamodule.datasets["predict"]
-        targets = cli.datamodule.targets("predict")
-        order = {i: r for r, i in enumerate(dataset.ids)}
-        predictions.targets = None if targets is None else targets[[order[i] for i in predictions.ids]]
-        predictions.save(out_dir / PREDICTIONS)
-    return predictions
+    build_cli(args)
+    return load_predictions(out_dir / PREDICTIONS)
 
 
 def _cv_dir(out: Path | None, fold: int | None, task: str) -> Path:
@@ -237,9 +231,7 @@ def write_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | None
               entry: TaskEntry) -> None:
     """oof.npz (ids, fold, the task's arrays; NaN where a fold is missing) and a readable oof.csv (id,
     fold, label, and the task's columns for the predicted rows)."""
-    oof.arrays["fold"] = table[FOLD_COL].to_numpy()
-    oof.save(cv_dir / "oof.npz")
-    del oof.arrays["fold"]
+    replace(oof, arrays={**oof.arrays, "fold": table[FOLD_COL].to_numpy()}).save(cv_dir / "oof.npz")
     readable = pd.DataFrame({key: oof.ids, FOLD_COL: table[FOLD_COL].to_numpy()})
     if label_col:
         readable["label"] = table[label_col].to_numpy()

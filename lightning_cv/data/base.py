@@ -281,16 +281,19 @@ class CVDataModule(L.LightningDataModule):
         _, key, _ = self.fold_table()
         return fold_split(rows.ids, read_folds(self.folds_csv, key), key, self.fold)
 
-    def targets(self, split: str) -> np.ndarray | None:
-        """The targets of a split's dataset in its order (class indices, tag rows, masks, boxes ...), as the
-        model sees them without augmentation; None when unlabelled."""
+    def targets(self, split: str, ids: Sequence[str] | None = None) -> np.ndarray | None:
+        """The targets of a split's dataset (class indices, tag rows, masks, boxes ...), as the model sees
+        them without augmentation, in its order or that of `ids`; None when unlabelled."""
         dataset = self.datasets[split]
         targets = getattr(dataset, "targets", None)
-        if targets is not None:
-            return np.asarray(targets)
-        samples = (dataset[i] for i in range(len(dataset)))
-        found = [self.sample_target(sample) for sample in samples if "target" in sample]
-        return np.stack(found) if found else None
+        if targets is None:
+            samples = (dataset[i] for i in range(len(dataset)))
+            found = [self.sample_target(sample) for sample in samples if "target" in sample]
+            targets = np.stack(found) if found else None
+        if targets is None or ids is None:
+            return None if targets is None else np.asarray(targets)
+        order = {str(i): r for r, i in enumerate(dataset.ids)}
+        return np.asarray(targets)[[order[str(i)] for i in ids]]
 
     def sample_target(self, sample: dict[str, Any]) -> np.ndarray:
         target = sample["target"]
