@@ -11,11 +11,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from lightning_cv.augment import AugmentSpec, build_pipeline, pad_to_multiple, resize
+from lightning_cv.cache import content_id
 from lightning_cv.data.base import Rows
-from lightning_cv.data.segmentation import STRIDE, SegmentationDataModule, SegmentationDataset
+from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.errors import DataError
-from lightning_cv.io import IMAGE_EXTENSIONS, ImageReader, check_image
+from lightning_cv.io import IMAGE_EXTENSIONS, check_image
 from lightning_cv.labels import read_table, sorted_labels
 from lightning_cv.masks import is_empty_rle, rle_decode
 
@@ -142,13 +142,9 @@ class MultiLabelSegmentationDataModule(SegmentationDataModule):
         held = [" ".join(sorted(k for k, v in rles.get(p.stem, {}).items() if v)) or "none" for p in self.images]
         return pd.DataFrame({"id": [p.stem for p in self.images], "classes": held}), "id", "classes"
 
-    def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> SegmentationDataset:
-        """Images (cached when asked) and (H, W, C) class masks, resized and padded to the stride."""
-        pre = [resize(*self.image_hw)]
-        reader = self.image_reader(pre)
-        pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
-        return SegmentationDataset(rows.items, rows.extra.get("source"), pipeline, rows.ids, self.image_hw,
-                                   reader or ImageReader(self.channels), sizes=rows.extra["size"])
+    def mask_reader(self, source: ClassMasks, size: tuple[int, int]) -> tuple[ClassMasks, str, str]:
+        """An image's (H, W, C) class masks, cached by the content of its RLE rows."""
+        return source, content_id(sorted(source.rles.items()), source.classes, size, source.order), ""
 
     def check_sample(self, sample: pd.DataFrame, source: Path) -> None:
         """Every image of a composite-key sample (`<image><sep><class>`) is among the images to predict."""

@@ -188,10 +188,9 @@ class SegmentationDataModule(CVDataModule):
         return found
 
     @cached_property
-    def rles(self) -> dict[str, str]:
-        """RLE string by image stem (ids may be stems or file names). Several rows of one image are its
-        instances (Airbus ships, SIIM regions): their runs together are the mask; an empty cell, NaN or -1
-        is an empty mask."""
+    def rle_rows(self) -> dict[str, list[str]]:
+        """The RLE strings of each image stem (ids may be stems or file names); several rows of one image
+        are its instances (Airbus ships, SIIM regions); an empty cell, NaN or -1 is an empty mask."""
         assert self.rle_csv is not None
         frame = read_table(self.rle_csv, [self.id_col, self.rle_col])
         found: dict[str, list[str]] = {}
@@ -199,14 +198,18 @@ class SegmentationDataModule(CVDataModule):
             runs = found.setdefault(Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name, [])
             if not is_empty_rle(rle):
                 runs.append(str(rle).strip())
-        self._instances = any(len(runs) > 1 for runs in found.values())
-        return {image: " ".join(runs) for image, runs in found.items()}
+        return found
+
+    @cached_property
+    def rles(self) -> dict[str, str]:
+        """RLE string by image stem: an image's instances together are its mask."""
+        return {image: " ".join(runs) for image, runs in self.rle_rows.items()}
 
     @property
     def instance_rows(self) -> bool:
         """The RLE table lists instances (several rows of an image): submissions then get a row per
         predicted instance, as the table has."""
-        return self.rle_csv is not None and self.rle_csv.is_file() and bool(self.rles is not None and self._instances)
+        return self.rle_csv is not None and self.rle_csv.is_file() and any(len(r) > 1 for r in self.rle_rows.values())
 
     def _mask_source(self, image: Path) -> Path | str:
         if self.rle_csv is not None:
@@ -280,17 +283,21 @@ class SegmentationDataModule(CVDataModule):
         sources, sizes = rows.extra.get("source"), rows.extra["size"]
         masks = None
         if sources is not None:
-            masks = [MaskFile(s, self.num_classes) if isinstance(s, Path) else MaskRLE(s, size, self.rle_order)
-                     for s, size in zip(sources, sizes)]
+            readers = [self.mask_reader(source, size) for source, size in zip(sources, sizes)]
             mask_cache = self.array_cache([*pre, f"mask classes={self.num_classes}"])
-            if mask_cache is not None:
-                masks = [CachedSource(mask_cache, m, Preprocess(pre, "mask"), *(
-                    (str(s.resolve()), file_version(s)) if isinstance(s, Path) else (content_id(s, size, self.rle_order), "")
-                )) for m, s, size in zip(masks, sources, sizes)]
+            masks = [read if mask_cache is None else CachedSource(mask_cache, read, Preprocess(pre, "mask"), key, version)
+                     for read, key, version in readers]
         valid = self.image_hw
         pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
         return SegmentationDataset(rows.items, masks, pipeline, rows.ids, valid, reader or ImageReader(self.channels),
                                    sizes=sizes)
+
+    def mask_reader(self, source: Any, size: tuple[int, int]) -> tuple[Callable[[], np.ndarray], str, str]:
+        """How one image's mask is read, and its cache key and version: a file by its path and mtime, an
+        RLE string by its content."""
+        if isinstance(source, Path):
+            return MaskFile(source, self.num_classes), str(source.resolve()), file_version(source)
+        return MaskRLE(source, size, self.rle_order), content_id(source, size, self.rle_order), ""
 
     def check_sample(self, sample: pd.DataFrame, source: Path) -> None:
         if self.num_classes != 2:
