@@ -114,7 +114,8 @@ class CachedReader:
 
     def __call__(self, path: str | os.PathLike) -> np.ndarray:
         resolved = os.path.abspath(path)
-        return self.cache.get(resolved, file_version(resolved), lambda: self.prepare(self.read(path)))
+        version = getattr(self.read, "version", file_version)(resolved)  # per-channel files: each file's
+        return self.cache.get(resolved, version, lambda: self.prepare(self.read(path)))
 
 
 class CachedSource:

@@ -11,12 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lightning_cv.dicom import DICOM_EXTENSIONS, dicom_size, is_dicom, read_dicom
 from lightning_cv.errors import DataError, ImageReadError
+from lightning_cv.intensity import used_bits_to_uint8, window_to_uint8
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", *DICOM_EXTENSIONS)
 
 
-__all__ = ["DataError", "ImageReadError", "read_image", "read_mask", "image_size", "check_image", "atomic_path", "write_image", "write_csv"]
+__all__ = ["DataError", "ImageReadError", "ImageReader", "read_image", "used_bits_to_uint8", "read_mask", "image_size", "check_image", "atomic_path", "write_image", "write_csv"]
 
 
 def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
@@ -40,22 +42,19 @@ def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
     return image
 
 
-def used_bits_to_uint8(image: np.ndarray) -> np.ndarray:
-    """A 16-bit image to 8 bits by the bits it actually uses: a 12-bit X-ray stored in 16 bits (0-4095)
-    spans 0-255, not 0-16 as a blind /257 would leave it (8 bits at the least, so dark images stay dark)."""
-    bits = max(8, int(image.max()).bit_length())
-    return (image.astype(np.float32) * (255.0 / (2**bits - 1))).round().astype(np.uint8)
-
-
-def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
-    """Decode to HxWx3 uint8 RGB: grayscale and RGBA are converted, 16-bit is scaled by the bits it uses.
+def read_image(path: str | os.PathLike, channels: int = 3, window: tuple[float, float] | str | None = None) -> np.ndarray:
+    """Decode to HxWx3 uint8 RGB: grayscale and RGBA are converted; 16-bit, float and DICOM images are
+    mapped to 8 bits over `window` (`intensity.check_window`; default: the bits they use or store).
     With `channels` other than 3, HxWxN: the image's own channels (RGBA kept as 4, a 4-band TIFF's bands,
     RGB order first), or grey for 1; an image with fewer channels is an error naming it."""
-    image = _decode(path, cv2.IMREAD_UNCHANGED)
-    if image.dtype == np.uint16:
-        image = used_bits_to_uint8(image)
-    elif image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if is_dicom(path):
+        image = read_dicom(path, window)
+        if image.ndim == 3:
+            image = image[..., ::-1]  # to the BGR order of OpenCV's decoders, turned back below
+    else:
+        image = _decode(path, cv2.IMREAD_UNCHANGED)
+        if image.dtype != np.uint8 or window is not None:
+            image = window_to_uint8(image, window)
     if channels != 3:
         return _with_channels(image, channels, path)
     if image.ndim == 2:
@@ -78,13 +77,48 @@ def _with_channels(image: np.ndarray, channels: int, path: str | os.PathLike) ->
 
 
 class ImageReader:
-    """`read_image` with a channel count, picklable for DataLoader workers."""
+    """`read_image` with a channel count and an intensity window, picklable for DataLoader workers.
 
-    def __init__(self, channels: int = 3):
-        self.channels = channels
+    With `channel_suffixes`, an item is the common stem of one grey file per channel (HPA:
+    `<id>_red.png`, `<id>_green.png` ...: suffixes `[_red.png, _green.png, _blue.png, _yellow.png]`),
+    stacked in that order into HxWxN.
+    """
+
+    def __init__(self, channels: int = 3, window: tuple[float, float] | str | None = None,
+                 channel_suffixes: list[str] | None = None):
+        self.channels, self.window = channels, window
+        self.channel_suffixes = list(channel_suffixes) if channel_suffixes else None
+
+    def files(self, path: str | os.PathLike) -> list[Path]:
+        """The file(s) an item is read from."""
+        return [Path(f"{path}{s}") for s in self.channel_suffixes] if self.channel_suffixes else [Path(path)]
+
+    def check(self, path: str | os.PathLike) -> tuple[int, int]:
+        """`check_image` of each file of an item; per-channel files must share one size."""
+        sizes = {check_image(f) for f in self.files(path)}
+        if len(sizes) > 1:
+            raise ImageReadError(f"{path}: its channel files differ in size ({sorted(sizes)})")
+        return sizes.pop()
+
+    def version(self, path: str | os.PathLike) -> str:
+        """What invalidates a cached read: each file's size and modification time."""
+        stats = [os.stat(f) for f in self.files(path)]
+        return ";".join(f"{s.st_size}:{s.st_mtime_ns}" for s in stats)
 
     def __call__(self, path: str | os.PathLike) -> np.ndarray:
-        return read_image(path, self.channels)
+        if not self.channel_suffixes:
+            return read_image(path, self.channels, self.window)
+        planes = [read_image(f, 1, self.window)[..., 0] for f in self.files(path)]
+        if len({p.shape for p in planes}) > 1:
+            raise ImageReadError(f"{path}: its channel files differ in size ({sorted({p.shape for p in planes})})")
+        return np.stack(planes, axis=-1)
+
+    def __repr__(self) -> str:
+        """The cache key's part for how files are read (empty for plain RGB)."""
+        parts = [f"channels={self.channels}" if self.channels != 3 else "",
+                 f"window={self.window}" if self.window is not None else "",
+                 f"channel_suffixes={self.channel_suffixes}" if self.channel_suffixes else ""]
+        return " ".join(p for p in parts if p)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -100,6 +134,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if is_dicom(path):
+        return dicom_size(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
     if path.stat().st_size == 0:

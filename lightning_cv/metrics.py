@@ -9,6 +9,7 @@ from torchmetrics.classification import (
     BinaryF1Score,
     BinaryJaccardIndex,
     MulticlassAccuracy,
+    MulticlassCohenKappa,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
 )
@@ -16,14 +17,20 @@ from torchmetrics.segmentation import DiceScore, MeanIoU
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 
-def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-        },
-        prefix=prefix,
-    )
+def is_ordinal(class_names: list[str]) -> bool:
+    """Classes named by integers are grades (diabetic retinopathy 0-4, ISUP 0-5): scored by QWK too."""
+    return len(class_names) > 2 and all(str(name).lstrip("-").isdigit() for name in class_names)
+
+
+def classification_metrics(num_classes: int, prefix: str, ordinal: bool = False) -> MetricCollection:
+    """Accuracy and macro F1 of the argmax; for grades (`ordinal`), quadratic weighted kappa as well."""
+    metrics: dict[str, Metric] = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+    }
+    if ordinal:
+        metrics["qwk"] = MulticlassCohenKappa(num_classes, weights="quadratic")
+    return MetricCollection(metrics, prefix=prefix)
 
 
 def confusion_matrix(num_classes: int) -> MulticlassConfusionMatrix:

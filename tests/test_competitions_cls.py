@@ -132,3 +132,57 @@ def test_fourth_channel_carries_the_label(tmp_path):
               "--trainer.precision", "32-true", "--data.train_augment", "[]"]
     cli = build_cli(["fit", *common, "--data.channels", "4", "--trainer.default_root_dir", str(tmp_path / "run4")])
     assert cli.model.in_chans == 4 and float(cli.trainer.callback_metrics["val/acc"]) == 1.0
+
+
+def test_grade_cut_points_are_tuned_for_qwk(tmp_path):
+    """APTOS: a regressor trained with MSE shrinks grades towards the mean; cut points tuned on out-of-fold
+    values beat plain rounding in QWK, are saved as postprocess.json, and the submission gets the grades."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from lightning_cv.decisions import load_decisions
+    from lightning_cv.tasks.regression import RegressionTask, to_grades
+
+    rng = np.random.default_rng(0)
+    grades = rng.integers(0, 5, 300)
+    values = (2 + 0.6 * (grades - 2) + rng.normal(0, 0.25, 300)).astype(np.float32)[:, None]
+    ids = np.array([f"img{k}" for k in range(300)])
+    oof = Predictions("regression", ids, {"values": values}, ["diagnosis"], {"grades": [0, 4], "cuts": [0.5, 1.5, 2.5, 3.5]},
+                      targets=grades.astype(np.float32))
+    rounded = cohen_kappa_score(grades, np.clip(np.round(values[:, 0]), 0, 4), weights="quadratic")
+    assert RegressionTask.score(oof)["qwk"] == pytest.approx(rounded)
+    meta, report = RegressionTask.tune(oof, tmp_path)
+    assert report["qwk_rounded"] == pytest.approx(rounded) and report["qwk_tuned"] > rounded + 0.02
+    assert load_decisions(tmp_path / "postprocess.json", ["diagnosis"]) == meta
+    tuned = cohen_kappa_score(grades, to_grades(values[:, 0], meta["cuts"], 0), weights="quadratic")
+    assert tuned == pytest.approx(report["qwk_tuned"])
+    sample = pd.DataFrame({"id_code": ids[::-1], "diagnosis": "0"})
+    frame = RegressionTask.submission(oof.with_meta(**meta), sample)
+    assert frame["id_code"].tolist() == ids[::-1].tolist()
+    assert frame["diagnosis"].tolist() == to_grades(values[::-1, 0], meta["cuts"], 0).tolist()
+    with pytest.raises(DataError, match="made for classes"):
+        load_decisions(tmp_path / "postprocess.json", ["other"])
+
+
+def test_regression_grades_log_val_qwk_and_predict_grades(tmp_path):
+    """--model.grades true: val/qwk is logged (monitorable), predictions are cut into the training range's grades."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(40):
+        grade = i % 5
+        write_image(tmp_path / "train" / f"{i}.png", np.clip(rng.normal(30 + 50 * grade, 8, (16, 16, 3)), 0, 255).astype(np.uint8))
+        rows.append((f"{i}.png", grade))
+    for i in range(5):
+        write_image(tmp_path / "test" / f"t{i}.png", np.full((16, 16, 3), 30 + 50 * i, np.uint8))
+    pd.DataFrame(rows, columns=["image", "diagnosis"]).to_csv(tmp_path / "train.csv", index=False)
+    common = ["--config", str(ROOT / "configs" / "regression.yaml"), "--data.data_dir", str(tmp_path),
+              "--data.label_col", "diagnosis", "--data.image_size", "16", "--data.batch_size", "8",
+              "--model.backbone", "small_cnn", "--model.grades", "true", "--trainer.enable_progress_bar", "false",
+              "--trainer.enable_model_summary", "false", "--trainer.precision", "32-true", "--data.train_augment", "[]"]
+    main(["fit", *common, "--trainer.max_epochs", "3", "--model.monitor", "val/qwk", "--trainer.default_root_dir",
+          str(tmp_path / "run")])
+    logged = pd.read_csv(tmp_path / "run" / "metrics.csv")["val/qwk"].dropna()
+    assert len(logged) == 3 and logged.between(-1, 1).all()
+    best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    main(["predict", *common, "--ckpt_path", str(best), "--trainer.default_root_dir", str(tmp_path / "p")])
+    predicted = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    assert predicted["diagnosis"].dtype.kind == "i" and predicted["diagnosis"].between(0, 4).all()

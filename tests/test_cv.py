@@ -57,7 +57,7 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
     assert pd.read_csv(out / "folds.csv", dtype=str, keep_default_na=False).equals(folds)
     results = json.loads((out / "cv_results.json").read_text())
     assert results["complete"] and [r["status"].split()[0] for r in results["per_fold"]] == ["ok", "ok"]
-    assert set(results["summary"]) == {"acc", "f1"}
+    assert set(results["summary"]) == {"acc", "f1", "logloss"}
     oof_csv = pd.read_csv(out / "oof.csv", dtype=str, keep_default_na=False)
     assert sorted(oof_csv["image"]) == sorted(train["image"])  # every training row exactly once
     assert (oof_csv["fold"].to_numpy() == folds["fold"].to_numpy()).all()

@@ -10,7 +10,6 @@ How predictions combine and become a submission is the task's (`CVTask.combine`,
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from lightning_cv.decisions import found_decisions
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.io import write_csv
 from lightning_cv.predictions import PREDICTIONS, align, find_predictions, load_predictions
@@ -57,8 +57,8 @@ def ensemble(
             predictions' own (the model's --model.threshold).
         thresholds: per-class decision thresholds (multi-label tags): a thresholds.json (as `cv` writes)
             or one number. Default: the thresholds.json of a CV run among `paths`, else the predictions' own.
-        postprocess: per-class mask post-processing (threshold, minimum area) as `cv` tunes it on out-of-fold
-            predictions (postprocess.json). Default: the postprocess.json of a CV run among `paths`.
+        postprocess: decisions `cv` tunes on out-of-fold predictions (postprocess.json: per-class mask
+            threshold and minimum area, grade cut points). Default: the postprocess.json of a CV run among `paths`.
         config: the training config, to predict with the `.ckpt` files among `paths` first (any further
             option, e.g. --data.predict_dir DIR, is passed on to those predictions).
         tta: test-time augmentation for those checkpoint predictions: none, hflip, flip, d4.
@@ -71,7 +71,7 @@ def ensemble(
     predictions = align([load_predictions(f) for f in files])
     first = predictions[0]
     decided = decision_thresholds(thresholds, paths, first.class_names)
-    tuned = tuned_decisions(postprocess, paths)
+    tuned = found_decisions(postprocess, paths)
     predictions = [p.with_meta(**tuned).with_meta(threshold=threshold, rle_order=rle_order, thresholds=decided)
                    for p in predictions]
     combined = get_task(first.task).module.combine(predictions, method, weights)
@@ -102,19 +102,6 @@ def decision_thresholds(thresholds: str | None, paths: list[Path], class_names: 
     if not 0.0 < value < 1.0:
         raise UserInputError(f"--thresholds {thresholds}: a probability threshold is between 0 and 1")
     return value
-
-
-def tuned_decisions(postprocess: Path | None, paths: list[Path]) -> dict:
-    """The decisions of a postprocess.json (given, or a CV run's among `paths`): per-class threshold, min area."""
-    found = [Path(p) / "postprocess.json" for p in paths if (Path(p) / "postprocess.json").is_file()]
-    path = Path(postprocess) if postprocess else (found[0] if found else None)
-    if path is None:
-        return {}
-    if not path.is_file():
-        raise MissingFileError(f"{path}: postprocess file not found (`lightning-cv cv` writes postprocess.json)")
-    saved = json.loads(path.read_text())
-    print(f"post-processing: {path}")
-    return {key: saved[key] for key in ("threshold", "min_area") if key in saved}
 
 
 def predict_with_checkpoint(ckpt: Path, config: Path | None, tta: str, overrides: list[str], out: Path) -> Path:

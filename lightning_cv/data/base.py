@@ -23,7 +23,8 @@ from lightning_cv.cache import ArrayCache, CachedReader, CacheMode, check_mode, 
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.errors import UserInputError
 from lightning_cv.folds import fold_split, read_folds
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, ImageReader, check_image
+from lightning_cv.intensity import Window, check_window
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError, ImageReader
 from lightning_cv.submission import read_sample, sample_for, sample_rows
 
 SamplerMode = Literal["none", "balanced"]
@@ -39,9 +40,16 @@ def default_num_workers() -> int:
     return 0 if cpus <= 2 else min(8, cpus - 1)
 
 
-def list_images(directory: Path) -> list[Path]:
+def list_images(directory: Path, channel_suffix: str | None = None) -> list[Path]:
+    """The images of a folder, sorted; with `channel_suffix` (per-channel files), the stems of the files
+    that end with it (`<id>_red.png` -> `<id>`)."""
     if not directory.is_dir():
         raise DataError(f"{directory}: image directory not found")
+    if channel_suffix:
+        paths = sorted(p.with_name(p.name[: -len(channel_suffix)]) for p in directory.glob(f"*{channel_suffix}"))
+        if not paths:
+            raise DataError(f"{directory}: no images ending with {channel_suffix!r} (--data.channel_suffixes) found")
+        return paths
     paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise DataError(f"{directory}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
@@ -132,6 +140,12 @@ class CVDataModule(L.LightningDataModule):
             len(train) draws per epoch, split between ranks by Lightning's DistributedSamplerWrapper).
         channels: input channels read from each image: 3 (RGB), 1 (grey), or 4 and more (RGBA kept, a
             multi-band TIFF's bands); the model's first layer takes as many (timm adapts pretrained ones).
+        channel_suffixes: one grey file per channel, named `<id><suffix>` (HPA: [_red.png, _green.png,
+            _blue.png, _yellow.png]), stacked in this order; sets `channels` to their number.
+        window: how 16-bit, float and DICOM intensities become 8 bits: [center, width] in the image's
+            units (DICOM: after RescaleSlope/Intercept, e.g. [40, 400] for CT soft tissue), "file"
+            (each DICOM's own WindowCenter/Width), "percentile" (0.5-99.5 % of each image), or null
+            (16-bit: the bits the image uses; DICOM: the range of its BitsStored).
         group_pattern: a regular expression with one group that takes a row's group from its id (e.g.
             '^([^_]+)_' for Carvana's 16 views of a car): `cv` keeps each group inside one fold.
     """
@@ -159,6 +173,8 @@ class CVDataModule(L.LightningDataModule):
         sampler: SamplerMode = "none",
         group_pattern: str | None = None,
         channels: int = 3,
+        channel_suffixes: list[str] | None = None,
+        window: Window = None,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -185,7 +201,10 @@ class CVDataModule(L.LightningDataModule):
         self.group_pattern = group_pattern
         if channels < 1:
             raise UserInputError(f"--data.channels must be at least 1, got {channels}")
-        self.channels = channels
+        self.channel_suffixes = list(channel_suffixes) if channel_suffixes else None
+        self.channels = len(self.channel_suffixes) if self.channel_suffixes else channels
+        self.window = window
+        self.decoder = ImageReader(self.channels, check_window(window), self.channel_suffixes)
         if group_pattern is not None:
             try:
                 if re.compile(group_pattern).groups != 1:
@@ -225,8 +244,8 @@ class CVDataModule(L.LightningDataModule):
 
     def unlabelled_rows(self, directory: Path) -> Rows:
         """The images of a folder, for `predict`; extra `size`: each image's (height, width)."""
-        paths = list_images(directory)
-        return Rows([p.name for p in paths], paths, None, {"size": [check_image(p) for p in paths]})
+        paths = list_images(directory, self.channel_suffixes[0] if self.channel_suffixes else None)
+        return Rows([p.name for p in paths], paths, None, {"size": [self.decoder.check(p) for p in paths]})
 
     def training_rows(self, rows: Rows) -> Rows:
         """The training split's rows, plus any the task adds (pseudo labels): never validation rows."""
@@ -268,7 +287,7 @@ class CVDataModule(L.LightningDataModule):
         pre = [resize(*self.image_hw)]
         reader = self.image_reader(pre)
         pipeline = build_pipeline(augment, pre=[] if reader else pre, seed=self.seed)
-        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, reader or ImageReader(self.channels),
+        return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, reader or self.decoder,
                             target_dtype=target_dtype)
 
     # -- train/val split -----------------------------------------------------------------------------------
@@ -302,13 +321,13 @@ class CVDataModule(L.LightningDataModule):
     # -- the preprocessing cache -----------------------------------------------------------------
     def array_cache(self, pre: Sequence[Any]) -> ArrayCache | None:
         """The cache of arrays preprocessed by `pre` (fixed transforms), or None with --data.cache none."""
-        prep = describe(pre) + (f" channels={self.channels}" if self.channels != 3 else "")
+        prep = " ".join(p for p in (describe(pre), repr(self.decoder)) if p)
         return None if self.cache == "none" else ArrayCache(self.cache_dir, self.cache, prep)
 
     def image_reader(self, pre: Sequence[Any]) -> CachedReader | None:
         """A Dataset `reader` returning images already through `pre`, from the cache (None: no cache)."""
         cache = self.array_cache(pre)
-        return None if cache is None else CachedReader(cache, Preprocess(pre), ImageReader(self.channels))
+        return None if cache is None else CachedReader(cache, Preprocess(pre), self.decoder)
 
     # -- linked to the model ------------------------------------------------------------------
     @property

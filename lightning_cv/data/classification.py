@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_cv.augment import AugmentSpec
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.data.dataset import ImageDataset
-from lightning_cv.io import DataError, check_image
+from lightning_cv.io import DataError
 from lightning_cv.labels import encode_labels, labels_from_columns, read_table, sorted_labels
 from lightning_cv.pseudo import select_pseudo_labels
 
@@ -135,7 +135,7 @@ class ClassificationDataModule(CVDataModule):
         not truncated, before the first epoch."""
         targets = self.encode_targets(table["label"].tolist(), source)
         for path in table["path"]:
-            check_image(path)
+            self.decoder.check(path)
         return Rows(table["id"].tolist(), table["path"].tolist(), targets)
 
     def labelled_rows(self) -> Rows:
@@ -157,7 +157,7 @@ class ClassificationDataModule(CVDataModule):
         pseudo = select_pseudo_labels(self.pseudo_labels, self.class_names, self.pseudo_threshold, self.predict_dir,
                                       table["path"].tolist(), table["id"].tolist())
         for path in pseudo.paths:
-            check_image(path)
+            self.decoder.check(path)
         rank_zero_info(pseudo.summary)
         return rows + Rows(pseudo.ids, pseudo.paths, pseudo.targets)
 

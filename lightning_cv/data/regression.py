@@ -12,7 +12,7 @@ import pandas as pd
 from lightning_cv.augment import AugmentSpec
 from lightning_cv.data.base import CVDataModule, Rows
 from lightning_cv.data.dataset import ImageDataset
-from lightning_cv.io import DataError, check_image
+from lightning_cv.io import DataError
 from lightning_cv.labels import read_table
 
 BIN_COL = "target_bin"
@@ -107,7 +107,7 @@ class RegressionDataModule(CVDataModule):
         ids = frame[self.image_col].astype(str).tolist()
         paths = [image_dir / f"{name}{self.image_suffix}" for name in ids]
         for path in paths:
-            check_image(path)
+            self.decoder.check(path)
         return Rows(ids, paths, targets)
 
     # -- the setup hooks -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to
 from lightning_cv.cache import CachedSource, content_id, file_version
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.errors import UserInputError
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, ImageReader, check_image, read_image, read_mask
+from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
 from lightning_cv.labels import read_table
 from lightning_cv.masks import is_empty_rle, rle_decode
 
@@ -289,7 +289,7 @@ class SegmentationDataModule(CVDataModule):
                      for read, key, version in readers]
         valid = self.image_hw
         pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
-        return SegmentationDataset(rows.items, masks, pipeline, rows.ids, valid, reader or ImageReader(self.channels),
+        return SegmentationDataset(rows.items, masks, pipeline, rows.ids, valid, reader or self.decoder,
                                    sizes=sizes)
 
     def mask_reader(self, source: Any, size: tuple[int, int]) -> tuple[Callable[[], np.ndarray], str, str]:

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from lightning_cv.backbones import create_classifier
@@ -20,7 +20,7 @@ from lightning_cv.data.classification import ClassificationDataModule
 from lightning_cv.data.mnist import MNISTDataModule
 from lightning_cv.demos import make_cls, make_mnist
 from lightning_cv.errors import UserInputError
-from lightning_cv.metrics import classification_metrics, confusion_matrix
+from lightning_cv.metrics import classification_metrics, confusion_matrix, is_ordinal
 from lightning_cv.pictures import caption, image_grid, to_uint8_image
 from lightning_cv.predictions import Predictions
 from lightning_cv.submission import follow_sample
@@ -171,6 +171,7 @@ class ClassificationTask(CVTask):
         self.val_confusion = confusion_matrix(self.num_classes)
         if self.num_classes == 2:  # binary competitions are scored by ROC AUC of P(positive)
             self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
+        self.val_logloss, self.test_logloss = MeanMetric(), MeanMetric()
         if self.groups is not None:
             self.val_coarse_acc = MulticlassAccuracy(len(self.groups), average="micro")
             self.test_coarse_acc = MulticlassAccuracy(len(self.groups), average="micro")
@@ -294,7 +295,7 @@ class ClassificationTask(CVTask):
         return self.model.get_classifier()
 
     def make_metrics(self, prefix: str) -> MetricCollection:
-        return classification_metrics(self.num_classes, prefix)
+        return classification_metrics(self.num_classes, prefix, ordinal=is_ordinal(self.class_names))
 
     def metric_inputs(self, outputs: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return outputs.argmax(dim=1), batch["target"]
@@ -303,22 +304,26 @@ class ClassificationTask(CVTask):
         result = self._step(batch, "val")
         self.val_confusion.update(result["outputs"].argmax(dim=1), batch["target"])
         self._coarse_accuracy(result["outputs"], batch, "val")
-        self._binary_auc(result["outputs"], batch, "val")
+        self._probability_metrics(result["outputs"], batch, "val")
         return result
 
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         result = self._step(batch, "test")
         self._coarse_accuracy(result["outputs"], batch, "test")
-        self._binary_auc(result["outputs"], batch, "test")
+        self._probability_metrics(result["outputs"], batch, "test")
         return result
 
-    def _binary_auc(self, outputs: torch.Tensor, batch: dict, split: str) -> None:
-        """`<split>/auc` of P(the second class), with two classes."""
-        if self.num_classes != 2:
-            return
-        metric = getattr(self, f"{split}_auc")
-        metric.update(outputs.float().softmax(dim=1)[:, 1], batch["target"])
-        self.log(f"{split}/auc", metric, on_epoch=True, batch_size=outputs.shape[0], prog_bar=True)
+    def _probability_metrics(self, outputs: torch.Tensor, batch: dict, split: str) -> None:
+        """`<split>/logloss` (mean negative log-likelihood of the true class, no label smoothing) and,
+        with two classes, `<split>/auc` of P(the second class)."""
+        n, logits = outputs.shape[0], outputs.float()
+        logloss = getattr(self, f"{split}_logloss")
+        logloss.update(F.cross_entropy(logits, batch["target"], reduction="none"))
+        self.log(f"{split}/logloss", logloss, on_epoch=True, batch_size=n)
+        if self.num_classes == 2:
+            auc = getattr(self, f"{split}_auc")
+            auc.update(logits.softmax(dim=1)[:, 1], batch["target"])
+            self.log(f"{split}/auc", auc, on_epoch=True, batch_size=n, prog_bar=True)
 
     def _coarse_accuracy(self, outputs: torch.Tensor, batch: dict, split: str) -> None:
         if self.groups is None:
@@ -374,13 +379,19 @@ class ClassificationTask(CVTask):
 
     @classmethod
     def score(cls, predictions: Predictions) -> dict[str, float]:
-        """Accuracy and macro F1 of the argmax."""
-        from sklearn.metrics import accuracy_score, f1_score
+        """Accuracy, macro F1 and log loss; with two classes ROC AUC of P(positive); for grades QWK."""
+        from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
 
-        probs, targets = predictions.arrays["probs"], predictions.targets
-        pred = probs.argmax(axis=1)
-        return {"acc": float(accuracy_score(targets, pred)),
-                "f1": float(f1_score(targets, pred, average="macro", labels=np.arange(probs.shape[1]), zero_division=0))}
+        probs, targets = predictions.arrays["probs"], np.asarray(predictions.targets)
+        pred, labels = probs.argmax(axis=1), np.arange(probs.shape[1])
+        scores = {"acc": float(accuracy_score(targets, pred)),
+                  "f1": float(f1_score(targets, pred, average="macro", labels=labels, zero_division=0)),
+                  "logloss": float(log_loss(targets, probs.astype(np.float64), labels=labels))}
+        if probs.shape[1] == 2 and len(np.unique(targets)) == 2:
+            scores["auc"] = float(roc_auc_score(targets, probs[:, 1]))
+        if is_ordinal(predictions.class_names):
+            scores["qwk"] = float(cohen_kappa_score(targets, pred, labels=labels, weights="quadratic"))
+        return scores
 
 
 register_task("cls", ClassificationTask, ClassificationDataModule, demo=make_cls,

@@ -11,10 +11,12 @@ import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
+from torchmetrics.utilities import dim_zero_cat
 
 from lightning_cv.backbones import create_classifier
 from lightning_cv.data.regression import RegressionDataModule
+from lightning_cv.decisions import load_decisions, save_decisions
 from lightning_cv.demos import make_regression
 from lightning_cv.errors import UserInputError
 from lightning_cv.pictures import caption, image_grid, to_uint8_image
@@ -25,6 +27,58 @@ from lightning_cv.tasks.registry import register_task
 from lightning_cv.tta import TTAMode
 
 LOSSES = {"mse": nn.MSELoss, "huber": nn.HuberLoss, "l1": nn.L1Loss}
+
+
+def halfway_cuts(low: int, high: int) -> list[float]:
+    """Cut points halfway between consecutive grades low..high (plain rounding)."""
+    return [g + 0.5 for g in range(low, high)]
+
+
+def to_grades(values: np.ndarray, cuts: list[float], low: int) -> np.ndarray:
+    """The grade of each value: `low` plus the number of (sorted) cut points at or below it."""
+    return low + np.searchsorted(np.sort(np.asarray(cuts, np.float64)), values, side="right")
+
+
+def quadratic_kappa(targets: np.ndarray, grades: np.ndarray) -> float:
+    from sklearn.metrics import cohen_kappa_score
+
+    return float(cohen_kappa_score(np.asarray(targets).round().astype(int).ravel(), np.asarray(grades).astype(int).ravel(),
+                                   weights="quadratic"))
+
+
+def tune_cuts(values: np.ndarray, targets: np.ndarray, low: int, high: int) -> tuple[list[float], float]:
+    """Cut points maximising QWK (Nelder-Mead from the halfway points, as APTOS solutions tuned them);
+    the halfway points are kept unless the tuned ones score higher."""
+    from scipy.optimize import minimize
+
+    start = np.asarray(halfway_cuts(low, high))
+    result = minimize(lambda cuts: -quadratic_kappa(targets, to_grades(values, cuts, low)), start, method="Nelder-Mead",
+                      options={"xatol": 1e-3, "fatol": 1e-5, "maxiter": 200 * max(1, len(start))})
+    best, base = -float(result.fun), quadratic_kappa(targets, to_grades(values, start, low))
+    cuts = np.sort(result.x) if best > base else start
+    return cuts.round(4).tolist(), max(best, base)
+
+
+class RoundedKappa(Metric):
+    """QWK of values rounded to the nearest grade of the targets' range (all ranks' values gathered)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.preds.append(preds.detach().float())
+        self.target.append(target.detach().float())
+
+    def compute(self) -> torch.Tensor:
+        preds, target = dim_zero_cat(self.preds), dim_zero_cat(self.target).round()
+        low, high = target.min(), target.max()
+        grades = preds.round().clamp(low, high)
+        value = quadratic_kappa(target.cpu().numpy(), grades.cpu().numpy())
+        return torch.tensor(value if np.isfinite(value) else 0.0)
 
 
 class RegressionTask(CVTask):
@@ -42,6 +96,11 @@ class RegressionTask(CVTask):
         drop_rate: dropout before the head.
         loss: mse, huber or l1.
         standardize: learn standardised targets (mean and std of the training split).
+        grades: the target is an ordinal grade (APTOS 0-4, PANDA ISUP 0-5) scored by quadratic weighted
+            kappa: `val/qwk` is logged (values rounded to the nearest grade of the training range) and
+            submissions get the grade, cut at `postprocess`'s cut points (halfway between grades otherwise).
+        postprocess: a postprocess.json with grade cut points tuned on out-of-fold values for QWK (`cv`
+            writes it when `grades` is on).
         tta: test-time augmentation for validate/test/predict: none, hflip, flip (h + v) or d4 (values
             averaged over the views).
         **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size ...).
@@ -54,6 +113,7 @@ class RegressionTask(CVTask):
     combined = ("values",)
     combine_methods = ("mean",)
     training_options = (*CVTask.training_options, "standardize")
+    inference_options = (*CVTask.inference_options, "postprocess")
 
     def __init__(
         self,
@@ -64,6 +124,8 @@ class RegressionTask(CVTask):
         loss: Literal["mse", "huber", "l1"] = "mse",
         standardize: bool = True,
         tta: TTAMode = "none",
+        grades: bool = False,
+        postprocess: str | None = None,
         **kwargs: Any,
     ):
         if loss not in LOSSES:
@@ -73,6 +135,11 @@ class RegressionTask(CVTask):
         self.standardize = standardize
         self.register_buffer("target_mean", torch.zeros(self.num_classes))
         self.register_buffer("target_std", torch.ones(self.num_classes))
+        self.grades, self.postprocess = grades, postprocess
+        if grades:  # the training targets' range: the grades predictions are cut into
+            if self.num_classes != 1:
+                raise UserInputError(f"--model.grades true needs one target column, got {self.num_classes}")
+            self.register_buffer("grade_range", torch.tensor([0.0, 1.0]))
 
     def build_model(self) -> nn.Module:
         hp = self.hparams
@@ -82,7 +149,10 @@ class RegressionTask(CVTask):
         return LOSSES[self.hparams.loss]()
 
     def make_metrics(self, prefix: str) -> MetricCollection:
-        return MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()}, prefix=prefix)
+        metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()}
+        if self.hparams.get("grades"):
+            metrics["qwk"] = RoundedKappa()
+        return MetricCollection(metrics, prefix=prefix)
 
     @property
     def head(self) -> nn.Module:
@@ -96,6 +166,8 @@ class RegressionTask(CVTask):
         targets = torch.as_tensor(datamodule.targets("train"), dtype=torch.float32).reshape(-1, self.num_classes)
         self.target_mean.copy_(targets.mean(dim=0))
         self.target_std.copy_(targets.std(dim=0).clamp(min=1e-6) if len(targets) > 1 else torch.ones(self.num_classes))
+        if self.grades:
+            self.grade_range.copy_(torch.stack([targets.min(), targets.max()]).round())
         rank_zero_info(f"targets standardised: mean {self.target_mean.tolist()}, std {self.target_std.tolist()}")
 
     # -- outputs ------------------------------------------------------------------------------------------
@@ -121,12 +193,29 @@ class RegressionTask(CVTask):
         return image_grid(tiles)
 
     # -- predictions ---------------------------------------------------------------------------------------
+    def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
+        """With grades: the training range and the cut points (--model.postprocess's, else halfway)."""
+        if not self.grades:
+            return {}
+        low, high = (int(v) for v in self.grade_range.tolist())
+        cuts = load_decisions(self.postprocess, self.class_names)["cuts"] if self.postprocess else halfway_cuts(low, high)
+        return {"grades": [low, high], "cuts": cuts}
+
+    @classmethod
+    def graded(cls, predictions: Predictions) -> np.ndarray:
+        """The values, or with grades, the grade each value falls into (by the predictions' cut points)."""
+        values, meta = predictions.arrays["values"], predictions.meta
+        if not meta.get("grades"):
+            return values.round(6)
+        return to_grades(values, meta["cuts"], meta["grades"][0])
+
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
                    source: str | Path = "sample submission") -> pd.DataFrame:
         """image and one column per target; in a sample's shape, a column named after a target gets it
         (any other column the first target)."""
-        values = {name: predictions.arrays["values"][:, j].round(6) for j, name in enumerate(predictions.class_names)}
+        graded = cls.graded(predictions)
+        values = {name: graded[:, j] for j, name in enumerate(predictions.class_names)}
         if sample is not None:
             return follow_sample(predictions.ids, values, sample, source)
         frame = pd.DataFrame({"image": predictions.ids, **values})
@@ -144,10 +233,29 @@ class RegressionTask(CVTask):
 
     @classmethod
     def score(cls, predictions: Predictions) -> dict[str, float]:
-        """RMSE and MAE over every target of every row."""
-        error = predictions.arrays["values"].astype(np.float64) - np.asarray(predictions.targets, np.float64).reshape(
-            predictions.arrays["values"].shape)
-        return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
+        """RMSE and MAE over every target of every row; with grades, QWK at the predictions' cut points."""
+        values = predictions.arrays["values"].astype(np.float64)
+        targets = np.asarray(predictions.targets, np.float64).reshape(values.shape)
+        error = values - targets
+        scores = {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
+        if predictions.meta.get("grades"):
+            scores["qwk"] = quadratic_kappa(targets, cls.graded(predictions))
+        return scores
+
+    @classmethod
+    def tune(cls, predictions: Predictions, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """With grades: cut points tuned for QWK on the out-of-fold values, saved as out_dir/postprocess.json
+        (for `predict --model.postprocess` and `ensemble`)."""
+        if not predictions.meta.get("grades"):
+            return {}, {}
+        low, high = predictions.meta["grades"]
+        values, targets = predictions.arrays["values"][:, 0], np.asarray(predictions.targets, np.float64).reshape(-1)
+        rounded = quadratic_kappa(targets, to_grades(values, halfway_cuts(low, high), low))
+        cuts, tuned = tune_cuts(values, targets, low, high)
+        path = save_decisions(out_dir, predictions.class_names, {"cuts": cuts}, {"qwk": tuned, "qwk_rounded": rounded})
+        print(f"out-of-fold QWK of {len(values)} images: {rounded:.4f} rounded, {tuned:.4f} at tuned cut points "
+              f"{np.round(cuts, 3).tolist()} -> {path} (use: predict --model.postprocess {path})")
+        return {"cuts": cuts}, {"qwk_rounded": rounded, "qwk_tuned": tuned, "postprocess": str(path)}
 
 
 register_task("regression", RegressionTask, RegressionDataModule, demo=make_regression,

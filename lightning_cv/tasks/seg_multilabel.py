@@ -3,7 +3,6 @@ allowed, scored as competitions do, by Dice over image x class pairs, with post-
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,16 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MultilabelF1Score
 
 from lightning_cv.data.seg_multilabel import MultiLabelSegmentationDataModule, image_key, split_key
+from lightning_cv.decisions import load_decisions, save_decisions
 from lightning_cv.demos import make_seg_multilabel
-from lightning_cv.errors import DataError, MissingFileError
-from lightning_cv.io import atomic_path, write_csv
+from lightning_cv.errors import DataError
+from lightning_cv.io import write_csv
 from lightning_cv.losses import segmentation_loss
 from lightning_cv.masks import restore_mask, rle_encode
 from lightning_cv.predictions import Predictions
 from lightning_cv.submission import SUBMISSION
 from lightning_cv.tasks.registry import register_task
 from lightning_cv.tasks.segmentation import SegmentationTask
-
-POSTPROCESS = "postprocess.json"
 
 
 def pair_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -124,7 +122,7 @@ class MultiLabelSegmentationTask(SegmentationTask):
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         meta = {"threshold": self.threshold, "min_area": 0, "rle_order": getattr(datamodule, "rle_order", "F"),
                 "key_sep": getattr(datamodule, "key_sep", "_")}
-        return {**meta, **(load_postprocess(self.postprocess, self.class_names) if self.postprocess else {})}
+        return {**meta, **(load_decisions(self.postprocess, self.class_names) if self.postprocess else {})}
 
     def _examples(self, batch: dict, outputs: torch.Tensor, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Pictures show class k + 1 where a class mask is on (the last class on top)."""
@@ -200,25 +198,12 @@ class MultiLabelSegmentationTask(SegmentationTask):
         probs = predictions.arrays["probs"].astype(np.float32)
         thresholds, areas, tuned = tune_postprocess(probs, predictions.targets)
         raw = float(pair_dice(probs > 0.5, predictions.targets).mean())
-        path = Path(out_dir) / POSTPROCESS
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps({"classes": predictions.class_names, "threshold": thresholds, "min_area": areas,
-                                       "dice_pairs": tuned, "dice_pairs_raw": raw}, indent=2))
+        path = save_decisions(out_dir, predictions.class_names, {"threshold": thresholds, "min_area": areas},
+                              {"dice_pairs": tuned, "dice_pairs_raw": raw})
         print(f"out-of-fold pair Dice of {len(probs)} images: {raw:.4f} at 0.5, {tuned:.4f} with per-class post-processing "
               f"-> {path} (use: predict --model.postprocess {path})")
         return {"threshold": thresholds, "min_area": areas}, {"dice_pairs_raw": raw, "dice_pairs_tuned": tuned,
                                                               "postprocess": str(path)}
-
-
-def load_postprocess(path: str | Path, class_names: list[str]) -> dict[str, Any]:
-    """A postprocess.json's per-class threshold and minimum area, checked against the model's classes."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"--model.postprocess: {path} not found (`lightning-cv cv` writes postprocess.json)")
-    saved = json.loads(path.read_text())
-    if saved.get("classes") != list(class_names):
-        raise DataError(f"{path}: made for classes {saved.get('classes')}, the model has {class_names}")
-    return {"threshold": saved["threshold"], "min_area": saved["min_area"]}
 
 
 register_task("seg-multilabel", MultiLabelSegmentationTask, MultiLabelSegmentationDataModule, demo=make_seg_multilabel,
