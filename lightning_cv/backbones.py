@@ -196,3 +196,14 @@ def normalization(model: nn.Module, in_chans: int) -> tuple[torch.Tensor, torch.
     if len(mean) != in_chans:
         mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
     return torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+
+def enable_grad_checkpointing(model: nn.Module, name: str) -> None:
+    """Recompute activations in the backward pass instead of storing them (timm models, and smp's timm
+    `tu-` encoders): less memory for a larger model or image, about a third more compute."""
+    found = [m for m in model.modules() if callable(getattr(m, "set_grad_checkpointing", None))]
+    if not found:
+        raise UserInputError(f"--model.grad_checkpointing: {name} does not support gradient checkpointing; timm "
+                             "backbones do, and smp encoders built on timm (encoder 'tu-<timm name>', e.g. tu-resnet34)")
+    for module in found:
+        module.set_grad_checkpointing(True)

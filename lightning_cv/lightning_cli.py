@@ -17,7 +17,12 @@ from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
@@ -72,7 +77,12 @@ class SaveConfig(SaveConfigCallback):
 
 
 class LightningCV(LightningCLI):
-    """LightningCLI with run directories, default loggers/checkpoints and linked data facts."""
+    """LightningCLI with run directories, default loggers/checkpoints and linked data facts, and the
+    `lr_find` subcommand (`Trainer.lr_find`: Lightning's learning-rate range test)."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for key in LINKED:
@@ -152,9 +162,12 @@ class LightningCV(LightningCLI):
                                    id=run_id, resume="allow" if resume else None, job_type=self.subcommand))
         return loggers
 
-    def default_callbacks(self, run_dir: Path, configured: list) -> list:
-        """Checkpoints (fit), validation pictures, the task's prediction writer, a progress bar on a TTY."""
+    def default_callbacks(self, run_dir: Path, configured: list, logged: bool = True) -> list:
+        """Checkpoints and the learning rate of every parameter group (fit), validation pictures, the task's
+        prediction writer, a progress bar on a TTY."""
         extra: list = []
+        if self.subcommand == "fit" and logged and not any(isinstance(c, LearningRateMonitor) for c in configured):
+            extra.append(LearningRateMonitor(logging_interval="step"))
         if self.subcommand == "fit" and not any(isinstance(c, ModelCheckpoint) for c in configured):
             # Two callbacks: Lightning 2.6 refreshes `save_last` only when a top-k checkpoint was
             # saved, so last.ckpt would lag behind (and a resume would repeat epochs).
@@ -179,9 +192,10 @@ class LightningCV(LightningCLI):
         if self.subcommand != "fit" and trainer_config.get("enable_checkpointing") is None:
             kwargs["enable_checkpointing"] = False  # nothing to save; avoids a stale-dirpath warning
         if trainer_config.get("logger") is None:
-            kwargs["logger"] = False if self.subcommand == "predict" else self.loggers(run_dir)
+            kwargs["logger"] = False if self.subcommand in ("predict", "lr_find") else self.loggers(run_dir)
         configured = list(trainer_config.get("callbacks") or [])
-        kwargs["callbacks"] = configured + self.default_callbacks(run_dir, configured)
+        logged = kwargs.get("logger", trainer_config.get("logger")) not in (False, [])
+        kwargs["callbacks"] = configured + self.default_callbacks(run_dir, configured, logged)
         return super().instantiate_trainer(**kwargs)
 
     @staticmethod

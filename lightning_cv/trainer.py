@@ -43,3 +43,35 @@ class Trainer(L.Trainer):
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision("high")
         super().__init__(*args, precision=precision, **kwargs)
+
+    def lr_find(self, model: L.LightningModule, datamodule: L.LightningDataModule | None = None, min_lr: float = 1e-6,
+                max_lr: float = 1.0, num_training: int = 100, early_stop_threshold: float | None = 4.0) -> float | None:
+        """`lightning-cv lr_find`: Lightning's learning-rate range test on the task's model, optimizer and data
+        (its finder moves every parameter group at one rate; in training the backbone then gets its
+        backbone_lr_scale share of the suggestion); prints the suggestion and the override line, and plots
+        loss against learning rate into lr_find.png in the run directory.
+
+        Args:
+            min_lr: the smallest learning rate tried.
+            max_lr: the largest learning rate tried.
+            num_training: optimizer steps of the range test (the rate grows exponentially over them).
+            early_stop_threshold: stop when the loss exceeds this multiple of the best loss (null: never).
+        """
+        from pathlib import Path
+
+        from lightning.pytorch.tuner import Tuner
+
+        finder = Tuner(self).lr_find(model, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr, num_training=num_training,
+                                     early_stop_threshold=early_stop_threshold, update_attr=False, attr_name="lr")
+        if finder is None or not self.is_global_zero:
+            return None
+        suggestion = finder.suggestion()
+        plot = Path(self.default_root_dir) / "lr_find.png"
+        figure = finder.plot(suggest=suggestion is not None)
+        figure.savefig(plot, dpi=100)
+        if suggestion is None:
+            print(f"no suggestion: the loss did not fall over {len(finder.results['lr'])} steps; see {plot}")
+            return None
+        print(f"learning rate suggestion: {suggestion:.3g} (steepest fall of the smoothed loss) -> {plot}\n"
+              f"use: --model.optimizer.lr {suggestion:.3g}")
+        return suggestion

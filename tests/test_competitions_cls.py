@@ -87,7 +87,7 @@ def test_binary_auc_competition_end_to_end(tmp_path, capsys):
               "--data.label_col", "target", "--data.image_suffix", ".png", "--data.image_size", "48",
               "--model.backbone", "resnet10t", "--trainer.enable_progress_bar", "false",
               "--trainer.enable_model_summary", "false", "--trainer.precision", "32-true"]  # the AUC below, on any CPU
-    main(["fit", *common, "--trainer.max_epochs", "6", "--model.scheduler.T_max", "6", "--model.monitor", "val/auc",
+    main(["fit", *common, "--trainer.max_epochs", "6", "--model.monitor", "val/auc",
           "--trainer.default_root_dir", str(tmp_path / "run")])
     logged = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert logged["val/auc"].dropna().between(0, 1).all() and len(logged["val/auc"].dropna()) == 6

@@ -252,3 +252,25 @@ def test_class_balance_needs_single_label_targets():
         datamodule.train_targets()
     with pytest.raises(UserInputError, match="sampler"):
         CVDataModule(sampler="weighted")
+
+
+# -- gradient checkpointing ----------------------------------------------------------------------------
+def test_grad_checkpointing_gives_the_same_gradients():
+    """timm backbones and smp `tu-` encoders recompute activations in backward: same gradients; an encoder
+    without support is a one-line error."""
+    from lightning_cv.tasks.segmentation import SegmentationTask
+
+    builds = (lambda gc: ClassificationTask(num_classes=3, backbone=BACKBONE, image_size=32, grad_checkpointing=gc),
+              lambda gc: SegmentationTask(num_classes=2, encoder="tu-resnet10t", image_size=32, grad_checkpointing=gc))
+    for build in builds:
+        plain, checkpointed = build(False).train(), build(True).train()
+        checkpointed.load_state_dict(plain.state_dict())
+        flags = [m.grad_checkpointing for m in checkpointed.model.modules() if hasattr(m, "set_grad_checkpointing")]
+        assert flags and all(flags)
+        images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        for module in (plain, checkpointed):
+            module.model(images).float().square().mean().backward()
+        for a, b in zip(plain.model.parameters(), checkpointed.model.parameters()):
+            assert b.grad is not None and torch.allclose(a.grad, b.grad, atol=1e-6)
+    with pytest.raises(UserInputError, match="resnet18 does not support gradient checkpointing"):
+        SegmentationTask(num_classes=2, encoder="resnet18", image_size=32, grad_checkpointing=True)

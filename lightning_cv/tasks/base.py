@@ -8,6 +8,7 @@ ensemble, demo, new, export ...) ask the registry and this protocol; none of the
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,10 +22,11 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from lightning_cv.augment import image_hw
-from lightning_cv.backbones import normalization
+from lightning_cv.backbones import enable_grad_checkpointing, normalization
 from lightning_cv.errors import UserInputError
 from lightning_cv.io import write_csv
 from lightning_cv.predictions import Predictions
+from lightning_cv.schedules import ScheduleName, named_schedule, total_steps, with_length, with_warmup
 from lightning_cv.submission import SUBMISSION
 from lightning_cv.tta import tta_logits
 from lightning_cv.writers import PredictionWriter
@@ -34,8 +36,8 @@ SPLITS = ("train", "val", "test")
 LOWER_IS_BETTER = ("loss", "rmse", "mae", "logloss")
 
 
-def _adamw(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+def _adamw(params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
 
 
 def ensemble_weights(weights: list[float] | None, n: int) -> np.ndarray:
@@ -63,11 +65,19 @@ class CVTask(L.LightningModule):
         image_size: the training resolution, one side or [height, width], for the example input (export,
             summaries; linked from the data).
         optimizer: the optimizer, given the parameter groups (backbone / head, no decay on biases).
-        scheduler: an optional learning-rate scheduler (stepped per epoch).
+        scheduler: the learning-rate schedule: cosine, linear (decay to `min_lr_scale`), constant or onecycle,
+            stepped per optimizer step over the Trainer's length (max_epochs / max_steps); or any torch
+            scheduler by class path (stepped per `scheduler_interval`; OneCycleLR's total_steps filled in).
+        warmup_steps: linear warmup over this many optimizer steps before the schedule.
+        warmup_epochs: the same in epochs (may be fractional); warmup_steps wins when both are set.
+        min_lr_scale: where cosine and linear end, as a share of each group's learning rate.
+        scheduler_interval: when a class-path scheduler steps: per "epoch" or per optimizer "step".
         backbone_lr_scale: the backbone's learning rate as a share of the head's.
         freeze_backbone_epochs: train only the head for this many epochs.
         channels_last: run the model in channels_last memory format (often faster on GPUs with tensor cores).
         compile: torch.compile the model (slow first steps; pays off on long GPU runs).
+        grad_checkpointing: recompute activations in the backward pass instead of keeping them (timm
+            backbones, smp `tu-` encoders): a larger model or image on one GPU for ~30 % more compute.
         monitor: the logged metric that picks the best checkpoint (default: the task's, e.g. val/acc);
             an EarlyStopping callback in the config names its own.
         monitor_mode: min or max; default: min for losses and errors (loss, rmse, mae, logloss), else max.
@@ -92,8 +102,9 @@ class CVTask(L.LightningModule):
     inference_options: ClassVar[tuple[str, ...]] = ("tta",)
     # Only matter while training: may differ from a checkpoint's on a predict command line (the others
     # define the architecture, which comes from the checkpoint).
-    training_options: ClassVar[tuple[str, ...]] = ("optimizer", "scheduler", "backbone_lr_scale", "freeze_backbone_epochs",
-                                                   "channels_last", "compile", "pretrained", "weights", "drop_rate", "loss",
+    training_options: ClassVar[tuple[str, ...]] = ("optimizer", "scheduler", "warmup_steps", "warmup_epochs", "min_lr_scale",
+                                                   "scheduler_interval", "backbone_lr_scale", "freeze_backbone_epochs",
+                                                   "channels_last", "compile", "grad_checkpointing", "pretrained", "weights", "drop_rate", "loss",
                                                    "monitor", "monitor_mode")
 
     def __init__(
@@ -103,11 +114,16 @@ class CVTask(L.LightningModule):
         class_names: list[str] | None = None,
         image_size: int | list[int] = 64,
         optimizer: OptimizerCallable = _adamw,
-        scheduler: LRSchedulerCallable | None = None,
+        scheduler: ScheduleName | LRSchedulerCallable | None = None,
+        warmup_steps: int = 0,
+        warmup_epochs: float = 0.0,
+        min_lr_scale: float = 0.0,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
         backbone_lr_scale: float = 1.0,
         freeze_backbone_epochs: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        grad_checkpointing: bool = False,
         monitor: str | None = None,
         monitor_mode: Literal["min", "max"] | None = None,
     ):
@@ -124,12 +140,19 @@ class CVTask(L.LightningModule):
             raise ValueError(f"{len(self.class_names)} class names given for {num_classes} classes")
         self.optimizer = optimizer
         self.scheduler = scheduler
+        if warmup_steps < 0 or warmup_epochs < 0 or not 0.0 <= min_lr_scale <= 1.0:
+            raise UserInputError("--model.warmup_steps/warmup_epochs must be >= 0 and --model.min_lr_scale in [0, 1]")
+        self.warmup_steps, self.warmup_epochs, self.min_lr_scale = warmup_steps, warmup_epochs, min_lr_scale
+        self.scheduler_interval = scheduler_interval
         self.backbone_lr_scale = backbone_lr_scale
         self.freeze_backbone_epochs = freeze_backbone_epochs
         if monitor:  # instead of the task's own, for the best checkpoint (and schedulers on a plateau)
             self.monitor = monitor
             self.monitor_mode = monitor_mode or ("min" if any(w in monitor for w in LOWER_IS_BETTER) else "max")
         self.model = self.build_model()
+        if grad_checkpointing:
+            hp = self.hparams
+            enable_grad_checkpointing(self.model, str(hp.get("encoder") or hp.get("backbone") or type(self.model).__name__))
         self.criterion = self.build_criterion()
         mean, std = normalization(self.model, self.in_chans)
         self.register_buffer("mean", mean, persistent=False)
@@ -349,8 +372,10 @@ class CVTask(L.LightningModule):
             is_head = id(param) in head_ids
             no_decay = param.ndim <= 1 or name.endswith(".bias")
             groups.setdefault((is_head, no_decay), []).append(param)
+        # Named for the learning-rate log (lr-AdamW/backbone, lr-AdamW/head_no_decay ...).
         return [
-            {"params": params, "lr_scale": 1.0 if is_head else self.backbone_lr_scale, **({"weight_decay": 0.0} if no_decay else {})}
+            {"params": params, "name": ("head" if is_head else "backbone") + ("_no_decay" if no_decay else ""),
+             "lr_scale": 1.0 if is_head else self.backbone_lr_scale, **({"weight_decay": 0.0} if no_decay else {})}
             for (is_head, no_decay), params in sorted(groups.items())
         ]
 
@@ -359,12 +384,43 @@ class CVTask(L.LightningModule):
         for group in optimizer.param_groups:
             group["lr"] *= group.pop("lr_scale", 1.0)
         if self.scheduler is None:
+            if self.warmup_steps or self.warmup_epochs:
+                raise UserInputError("--model.warmup_steps/warmup_epochs need a --model.scheduler (e.g. cosine or constant)")
             return optimizer
-        scheduler = self.scheduler(optimizer)
-        config = {"scheduler": scheduler, "interval": "epoch"}
+        return {"optimizer": optimizer, "lr_scheduler": self.schedule(optimizer)}
+
+    def schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The lr_scheduler config: a named schedule per step, or the configured torch scheduler (its unset
+        length filled from the Trainer, warmup before it), with the monitor for ReduceLROnPlateau."""
+        total = total_steps(self.trainer)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+        warmup = self.warmup_steps
+        if not warmup and self.warmup_epochs:
+            if epochs is None:
+                raise UserInputError("--model.warmup_epochs needs --trainer.max_epochs (or give --model.warmup_steps)")
+            warmup = int(round(self.warmup_epochs * total / epochs))
+        if warmup >= total:
+            raise UserInputError(f"warmup of {warmup} steps is not shorter than the whole fit ({total} optimizer steps)")
+        if isinstance(self.scheduler, str):
+            return {"scheduler": named_schedule(optimizer, self.scheduler, total, warmup, self.min_lr_scale), "interval": "step"}
+        scheduler = with_length(self.scheduler, total)(optimizer)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = self.monitor
-        return {"optimizer": optimizer, "lr_scheduler": config}
+            return {"scheduler": scheduler, "interval": "epoch", "monitor": self.monitor}
+        if warmup and self.scheduler_interval != "step":
+            raise UserInputError("warmup before a class-path scheduler counts optimizer steps: add "
+                                 "--model.scheduler_interval step (and give the scheduler its length in steps)")
+        return {"scheduler": with_warmup(optimizer, scheduler, warmup) if warmup else scheduler,
+                "interval": self.scheduler_interval}
+
+    # The LR finder (`lightning-cv lr_find`, Lightning's Tuner) reads and sets `lr`: the optimizer's
+    # learning rate (the head's; the backbone keeps its backbone_lr_scale share).
+    @property
+    def lr(self) -> float:
+        return float(getattr(self.optimizer, "keywords", {}).get("lr", 1e-3))
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.optimizer = partial(self.optimizer, lr=float(value))
 
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.freeze_backbone_epochs
