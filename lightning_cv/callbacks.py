@@ -1,14 +1,17 @@
-"""Callbacks: validation pictures (W&B + PNG), the confusion matrix, and an EMA of the weights."""
+"""Callbacks: validation pictures (W&B + PNG), the confusion matrix, and an EMA of the weights (Lightning's)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import WandbLogger
+from torch.optim.swa_utils import AveragedModel
 
 from lightning_cv.io import write_image
 from lightning_cv.pictures import draw_confusion
@@ -20,11 +23,13 @@ def _wandb(trainer: L.Trainer) -> WandbLogger | None:
 
 class ValidationPictures(L.Callback):
     """Each validation epoch: the task's picture of its first batch (and, where the task keeps one,
-    the confusion matrix) to W&B and as PNGs under `<run>/pictures/`."""
+    the confusion matrix) to W&B and as PNGs under `<run>/pictures/`; at the end of fit, the last
+    epoch's first batch as a W&B Table of predictions (image, truth, prediction, score)."""
 
     def __init__(self, max_images: int = 16):
         self.max_images = max_images
         self._first: tuple[dict, Any] | None = None
+        self._last: tuple[dict, Any] | None = None
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -53,104 +58,70 @@ class ValidationPictures(L.Callback):
         panels = pl_module.wandb_validation(*self._first) if wandb is not None and self._first is not None else None
         if panels is not None:
             wandb.log_image(step=trainer.global_step, **panels)
-        self._first = None
+        self._last, self._first = self._first, None
         for key, picture in pictures.items():
             write_image(out / f"{key.split('/')[-1]}_epoch{trainer.current_epoch:03d}.png", picture)
             if wandb is not None:
                 wandb.log_image(key=key, images=[picture], step=trainer.global_step)
 
 
-class EMA(L.Callback):
-    """An exponential moving average of the weights (timm `ModelEmaV3`), updated after every optimizer
-    step; validation runs with the averaged weights and checkpoints hold them, so `best.ckpt`,
-    `last.ckpt`, predict and export use the average.
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        wandb = _wandb(trainer)
+        table = pl_module.wandb_table(*self._last) if wandb is not None and self._last is not None else None
+        if table is None or not trainer.is_global_zero:
+            return
+        columns, rows = table
+        wandb.log_table(key="val/predictions", columns=columns, data=[[_cell(v) for v in row] for row in rows])
 
-    The training weights travel in this callback's checkpoint state, so `fit --ckpt_path last`
-    resumes from them (and from the average). With `warmup`, the decay ramps up as in timm
-    (1 - (1 + step) ** -0.75 for short runs) instead of averaging from the first step at `decay`.
+
+def _cell(value: Any) -> Any:
+    """A W&B Table cell: arrays and image dicts become `wandb.Image`s."""
+    import wandb
+
+    if isinstance(value, np.ndarray) and value.ndim >= 2:
+        return wandb.Image(value)
+    if isinstance(value, dict) and "data_or_path" in value:
+        return wandb.Image(**value)
+    return value
+
+
+class EMA(EMAWeightAveraging):
+    """An exponential moving average of the weights: Lightning's `EMAWeightAveraging`, updated after every
+    optimizer step; validation runs with the averaged weights and checkpoints hold them (`state_dict`), so
+    `best.ckpt`, `last.ckpt`, predict and export use the average; fit ends with the module holding it.
+
+    The training weights travel in the checkpoint (`current_model_state`), so `fit --ckpt_path last`
+    resumes from them and from the average. With `warmup`, the decay ramps up as in timm
+    (min(decay, 1 - (1 + updates) ** -0.75)) instead of averaging from the first step at `decay`.
 
     Args:
         decay: weight of the average at each update (0.999: about the last 1000 steps).
-        warmup: ramp the decay up over the first steps (timm `use_warmup`).
-        update_after_step: the average copies the weights until this optimizer step.
+        warmup: ramp the decay up over the first updates (timm's `use_warmup`).
+        update_after_step: the average starts (from the weights of) this optimizer step.
+        device: where the average lives (default: with the model; "cpu" saves GPU memory).
     """
 
-    def __init__(self, decay: float = 0.999, warmup: bool = False, update_after_step: int = 0):
+    def __init__(self, decay: float = 0.999, warmup: bool = False, update_after_step: int = 0, device: str | None = None):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        self.decay = decay
-        self.warmup = warmup
-        self.update_after_step = update_after_step
-        self.ema: Any = None  # timm ModelEmaV3 of the LightningModule, made when fitting starts
-        self._loaded: dict | None = None  # averaged weights read from a checkpoint before the EMA exists
-        self._swapped = False  # the module holds the averaged weights (during validation)
-        self._last_step = 0
+        super().__init__(device=device, decay=decay, update_starting_at_step=update_after_step or None)
+        self.decay, self.warmup, self.update_after_step = decay, warmup, update_after_step
+        if warmup:
+            self._kwargs["avg_fn"] = partial(_ramped_ema, decay=decay)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After the module's setup (class weights etc.), the move to the device and any checkpoint restore.
-        from timm.utils import ModelEmaV3
-
-        compiled = pl_module.__dict__.pop("_compiled", None)  # not part of the average
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """The average of the module as it is (its compiled twin, kept outside the module tree, is not copied)."""
+        if stage != "fit":
+            return
+        compiled = pl_module.__dict__.pop("_compiled", None)
         try:
-            self.ema = ModelEmaV3(pl_module, decay=self.decay, use_warmup=self.warmup, warmup_power=0.75,
-                                  update_after_step=self.update_after_step)
+            self._average_model = AveragedModel(pl_module, device=self._device or pl_module.device,
+                                                use_buffers=self._use_buffers, **self._kwargs)
         finally:
             if compiled is not None:
                 pl_module.__dict__["_compiled"] = compiled
-        if self._loaded is not None:
-            self.ema.module.load_state_dict(self._loaded)
-            self._loaded = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        # global_step counts optimizer steps: with gradient accumulation, one update per step.
-        if self.ema is not None and trainer.global_step > self._last_step:
-            self.ema.update(pl_module, step=trainer.global_step)
-            self._last_step = trainer.global_step
 
-    def _swap(self, pl_module: L.LightningModule) -> None:
-        with torch.no_grad():
-            for mine, theirs in zip(pl_module.state_dict().values(), self.ema.module.state_dict().values()):
-                tmp = mine.clone()
-                mine.copy_(theirs)
-                theirs.copy_(tmp)
-        self._swapped = not self._swapped
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.ema is not None and trainer.state.fn == "fit" and not self._swapped:
-            self._swap(pl_module)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._swapped:
-            self._swap(pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """The module leaves `fit` with the averaged weights (for a `test` or `predict` in the same process)."""
-        if self.ema is not None and not self._swapped:
-            pl_module.load_state_dict(self.ema.module.state_dict())
-            self.ema = None  # the module now holds the average, and checkpoints save it as it is
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        if self.ema is None:
-            return
-        ema_state = {k: v.detach().clone() for k, v in self.ema.module.state_dict().items()}
-        training, average = (ema_state, checkpoint["state_dict"]) if self._swapped else (checkpoint["state_dict"], ema_state)
-        checkpoint["state_dict"] = average
-        if "callbacks" in checkpoint:  # not in weights-only checkpoints
-            checkpoint["callbacks"].setdefault(self.state_key, {}).update(training_state_dict=training)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "last_step": self._last_step}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._last_step = int(state_dict.get("last_step", 0))
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Resume: the module got the checkpoint's (averaged) `state_dict`; put the training weights back
-        and keep the average for the EMA made at fit start. A checkpoint without EMA state starts the
-        average from its weights."""
-        state = (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
-        training = state.get("training_state_dict")
-        self._loaded = dict(checkpoint["state_dict"])
-        if training is not None:
-            pl_module.load_state_dict(training)
+def _ramped_ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
+    step_decay = min(decay, 1.0 - (1.0 + float(num_averaged)) ** -0.75)
+    return averaged + (current - averaged) * (1.0 - step_decay)

@@ -13,7 +13,7 @@ import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -30,6 +30,7 @@ from lightning_cv.callbacks import ValidationPictures
 from lightning_cv.checkpoints import OFFLINE_OVERRIDES
 from lightning_cv.errors import UserInputError
 from lightning_cv.loggers import RunCSVLogger
+from lightning_cv.provenance import write_environment
 
 # Facts the data knows and the model is told (never configured twice).
 LINKED = ("num_classes", "class_names", "in_chans", "image_size")
@@ -89,12 +90,16 @@ class LightningCV(LightningCLI):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         parser.add_argument("--wandb_project", type=str | None, default=None,
                             help="W&B project (default: $WANDB_PROJECT or lightning-cv-<task>)")
+        parser.add_argument("--wandb_log_model", type=Literal["best", "all"] | bool, default=False,
+                            help="checkpoints as W&B model artifacts: best (the best and last, at the end of fit), "
+                                 "all (each as it is saved) or false; offline runs keep them for `wandb sync`")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Lightning then rebuilds the model from the checkpoint's hyperparameters. Checked first: the
         checkpoint is of the configured task, and no architecture option given on the command line
         contradicts it (one-line errors); the prediction options are kept for `before_instantiate_classes`."""
         super().parse_arguments(parser, args)
+        self._argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
         self._prediction_options: dict[str, Any] = {}
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -158,8 +163,10 @@ class LightningCV(LightningCLI):
         project = self.config[self.subcommand].get("wandb_project") or os.environ.get(
             "WANDB_PROJECT", f"lightning-cv-{self.datamodule.task_name}"
         )
+        log_model = {"best": True, "all": "all"}.get(self.config[self.subcommand].get("wandb_log_model"), False)
         loggers.append(WandbLogger(save_dir=str(run_dir), project=project, name=f"{run_dir.parent.name}/{run_dir.name}",
-                                   id=run_id, resume="allow" if resume else None, job_type=self.subcommand))
+                                   id=run_id, resume="allow" if resume else None, job_type=self.subcommand,
+                                   log_model=log_model))
         return loggers
 
     def default_callbacks(self, run_dir: Path, configured: list, logged: bool = True) -> list:
@@ -188,6 +195,8 @@ class LightningCV(LightningCLI):
         trainer_config = self.config_init[self.subcommand].trainer
         run_dir = self.run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
+        if self.trainer_is_global_zero():
+            write_environment(run_dir, self._argv)
         kwargs["default_root_dir"] = str(run_dir)
         if self.subcommand != "fit" and trainer_config.get("enable_checkpointing") is None:
             kwargs["enable_checkpointing"] = False  # nothing to save; avoids a stale-dirpath warning

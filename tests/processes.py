@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pandas as pd
 from specs import ROOT
@@ -26,3 +27,16 @@ def mnist_fit_args(data_dir, run_dir, *extra):
 def val_rows(run_dir):
     frame = pd.read_csv(run_dir / "metrics.csv")
     return frame.dropna(subset=["val/acc"])
+
+
+def wandb_record(run_dir, *needles: bytes, wait: float = 20.0) -> bytes:
+    """The offline W&B record (.wandb) of `run_dir`, once it holds every needle (W&B's service process
+    writes it: allow it `wait` seconds to flush)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        record = next(Path(run_dir).glob("*.wandb")).read_bytes()
+        if all(n in record for n in needles) or time.monotonic() > deadline:
+            return record
+        time.sleep(0.5)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from processes import wandb_record
 from specs import ROOT, SPECS
 
 from lightning_cv.cli import main
@@ -80,3 +82,23 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
     assert set(written["label"]) <= set(train["label"])
     main(["score", str(submission), str(data_dir / "solution.csv"), "--metric", "accuracy"])
     assert "accuracy:" in capsys.readouterr().out
+
+
+def test_cv_summary_goes_to_the_folds_wandb_group(monkeypatch, tmp_path):
+    """Offline without credentials: a run of job type cv in the folds' group, with the per-fold table and
+    the mean/std and out-of-fold scores in its summary."""
+    from lightning_cv.loggers import log_cv_summary
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    results = {"task": "cls", "folds": 2, "per_fold": [{"fold": 0, "rows": 5, "status": "ok", "scores": {"acc": 0.8}},
+                                                        {"fold": 1, "rows": 5, "status": "ok", "scores": {"acc": 0.6}}],
+               "summary": {"acc": {"mean": 0.7, "std": 0.1, "folds": 2}}, "oof": {"acc": 0.7, "rows": 10}}
+    run_dir = Path(log_cv_summary(tmp_path, "lightning-cv-cls", "cls-cv-test", results)).parent
+    [table] = run_dir.glob("files/media/table/cv/folds_*.table.json")
+    table = json.loads(table.read_text())
+    assert table["columns"] == ["fold", "rows", "status", "acc"] and [r[-1] for r in table["data"]] == [0.8, 0.6]
+    record = wandb_record(run_dir, b"cls-cv-test", b"cv/acc_mean", b"oof/acc")
+    assert b"cls-cv-test" in record and b"cv/acc_mean" in record and b"oof/acc" in record  # group and summary
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert log_cv_summary(tmp_path, "p", "g", results) is None

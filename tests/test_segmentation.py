@@ -216,3 +216,31 @@ def test_carvana_layout_through_the_cli(carvana, tmp_path):
         png = cv2.imread(str(pred / "masks" / f"{row.id}.png"), cv2.IMREAD_GRAYSCALE)
         assert png.shape == (HEIGHT, WIDTH)
         np.testing.assert_array_equal(rle_decode(row.rle_mask, (HEIGHT, WIDTH)), (png > 0).astype(np.uint8))
+
+
+def test_wandb_prediction_table_at_the_end_of_fit(tmp_path):
+    """The last validation epoch's first batch goes to W&B as a Table: image with true and predicted masks
+    (wandb.Image) and the image's Dice; classification gives image, truth, prediction, probability."""
+    import wandb as wandb_module
+    from specs import _seg_batch
+
+    from lightning_cv.tasks import ClassificationTask
+
+    wandb = mock.Mock(spec=WandbLogger)
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, default_root_dir=str(tmp_path),
+                              loggers=[wandb], current_epoch=0, global_step=5)
+    batch = _seg_batch(3)
+    for task, columns in ((SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=32).eval(), ["image", "dice"]),
+                          (ClassificationTask(num_classes=2, backbone="test_resnet", image_size=32).eval(),
+                           ["image", "truth", "prediction", "probability"])):
+        callback = ValidationPictures()
+        with torch.no_grad():
+            outputs = task(batch["image"])
+        cls_batch = batch if columns == ["image", "dice"] else {**batch, "target": torch.tensor([0, 1, 1])}
+        callback.on_validation_batch_end(trainer, task, {"outputs": outputs}, cls_batch, 0)
+        callback.on_validation_epoch_end(trainer, task)
+        callback.on_fit_end(trainer, task)
+        table = wandb.log_table.call_args.kwargs
+        assert table["key"] == "val/predictions" and table["columns"] == columns and len(table["data"]) == 3
+        assert isinstance(table["data"][0][0], wandb_module.Image)
+        assert 0.0 <= table["data"][0][-1] <= 1.0

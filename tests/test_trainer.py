@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from processes import wandb_record
 from specs import ROOT, SPECS
 
 from lightning_cv import trainer as trainer_module
@@ -45,11 +48,21 @@ def test_offline_wandb_run_with_pictures(monkeypatch, data_root, tmp_path):
     run_dir = tmp_path / "run"
     build_cli(["fit", "--config", str(ROOT / spec.config), "--data.data_dir", str(spec.make_data(data_root)),
                *spec.smoke_args, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-               "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false"])
+               "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
+               "--wandb_log_model", "best"])
     import wandb
 
     wandb.finish()
     runs = list((run_dir / "wandb").glob("offline-run-*"))
+    # --wandb_log_model best: the best checkpoint is a model artifact of the offline run (for `wandb sync`).
+    artifact = b"model-" + (run_dir / "wandb_run_id").read_text().encode()
+    record = wandb_record(runs[0], artifact, b"best-epoch000.ckpt")
+    assert artifact in record and b"best-epoch000.ckpt" in record
+    # Provenance: versions, hardware, the working tree's commit and the command line.
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert torch.__version__.startswith(env["packages"]["torch"]) and env["python"].count(".") == 2
+    assert env["command"][-2:] == ["--wandb_log_model", "best"] and env["hardware"]["cpus"] >= 1
+    assert env["git"] is None or (len(env["git"]["commit"]) == 40 and isinstance(env["git"]["dirty"], bool))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     media = list(runs[0].rglob("media/images/val/*.png"))
     assert any("examples" in p.name for p in media) and any("confusion" in p.name for p in media)

@@ -124,9 +124,9 @@ def test_ema_from_the_command_line_is_validated_and_checkpointed(ema_run, tmp_pa
     [ema] = [c for c in cli.trainer.callbacks if isinstance(c, EMA)]
     assert ema.decay == 0.5
     # 4 batches accumulated in pairs: 2 optimizer steps, one EMA update after each.
-    assert cli.trainer.global_step == 2 and ema._last_step == 2
+    assert cli.trainer.global_step == 2 and ema._latest_update_step == 2
     checkpoint = torch.load(last, weights_only=True)
-    average, training = checkpoint["state_dict"], checkpoint["callbacks"]["EMA"]["training_state_dict"]
+    average, training = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert any(not torch.equal(average[k], training[k]) for k in average if average[k].is_floating_point())
     assert all(torch.equal(cli.model.state_dict()[k], v) for k, v in average.items())  # fit ends on the average
 
@@ -139,18 +139,31 @@ def test_ema_from_the_command_line_is_validated_and_checkpointed(ema_run, tmp_pa
     assert trainer.validate(restored, datamodule=cli.datamodule, verbose=False)[0]["val/loss"] != pytest.approx(logged, rel=1e-5)
 
 
-def test_ema_resume_restores_the_training_weights_and_the_average(ema_run):
+def test_ema_resume_restores_the_training_weights_and_the_average(ema_run, cls_data, tmp_path):
+    """`fit --ckpt_path last` with the EMA: the module trains on from the training weights, the average
+    from the checkpoint's (one more optimizer step moves both)."""
     _, last = ema_run
     checkpoint = torch.load(last, weights_only=True)
-    module = ClassificationTask.load_from_checkpoint(last, weights_only=True)  # as the Trainer restores it
-    ema = EMA(decay=0.5)
-    ema.on_load_checkpoint(None, module, checkpoint)
-    ema.load_state_dict(checkpoint["callbacks"]["EMA"])
-    ema.on_fit_start(None, module)
-    training = checkpoint["callbacks"]["EMA"]["training_state_dict"]
-    assert all(torch.equal(module.state_dict()[k], v) for k, v in training.items())
-    assert all(torch.equal(ema.ema.module.state_dict()[k], v) for k, v in checkpoint["state_dict"].items())
-    assert ema._last_step == 2
+    cli = build_cli(["fit", *_common(cls_data), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
+                     "--trainer.accumulate_grad_batches", "2", "--trainer.default_root_dir", str(tmp_path),
+                     "--trainer.callbacks+=lightning_cv.callbacks.EMA", "--trainer.callbacks.decay", "0.5",
+                     "--trainer.precision", "32-true", "--ckpt_path", str(last)])
+    [ema] = [c for c in cli.trainer.callbacks if isinstance(c, EMA)]
+    assert cli.trainer.global_step == 3 and ema._latest_update_step == 3
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    # average_3 = 0.5 * average_2 + 0.5 * weights_3 for every averaged float parameter
+    for name, before in checkpoint["state_dict"].items():
+        if before.is_floating_point() and "num_batches" not in name:
+            expected = 0.5 * before + 0.5 * resumed["current_model_state"][name]
+            assert torch.allclose(resumed["state_dict"][name], expected, atol=1e-6), name
+
+
+def test_ema_warmup_ramps_the_decay():
+    from lightning_cv.callbacks import _ramped_ema
+
+    average, current = torch.zeros(1), torch.ones(1)
+    assert _ramped_ema(average, current, torch.tensor(1), decay=0.99).item() == pytest.approx(2**-0.75)
+    assert _ramped_ema(average, current, torch.tensor(10**6), decay=0.99).item() == pytest.approx(0.01)
 
 
 # -- SWA -------------------------------------------------------------------------------------------------

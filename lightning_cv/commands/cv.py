@@ -26,6 +26,7 @@ import pandas as pd
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.folds import FOLD_COL, load_or_create_folds
 from lightning_cv.io import atomic_path, write_csv
+from lightning_cv.loggers import log_cv_summary
 from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
 from lightning_cv.tasks import TaskEntry, task_for
 from lightning_cv.tta import TTAMode
@@ -120,6 +121,15 @@ def _out_from_overrides(out: Path | None, overrides: list[str]) -> Path | None:
     return out
 
 
+def _option(overrides: list[str], name: str) -> str | None:
+    """The value of `--name value` / `--name=value` among the options passed on to fit, or None."""
+    for i, token in enumerate(overrides):
+        key, eq, value = token.partition("=")
+        if key == name:
+            return value if eq else (overrides[i + 1] if i + 1 < len(overrides) else None)
+    return None
+
+
 def _fold_assignment(cv_dir: Path, datamodule: Any, folds: int, fold: int | None,
                      group_col: str | None) -> tuple[pd.DataFrame, str, str | None]:
     """(the training rows with their fold, written once to folds.csv; its key column; its label column)."""
@@ -137,10 +147,15 @@ def _fold_assignment(cv_dir: Path, datamodule: Any, folds: int, fold: int | None
     return table, key, label_col
 
 
+def wandb_group(task: str, cv_dir: Path) -> str:
+    """The W&B group of a CV run's folds and summary."""
+    return os.environ.get("WANDB_RUN_GROUP", f"{task}-{cv_dir.name}")
+
+
 def _train_folds(config: Path, overrides: list[str], cv_dir: Path, folds: list[int], task: str) -> dict[int, str]:
     """One `fit` process per fold (memory is freed between folds, a failed fold does not stop the others);
     returns the status of the failed ones."""
-    env = {**os.environ, "WANDB_RUN_GROUP": os.environ.get("WANDB_RUN_GROUP", f"{task}-{cv_dir.name}")}
+    env = {**os.environ, "WANDB_RUN_GROUP": wandb_group(task, cv_dir)}
     failed: dict[int, str] = {}
     for k in folds:
         fold_dir = cv_dir / f"fold{k}"
@@ -330,6 +345,8 @@ def cv(
     with atomic_path(cv_dir / "cv_results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     _print_table(cv_dir, rows, summary)
+    project = _option(overrides, "--wandb_project") or os.environ.get("WANDB_PROJECT", f"lightning-cv-{entry.name}")
+    log_cv_summary(cv_dir, project, wandb_group(entry.name, cv_dir), results)
     if failed:
         print(f"failed folds: {sorted(failed)}; rerun one with --fold K --out {cv_dir}", file=sys.stderr)
     return cv_dir

@@ -234,6 +234,11 @@ class CVTask(L.LightningModule):
         """W&B `log_image` arguments for richer panels (e.g. masks), or None."""
         return None
 
+    def wandb_table(self, batch: dict, outputs: torch.Tensor) -> tuple[list[str], list[list[Any]]] | None:
+        """(columns, rows) of validation predictions for a W&B Table at the end of fit: an image cell is an
+        HxWx3 uint8 array, or a dict of `wandb.Image` arguments (image and masks); None: no table."""
+        return None
+
     # -- predictions: ensembles, out-of-fold scores, submissions (no model needed) --------------------------
     @classmethod
     def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None) -> Predictions:

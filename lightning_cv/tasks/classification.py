@@ -345,6 +345,13 @@ class ClassificationTask(CVTask):
             tiles.append(caption(to_uint8_image(image), text, ok=target == pred, scale=max(1, 128 // image.shape[-1])))
         return image_grid(tiles)
 
+    def wandb_table(self, batch: dict, outputs: torch.Tensor) -> tuple[list[str], list[list[Any]]]:
+        """Image, true label, predicted label and its probability."""
+        confidence, preds = outputs.float().softmax(dim=1).max(dim=1)
+        rows = [[to_uint8_image(image), self.class_names[t], self.class_names[p], round(c, 4)]
+                for image, t, p, c in zip(batch["image"], batch["target"].tolist(), preds.tolist(), confidence.tolist())]
+        return ["image", "truth", "prediction", "probability"], rows
+
     # -- predictions ---------------------------------------------------------------------------------------
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         return {"submission_labels": bool(getattr(datamodule, "submission_labels", False))}

@@ -70,6 +70,12 @@ def instance_rows(ids: np.ndarray, masks: list[np.ndarray], order: str, sample: 
     return pd.DataFrame([(i, r) for i in order_ids for r in rows[i]], columns=columns)
 
 
+def foreground_dice(target: np.ndarray, pred: np.ndarray) -> float:
+    """One image's Dice of the foreground pixels given the right class (1.0 when both are empty)."""
+    inter, total = np.logical_and(target > 0, pred == target).sum(), (target > 0).sum() + (pred > 0).sum()
+    return float(2 * inter / total) if total else 1.0
+
+
 class SegmentationTask(CVTask):
     """An smp model (encoder + decoder), a named mask loss, dice / IoU / pixel accuracy.
 
@@ -204,8 +210,7 @@ class SegmentationTask(CVTask):
         """Rows of image | true mask | predicted mask overlays, captioned with the image's dice."""
         tiles = []
         for image, target, pred in self._examples(batch, outputs, 8):
-            inter, total = np.logical_and(target > 0, pred == target).sum(), (target > 0).sum() + (pred > 0).sum()
-            dice = 2 * inter / total if total else 1.0
+            dice = foreground_dice(target, pred)
             scale = max(1, 128 // image.shape[0])
             tiles += [caption(image, "image", scale=scale), caption(overlay(image, target), "true", scale=scale),
                       caption(overlay(image, pred), f"pred {dice:.2f}", ok=dice >= 0.9, scale=scale)]
@@ -221,6 +226,16 @@ class SegmentationTask(CVTask):
             "masks": [{"gt": {"mask_data": target, "class_labels": labels},
                        "pred": {"mask_data": pred, "class_labels": labels}} for _, target, pred in examples],
         }
+
+    def wandb_table(self, batch: dict, outputs: torch.Tensor) -> tuple[list[str], list[list[Any]]]:
+        """The image with its true and predicted masks (toggled in W&B) and the image's foreground Dice."""
+        labels = dict(enumerate(self.class_names))
+        rows = []
+        for image, target, pred in self._examples(batch, outputs, len(batch["image"])):
+            rows.append([{"data_or_path": image, "masks": {"truth": {"mask_data": target, "class_labels": labels},
+                                                           "prediction": {"mask_data": pred, "class_labels": labels}}},
+                         round(foreground_dice(target, pred), 4)])
+        return ["image", "dice"], rows
 
     # -- predictions ---------------------------------------------------------------------------------------
     @classmethod
