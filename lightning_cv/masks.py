@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from lightning_cv.boxes import letterbox_shape
+
 # How competitions write an empty mask: an empty cell, NaN (Clouds, Airbus), -1 (SIIM pneumothorax).
 EMPTY_RLE = ("", "-1", "nan", "NaN")
 
@@ -52,13 +54,20 @@ def rle_pixels(rle: str) -> np.ndarray:
     return np.concatenate([np.arange(s - 1, s - 1 + n) for s, n in zip(numbers[0::2], numbers[1::2])])
 
 
-def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, threshold: float = 0.5) -> np.ndarray:
+def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, threshold: float = 0.5,
+                 letterboxed: bool = False) -> np.ndarray:
     """Probabilities (C, h, w) at model resolution -> an index mask (H, W) at the original size.
 
-    The probabilities are resized (bilinear) before thresholding / argmax, so edges stay smooth.
+    `letterboxed`: the image was fitted into (h, w) with its aspect kept and padded (`augment.letterbox`);
+    the padding is dropped first. The probabilities are resized (bilinear) before thresholding / argmax,
+    so edges stay smooth.
     """
     height, width = int(size[0]), int(size[1])
-    probs = np.ascontiguousarray(np.asarray(probs, dtype=np.float32).transpose(1, 2, 0))
+    probs = np.asarray(probs, dtype=np.float32)
+    if letterboxed:
+        fit_h, fit_w = letterbox_shape(height, width, probs.shape[-2:])
+        probs = probs[:, :fit_h, :fit_w]
+    probs = np.ascontiguousarray(probs.transpose(1, 2, 0))
     resized = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
     if binary:
         return (resized[..., 0] > threshold).astype(np.uint8)

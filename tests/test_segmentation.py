@@ -22,6 +22,7 @@ from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.errors import DataError, UserInputError
 from lightning_cv.losses import segmentation_loss
 from lightning_cv.masks import restore_mask, rle_decode, rle_encode
+from lightning_cv.predictions import Predictions
 from lightning_cv.tasks.segmentation import SegmentationTask
 
 # Odd Carvana-like size (width 150, height 97): neither side divides by 32.
@@ -216,3 +217,48 @@ def test_carvana_layout_through_the_cli(carvana, tmp_path):
         png = cv2.imread(str(pred / "masks" / f"{row.id}.png"), cv2.IMREAD_GRAYSCALE)
         assert png.shape == (HEIGHT, WIDTH)
         np.testing.assert_array_equal(rle_decode(row.rle_mask, (HEIGHT, WIDTH)), (png > 0).astype(np.uint8))
+
+
+def _wide_sample(root: Path) -> np.ndarray:
+    """One 60x150 image (a wide plate) whose object sits at its right end, and its 0/255 mask."""
+    for d in ("train", "train_masks"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    mask = np.zeros((60, 150), np.uint8)
+    mask[10:50, 110:140] = 255
+    image = np.full((60, 150, 3), 40, np.uint8)
+    image[mask > 0] = 220
+    cv2.imwrite(str(root / "train" / "wide.png"), image)
+    cv2.imwrite(str(root / "train_masks" / "wide.png"), mask)
+    return mask > 0
+
+
+def test_keep_aspect_letterboxes_and_maps_back_exactly(tmp_path):
+    """--data.keep_aspect: the 60x150 plate is fitted into 64x64 as 26x64 (not stretched), padded with
+    background; its mask, as predicted at model resolution, comes back at 60x150 with the object where it was."""
+    truth = _wide_sample(tmp_path)
+    dm = SegmentationDataModule(str(tmp_path), image_size=64, mask_suffix="", keep_aspect=True)
+    stretched = SegmentationDataModule(str(tmp_path), image_size=64, mask_suffix="")
+    rows = dm.labelled_rows()
+    sample = dm.build_dataset(rows, None)[0]
+    assert tuple(sample["image"].shape) == (3, 64, 64) and sample["size"].tolist() == [60, 150]
+    target = sample["target"].numpy()
+    assert target[26:].sum() == 0 and sample["image"][:, 26:].abs().sum() == 0  # the padding: background
+    # Rows 10..50 of 60 -> 4.3..21.3 of 26, columns 110..140 of 150 -> 46.9..59.7 of 64: one scale, aspect kept.
+    assert target[5:21, 47:59].all() and target[:4].sum() == target[22:].sum() == 0
+    assert stretched.build_dataset(stretched.labelled_rows(), None)[0]["target"][11:53, 47:59].all()  # rows -> 10.7..53.3
+    probs = torch.from_numpy(target[None, None].astype(np.float32))
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=64)
+    predictions = Predictions("seg", np.array(["wide"]), {"probs": probs.numpy(), "size": np.array([[60, 150]])},
+                              ["background", "foreground"], task.prediction_meta(dm))
+    SegmentationTask.write_outputs(predictions, tmp_path / "out", None)
+    png = cv2.imread(str(tmp_path / "out" / "masks" / "wide.png"), cv2.IMREAD_GRAYSCALE)
+    assert png.shape == (60, 150)
+    rows, cols = np.nonzero(png)
+    # Within a model pixel (150 / 64 = 2.3 original pixels) of the object's box rows 10..49, columns 110..139.
+    assert np.allclose([rows.min(), rows.max(), cols.min(), cols.max()], [10, 49, 110, 139], atol=2.5)
+    assert ((png > 0) & truth).sum() / ((png > 0) | truth).sum() > 0.85
+    # Without dropping the padding, the mask would come back squashed into the top of the image.
+    wrong = SegmentationTask.masks(predictions.with_meta(keep_aspect=False))[0]
+    assert (wrong.astype(bool) & truth).sum() / (wrong.astype(bool) | truth).sum() < 0.5
+    with pytest.raises(DataError, match="keep_aspect"):
+        SegmentationTask.combine([predictions, predictions.with_meta(keep_aspect=False)])

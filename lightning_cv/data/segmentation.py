@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to_multiple, resize
+from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, letterbox, pad_to_multiple, resize
 from lightning_cv.cache import CachedSource, content_id, file_version
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.errors import UserInputError
@@ -123,8 +123,8 @@ class SegmentationDataModule(CVDataModule):
     with any image extension (png, gif, jpg, bmp, tif), or run-length encoded in `data_dir/<rle_csv>`.
 
     Masks are binary (0/1 or 0/255) or hold class indices (0 = background). Images are resized to
-    image_size (one side, or [height, width]) and padded to a multiple of 32 (the encoders' stride); predictions are
-    mapped back to each image's own size.
+    image_size (one side, or [height, width]; with keep_aspect, fitted into it and padded) and padded to a
+    multiple of 32 (the encoders' stride); predictions are mapped back to each image's own size.
 
     Args:
         image_dir: folder of training images, relative to data_dir.
@@ -135,6 +135,9 @@ class SegmentationDataModule(CVDataModule):
         rle_col: the CSV column with the mask's RLE (Carvana's "rle_mask"); empty = empty mask.
         rle_order: pixel order of the RLE: "C" row-major (Carvana), "F" column-major (TGS Salt, Airbus).
         classes: class names, background first; default: from the masks (binary: background, foreground).
+        keep_aspect: resize by the long side (each image fitted into image_size, aspect kept) and pad the
+            rest (bottom/right, background in the mask) instead of stretching to image_size; the padding is
+            dropped again when predictions are mapped back to each image's size.
 
     With --data.sample_submission, `predict` writes submission.csv with its ids, order and columns, each
     RLE matched to its image by id or file stem (Carvana's `img` = `<id>.jpg`). Binary masks.
@@ -153,6 +156,7 @@ class SegmentationDataModule(CVDataModule):
         rle_col: str = "rle_mask",
         rle_order: Literal["C", "F"] = "C",
         classes: list[str] | None = None,
+        keep_aspect: bool = False,
         **kwargs: Any,
     ):
         # The other standard options (fold, cache, predict_dir, ...) are CVDataModule's (via **kwargs).
@@ -165,6 +169,7 @@ class SegmentationDataModule(CVDataModule):
         self.rle_col = rle_col
         self.rle_order = rle_order
         self.classes = classes
+        self.keep_aspect = keep_aspect
 
     # -- images and their masks ------------------------------------------------------------------
     @cached_property
@@ -276,9 +281,13 @@ class SegmentationDataModule(CVDataModule):
         rows = super().unlabelled_rows(directory)
         return Rows([Path(i).stem for i in rows.ids], rows.items, None, rows.extra)
 
+    def resize_steps(self) -> list[Any]:
+        """To image_size: stretched, or (keep_aspect) fitted with the aspect kept and padded."""
+        return letterbox(self.image_hw) if self.keep_aspect else [resize(*self.image_hw)]
+
     def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> SegmentationDataset:
         """The resize runs in the pipeline, or once into the cache (images and masks alike)."""
-        pre = [resize(*self.image_hw)]
+        pre = self.resize_steps()
         reader = self.image_reader(pre)
         sources, sizes = rows.extra.get("source"), rows.extra["size"]
         masks = None

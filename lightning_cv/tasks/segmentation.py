@@ -191,7 +191,8 @@ class SegmentationTask(CVTask):
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         # The RLE pixel order is the competition's: the DataModule's.
         return {"threshold": self.threshold, "rle_order": getattr(datamodule, "rle_order", "C"),
-                "instances": bool(getattr(datamodule, "instance_rows", False))}
+                "instances": bool(getattr(datamodule, "instance_rows", False)),
+                "keep_aspect": bool(getattr(datamodule, "keep_aspect", False))}
 
     # -- pictures --------------------------------------------------------------------------------
     def _examples(self, batch: dict, outputs: torch.Tensor, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -224,11 +225,21 @@ class SegmentationTask(CVTask):
 
     # -- predictions ---------------------------------------------------------------------------------------
     @classmethod
+    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None) -> Predictions:
+        """As every task, once the members' pixels line up (all letterboxed, or none)."""
+        if len({bool(p.meta.get("keep_aspect", False)) for p in predictions}) > 1:
+            raise DataError("predictions made with and without --data.keep_aspect cannot be combined: their pixels "
+                            "do not line up (predict every member with the same data options)")
+        return super().combine(predictions, method, weights)
+
+    @classmethod
     def masks(cls, predictions: Predictions) -> list[np.ndarray]:
-        """Each image's index mask at its original size (probabilities resized, then decided)."""
+        """Each image's index mask at its original size (letterbox padding dropped, probabilities resized,
+        then decided)."""
         probs, sizes = predictions.arrays["probs"], predictions.arrays["size"]
         binary, threshold = probs.shape[1] == 1, float(predictions.meta.get("threshold", 0.5))
-        return [restore_mask(p, tuple(s), binary, threshold) for p, s in zip(probs, sizes)]
+        letterboxed = bool(predictions.meta.get("keep_aspect", False))
+        return [restore_mask(p, tuple(s), binary, threshold, letterboxed) for p, s in zip(probs, sizes)]
 
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
