@@ -183,12 +183,12 @@ def test_height_width_sizes_map_predictions_back_exactly(tmp_path):
 
 
 def test_training_on_crops_validating_on_whole_images(tmp_path):
-    """A RandomCrop in the training augmentations: training samples are crops, validation whole images."""
+    """--data.crop: training samples are crops, validation whole images (per-class masks too)."""
     _images(tmp_path, [f"{i}.jpg" for i in range(6)])
     pd.DataFrame({"ImageId": ["0.jpg"], "ClassId": [1], "EncodedPixels": [rle_encode(_mask((0, 0, 4, 6)), "F")]}).to_csv(
         tmp_path / "train.csv", index=False)
     dm = MultiLabelSegmentationDataModule(str(tmp_path), image_size=[64, 128], classes=["1"], val_fraction=0.5,
-                                          train_augment=[{"RandomCrop": {"height": 32, "width": 64, "p": 1.0}}])
+                                          crop=[32, 64])
     dm.setup("fit")
     train, val = dm.datasets["train"][0], dm.datasets["val"][0]
     assert tuple(train["image"].shape) == (3, 32, 64) and tuple(train["target"].shape) == (1, 32, 64)

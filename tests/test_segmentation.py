@@ -60,7 +60,7 @@ def carvana(tmp_path_factory) -> Path:
 
 
 def _dm(root: Path, **kwargs) -> SegmentationDataModule:
-    return SegmentationDataModule(data_dir=str(root), image_size=40, batch_size=4, num_workers=0, **kwargs)
+    return SegmentationDataModule(data_dir=str(root), **{"image_size": 40, "batch_size": 4, "num_workers": 0, **kwargs})
 
 
 def test_gif_masks_and_rle_csv_give_the_same_samples(carvana):
@@ -262,3 +262,49 @@ def test_keep_aspect_letterboxes_and_maps_back_exactly(tmp_path):
     assert (wrong.astype(bool) & truth).sum() / (wrong.astype(bool) | truth).sum() < 0.5
     with pytest.raises(DataError, match="keep_aspect"):
         SegmentationTask.combine([predictions, predictions.with_meta(keep_aspect=False)])
+
+
+def test_crops_train_whole_images_validate(carvana):
+    """--data.crop: training samples are random crops of the resized image, validation sees it whole;
+    bad crops are one-line errors."""
+    dm = _dm(carvana, image_size=[64, 96], keep_aspect=True, crop=[32, 64], val_fraction=0.25)
+    dm.setup("fit")
+    train, val = dm.datasets["train"][0], dm.datasets["val"][0]
+    assert tuple(train["image"].shape) == (3, 32, 64) and tuple(train["target"].shape) == (32, 64)
+    assert train["valid"].tolist() == [32, 64]
+    assert tuple(val["image"].shape) == (3, 64, 96) and val["valid"].tolist() == [64, 96]
+    assert val["size"].tolist() == [HEIGHT, WIDTH]
+    for crop, message in (([32, 40], "multiples of 32"), (128, r"larger than --data.image_size \[64, 96\]"),
+                          ([0, 32], "one side or")):
+        with pytest.raises(UserInputError, match=message):
+            _dm(carvana, image_size=[64, 96], crop=crop)
+    # seg.yaml's RandomRotate90 would make 64x32 samples of 32x64 crops.
+    turning = [{"OneOf": {"p": 0.5, "transforms": [{"RandomRotate90": {"p": 1.0}}]}}]
+    with pytest.raises(UserInputError, match="RandomRotate90 turns 32x64 training samples into 64x32"):
+        _dm(carvana, image_size=[64, 96], crop=[32, 64], train_augment=turning).setup("fit")
+
+
+def test_crops_keep_aspect_and_tiles_through_the_cli(carvana, tmp_path):
+    """fit on 32x64 crops of letterboxed 64x96 images, validated whole by 64-px tiles; predict maps masks
+    back to each image's 97x150."""
+    from lightning_cv import tiling
+
+    data = ["--config", str(ROOT / "configs" / "seg.yaml"), "--model.encoder", "tu-test_resnet", "--data.data_dir",
+            str(carvana), "--data.image_size", "[64, 96]", "--data.keep_aspect", "true", "--data.crop", "[32, 64]",
+            "--data.batch_size", "4", "--model.tile_size", "64", "--data.train_augment", '[{"HorizontalFlip": {"p": 0.5}}]']
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    run, pred = tmp_path / "run", tmp_path / "pred"
+    with mock.patch("lightning_cv.tasks.segmentation.predict_tiled", wraps=tiling.predict_tiled) as tiled:
+        cli = build_cli(["fit", *data, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                         "--trainer.default_root_dir", str(run)])
+        assert tiled.call_count > 0 and tuple(tiled.call_args.args[1].shape[-2:]) == (64, 96)
+    assert cli.datamodule.datasets["train"][0]["image"].shape[-2:] == (32, 64)
+    assert "val/dice" in cli.trainer.callback_metrics
+    build_cli(["predict", *data, *quiet, "--data.predict_dir", str(carvana / "test"),
+               "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--trainer.default_root_dir", str(pred)])
+    submission = pd.read_csv(pred / "submission.csv", keep_default_na=False)
+    assert len(submission) == 3
+    for row in submission.itertuples():
+        png = cv2.imread(str(pred / "masks" / f"{row.id}.png"), cv2.IMREAD_GRAYSCALE)
+        assert png.shape == (HEIGHT, WIDTH)
+        np.testing.assert_array_equal(rle_decode(row.rle_mask, (HEIGHT, WIDTH)), (png > 0).astype(np.uint8))

@@ -83,11 +83,12 @@ class SegmentationTask(CVTask):
         decoder_attention_type: "scse" for squeeze-and-excitation in the Unet / Unet++ decoder.
         loss: dice, bce, ce, focal, lovasz, or a sum (bce+dice); default bce+dice (binary), ce+dice (multiclass).
         threshold: foreground probability threshold for binary masks (pictures, predictions).
-        tile_size: predict by blended overlapping tiles of this side (a multiple of 32) instead of the
-            whole image, e.g. when predicting at a larger --data.image_size than the training one.
+        tile_size: validate and predict by blended overlapping tiles of this side (a multiple of 32) the
+            images with a side larger than it (smaller ones run whole), e.g. whole images of a model trained on
+            --data.crop, or a larger --data.image_size than the training one.
         tile_overlap: share of a tile that neighbouring tiles overlap.
         tta: test-time augmentation for validate/predict: none, hflip, flip (h + v) or d4; mask
-            probabilities are flipped back and averaged (whole-image prediction, not with tile_size).
+            probabilities are flipped back and averaged (on each tile when tiled).
         **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size ...).
     """
 
@@ -182,11 +183,12 @@ class SegmentationTask(CVTask):
         probs = outputs.sigmoid() if self.binary else outputs.softmax(dim=1)
         return {"probs": probs.half(), "size": batch["size"]}
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        if self.tile_size is None:
-            return super().predict_step(batch, batch_idx)
-        outputs = predict_tiled(self, batch["image"], self.tile_size, self.tile_overlap)
-        return {"id": batch["id"], **self.predict_outputs(outputs, batch)}
+    def predict_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Whole images, or (tile_size) blended overlapping tiles when a side is larger than a tile: in
+        validation, test and predict alike; TTA runs on each tile."""
+        if self.tile_size is None or max(images.shape[-2:]) <= self.tile_size:
+            return super().predict_forward(images)
+        return predict_tiled(super().predict_forward, images, self.tile_size, self.tile_overlap)
 
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         # The RLE pixel order is the competition's: the DataModule's.
