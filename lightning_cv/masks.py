@@ -1,5 +1,5 @@
-"""Masks as competitions exchange them: Kaggle run-length encoding, and probabilities restored to an
-image's original size."""
+"""Masks as competitions exchange them: Kaggle run-length encoding, probabilities restored to an image's
+original size, and instances matched as Airbus scores them."""
 
 from __future__ import annotations
 
@@ -72,3 +72,33 @@ def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, thresho
     if binary:
         return (resized[..., 0] > threshold).astype(np.uint8)
     return resized.argmax(axis=2).astype(np.uint8)
+
+
+# TGS Salt and Airbus average over these IoU thresholds.
+IOU_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
+
+
+def instance_f2(ious: np.ndarray) -> float:
+    """Airbus, one image, from the IoU of every (predicted, true) instance pair: F2 = 5TP / (5TP + 4FN + FP)
+    of instances matched one to one at IoU > t, averaged over t = 0.5 ... 0.95 (above 0.5 an instance
+    matches at most one other); no instance on either side: 1, on one side only: 0."""
+    if ious.shape[0] == 0 or ious.shape[1] == 0:
+        return float(ious.shape[0] == ious.shape[1] == 0)
+    scores = []
+    for threshold in IOU_THRESHOLDS:
+        matched = ious > threshold
+        tp, fp, fn = int(matched.any(axis=0).sum()), int((~matched.any(axis=1)).sum()), int((~matched.any(axis=0)).sum())
+        scores.append(5 * tp / (5 * tp + 4 * fn + fp))
+    return float(np.mean(scores))
+
+
+def component_ious(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of every (predicted, true) pair of instances, the connected components (8-connected, as
+    submissions write them) of two binary masks."""
+    n_pred, pred_labels = cv2.connectedComponents((pred > 0).astype(np.uint8), connectivity=8)
+    n_true, true_labels = cv2.connectedComponents((truth > 0).astype(np.uint8), connectivity=8)
+    pairs = np.bincount((pred_labels.astype(np.int64) * n_true + true_labels).ravel(), minlength=n_pred * n_true)
+    table = pairs.reshape(n_pred, n_true)
+    inter = table[1:, 1:]
+    union = table[1:].sum(1)[:, None] + table[:, 1:].sum(0)[None, :] - inter
+    return inter / np.maximum(union, 1)

@@ -285,13 +285,14 @@ def test_crops_train_whole_images_validate(carvana):
 
 
 def test_crops_keep_aspect_and_tiles_through_the_cli(carvana, tmp_path):
-    """fit on 32x64 crops of letterboxed 64x96 images, validated whole by 64-px tiles; predict maps masks
-    back to each image's 97x150."""
+    """fit on 32x64 crops of letterboxed 64x96 images, validated whole by 64-px tiles, the best checkpoint
+    picked by val/f2_instances; predict maps masks back to each image's 97x150."""
     from lightning_cv import tiling
 
     data = ["--config", str(ROOT / "configs" / "seg.yaml"), "--model.encoder", "tu-test_resnet", "--data.data_dir",
             str(carvana), "--data.image_size", "[64, 96]", "--data.keep_aspect", "true", "--data.crop", "[32, 64]",
-            "--data.batch_size", "4", "--model.tile_size", "64", "--data.train_augment", '[{"HorizontalFlip": {"p": 0.5}}]']
+            "--data.batch_size", "4", "--model.tile_size", "64", "--data.train_augment", '[{"HorizontalFlip": {"p": 0.5}}]',
+            "--model.monitor", "val/f2_instances"]
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     run, pred = tmp_path / "run", tmp_path / "pred"
     with mock.patch("lightning_cv.tasks.segmentation.predict_tiled", wraps=tiling.predict_tiled) as tiled:
@@ -299,7 +300,8 @@ def test_crops_keep_aspect_and_tiles_through_the_cli(carvana, tmp_path):
                          "--trainer.default_root_dir", str(run)])
         assert tiled.call_count > 0 and tuple(tiled.call_args.args[1].shape[-2:]) == (64, 96)
     assert cli.datamodule.datasets["train"][0]["image"].shape[-2:] == (32, 64)
-    assert "val/dice" in cli.trainer.callback_metrics
+    assert {"val/dice", "val/f2_instances"} <= set(cli.trainer.callback_metrics)
+    assert cli.trainer.checkpoint_callback.monitor == "val/f2_instances"  # picks the best checkpoint
     build_cli(["predict", *data, *quiet, "--data.predict_dir", str(carvana / "test"),
                "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--trainer.default_root_dir", str(pred)])
     submission = pd.read_csv(pred / "submission.csv", keep_default_na=False)
@@ -308,3 +310,27 @@ def test_crops_keep_aspect_and_tiles_through_the_cli(carvana, tmp_path):
         png = cv2.imread(str(pred / "masks" / f"{row.id}.png"), cv2.IMREAD_GRAYSCALE)
         assert png.shape == (HEIGHT, WIDTH)
         np.testing.assert_array_equal(rle_decode(row.rle_mask, (HEIGHT, WIDTH)), (png > 0).astype(np.uint8))
+
+
+def test_f2_instances_is_a_validation_metric_equal_to_score():
+    """val/f2_instances (binary masks): Airbus' per-image F2 of connected components, as `score --metric
+    f2_instances` computes it from a row per instance."""
+    from lightning_cv.commands.score import score_frames
+
+    truth, pred = np.zeros((3, 16, 16), np.int64), np.zeros((3, 16, 16), np.int64)
+    truth[0, 1:5, 1:5] = truth[0, 9:14, 9:14] = 1  # two ships: one found exactly, one missed, one false alarm
+    pred[0, 1:5, 1:5] = pred[0, 9:12, 1:4] = 1
+    truth[2, 4:8, 4:8] = 1  # a ship not found; image 1: nothing to find, nothing found
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=16).eval()
+    task.val_metrics.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    value = float(task.val_metrics.compute()["val/f2_instances"])
+    assert value == pytest.approx((5 / (5 + 4 + 1) + 1 + 0) / 3)
+
+    def rows(masks):
+        out = []
+        for i, mask in enumerate(masks):
+            count, labels = cv2.connectedComponents(mask.astype(np.uint8))
+            out += [(f"im{i}", rle_encode(labels == k, "F")) for k in range(1, count)] or [(f"im{i}", "")]
+        return pd.DataFrame(out, columns=["ImageId", "EncodedPixels"])
+
+    assert score_frames(rows(pred), rows(truth), "f2_instances") == pytest.approx(value)
