@@ -67,6 +67,23 @@ def transform_names(spec: Any) -> list[str]:
     return names
 
 
+# Column names that give each row of an RLE table a class (Severstal's ClassId).
+CLASS_COLUMNS = ("classid", "class_id", "class", "label", "category", "category_id", "categoryid")
+
+
+def per_class_layout(frame: pd.DataFrame, id_col: str, rle_col: str) -> str | None:
+    """How an RLE table gives each mask a class, when it does (a multi-label table), else None: a class
+    column with several classes among its masks, or `<image file>_<class>` keys (Clouds)."""
+    masked = frame[[not is_empty_rle(r) for r in frame[rle_col]]]
+    for column in frame.columns:
+        if column not in (id_col, rle_col) and column.lower() in CLASS_COLUMNS and masked[column].nunique() > 1:
+            return f"column {column!r} gives its masks {masked[column].nunique()} classes (--data.class_col {column})"
+    keys = [str(k).rpartition("_") for k in frame[id_col]]
+    if keys and all(sep and Path(image).suffix.lower() in IMAGE_EXTENSIONS for image, sep, _ in keys):
+        return f"its {id_col} keys are <image>_<class> ({frame[id_col].iloc[0]!r}: --data.class_col null)"
+    return None
+
+
 def binary_or_classes(values: set[int]) -> int:
     """2 for binary masks (0/1 or 0/255), else max value + 1 (pixel value = class index)."""
     if values <= {0, 1} or values <= {0, 255}:
@@ -271,6 +288,8 @@ class SegmentationDataModule(CVDataModule):
     # -- linked to the model ---------------------------------------------------------------------
     @cached_property
     def class_names(self) -> list[str]:
+        if self.rle_csv is not None:
+            self._check_binary_table()
         if self.classes:
             return list(self.classes)
         if self.rle_csv is not None:
@@ -291,6 +310,21 @@ class SegmentationDataModule(CVDataModule):
         if num_classes == 2:
             return ["background", "foreground"]
         return ["background", *(str(i) for i in range(1, num_classes))]
+
+    def _check_binary_table(self) -> None:
+        """An RLE table holds binary masks (each image's rows: its instances); a table with a class per mask
+        is multi-label segmentation, another task, said in one line rather than trained as one class."""
+        assert self.rle_csv is not None
+        if self.classes and len(self.classes) != 2:
+            raise UserInputError(f"--data.classes {list(self.classes)}: run-length encoded masks are binary (2 classes: "
+                                 "background, mask); a mask per class is multi-label segmentation: --config "
+                                 "configs/seg-multilabel.yaml (task seg-multilabel)")
+        if not self.rle_csv.is_file():
+            return  # setup names the missing file
+        layout = per_class_layout(read_table(self.rle_csv, [self.id_col, self.rle_col]), self.id_col, self.rle_col)
+        if layout:
+            raise DataError(f"{self.rle_csv}: {layout}: a mask per class is multi-label segmentation (a sigmoid channel "
+                            "per class): --config configs/seg-multilabel.yaml (task seg-multilabel)")
 
     def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
         """Training images by id (file stem); folds are not stratified."""
