@@ -109,12 +109,24 @@ def resize(height: int, width: int) -> A.BasicTransform:
     return A.Resize(height, width, interpolation=cv2.INTER_AREA, p=1.0)
 
 
-def letterbox(size: int, fill: int = 0) -> list[A.BasicTransform]:
-    """Shrink the longer side to `size` (aspect kept) and pad to a square, image at the top-left."""
+def letterbox(size: int | Sequence[int], fill: int = 0) -> list[A.BasicTransform]:
+    """Shrink (or grow) the image to fit `size` (one side, or [height, width]) with its aspect kept, and pad
+    it to that size, image at the top-left (`boxes.letterbox_shape` gives the image's part)."""
+    if isinstance(size, int):
+        fit = A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA, p=1.0)
+        height = width = size
+    else:
+        height, width = image_hw(size)
+        fit = A.LongestMaxSize(max_size_hw=(height, width), interpolation=cv2.INTER_AREA, p=1.0)
     return [
-        A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA, p=1.0),
-        A.PadIfNeeded(size, size, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=fill, fill_mask=0, p=1.0),
+        fit,
+        A.PadIfNeeded(height, width, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=fill, fill_mask=0, p=1.0),
     ]
+
+
+def random_crop(height: int, width: int) -> A.BasicTransform:
+    """A random (height, width) window of the image and its mask (the image must be at least that large)."""
+    return A.RandomCrop(height, width, p=1.0)
 
 
 def pad_to_multiple(divisor: int = 32) -> A.BasicTransform:

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def letterbox_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """(height, width) of an image after `augment.letterbox(size)` shrinks it, before padding.
+def letterbox_shape(height: int, width: int, size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) of an image after `augment.letterbox(size)` fits it into `size` (one side, or
+    [height, width]), before padding.
 
-    Mirrors albumentations' LongestMaxSize, so boxes map back exactly to the pixels it produced.
+    Mirrors albumentations' LongestMaxSize, so boxes and masks map back exactly to the pixels it produced.
     """
-    scale = size / max(height, width)
+    box_h, box_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    scale = min(box_h / height, box_w / width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 

@@ -1,10 +1,12 @@
-"""Masks as competitions exchange them: Kaggle run-length encoding, and probabilities restored to an
-image's original size."""
+"""Masks as competitions exchange them: Kaggle run-length encoding, probabilities restored to an image's
+original size, and instances matched as Airbus scores them."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from lightning_cv.boxes import letterbox_shape
 
 # How competitions write an empty mask: an empty cell, NaN (Clouds, Airbus), -1 (SIIM pneumothorax).
 EMPTY_RLE = ("", "-1", "nan", "NaN")
@@ -52,14 +54,51 @@ def rle_pixels(rle: str) -> np.ndarray:
     return np.concatenate([np.arange(s - 1, s - 1 + n) for s, n in zip(numbers[0::2], numbers[1::2])])
 
 
-def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, threshold: float = 0.5) -> np.ndarray:
+def restore_mask(probs: np.ndarray, size: tuple[int, int], binary: bool, threshold: float = 0.5,
+                 letterboxed: bool = False) -> np.ndarray:
     """Probabilities (C, h, w) at model resolution -> an index mask (H, W) at the original size.
 
-    The probabilities are resized (bilinear) before thresholding / argmax, so edges stay smooth.
+    `letterboxed`: the image was fitted into (h, w) with its aspect kept and padded (`augment.letterbox`);
+    the padding is dropped first. The probabilities are resized (bilinear) before thresholding / argmax,
+    so edges stay smooth.
     """
     height, width = int(size[0]), int(size[1])
-    probs = np.ascontiguousarray(np.asarray(probs, dtype=np.float32).transpose(1, 2, 0))
+    probs = np.asarray(probs, dtype=np.float32)
+    if letterboxed:
+        fit_h, fit_w = letterbox_shape(height, width, probs.shape[-2:])
+        probs = probs[:, :fit_h, :fit_w]
+    probs = np.ascontiguousarray(probs.transpose(1, 2, 0))
     resized = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
     if binary:
         return (resized[..., 0] > threshold).astype(np.uint8)
     return resized.argmax(axis=2).astype(np.uint8)
+
+
+# TGS Salt and Airbus average over these IoU thresholds.
+IOU_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
+
+
+def instance_f2(ious: np.ndarray) -> float:
+    """Airbus, one image, from the IoU of every (predicted, true) instance pair: F2 = 5TP / (5TP + 4FN + FP)
+    of instances matched one to one at IoU > t, averaged over t = 0.5 ... 0.95 (above 0.5 an instance
+    matches at most one other); no instance on either side: 1, on one side only: 0."""
+    if ious.shape[0] == 0 or ious.shape[1] == 0:
+        return float(ious.shape[0] == ious.shape[1] == 0)
+    scores = []
+    for threshold in IOU_THRESHOLDS:
+        matched = ious > threshold
+        tp, fp, fn = int(matched.any(axis=0).sum()), int((~matched.any(axis=1)).sum()), int((~matched.any(axis=0)).sum())
+        scores.append(5 * tp / (5 * tp + 4 * fn + fp))
+    return float(np.mean(scores))
+
+
+def component_ious(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of every (predicted, true) pair of instances, the connected components (8-connected, as
+    submissions write them) of two binary masks."""
+    n_pred, pred_labels = cv2.connectedComponents((pred > 0).astype(np.uint8), connectivity=8)
+    n_true, true_labels = cv2.connectedComponents((truth > 0).astype(np.uint8), connectivity=8)
+    pairs = np.bincount((pred_labels.astype(np.int64) * n_true + true_labels).ravel(), minlength=n_pred * n_true)
+    table = pairs.reshape(n_pred, n_true)
+    inter = table[1:, 1:]
+    union = table[1:].sum(1)[:, None] + table[:, 1:].sum(0)[None, :] - inter
+    return inter / np.maximum(union, 1)

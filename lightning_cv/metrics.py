@@ -16,6 +16,8 @@ from torchmetrics.classification import (
 from torchmetrics.segmentation import DiceScore, MeanIoU
 from torchmetrics.wrappers.abstract import WrapperMetric
 
+from lightning_cv.masks import component_ious, instance_f2
+
 
 def is_ordinal(class_names: list[str]) -> bool:
     """Classes named by integers are grades (diabetic retinopathy 0-4, ISUP 0-5): scored by QWK too."""
@@ -83,16 +85,39 @@ class IoUMap(Metric):
         return (self.total / self.count.clamp(min=1)).float()
 
 
+class F2Instances(Metric):
+    """Airbus' metric per image, averaged: F2 of the predicted instances (connected components) matched to
+    the true ones over IoU thresholds 0.5 ... 0.95 (`instance_f2`). Computed on the CPU."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        pred, target = pred.detach().cpu().numpy(), target.detach().cpu().numpy()
+        for p, t in zip(pred, target):
+            self.total += instance_f2(component_ious(p, t))
+            self.count += 1
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
+
+
 def segmentation_metrics(class_names: list[str], prefix: str) -> MetricCollection:
     """Pixel metrics of index masks (N, H, W), pooled over the split: dice, iou, pixel_acc.
 
-    Binary (2 classes): dice and IoU of the foreground, and iou_map (TGS Salt's per-image metric). Multiclass: dice and iou are means over the
-    foreground classes (class 0 is background), plus dice_<class> and iou_<class> for each of them.
+    Binary (2 classes): dice and IoU of the foreground, iou_map (TGS Salt's per-image metric) and
+    f2_instances (Airbus' per-image F2 of matched connected components). Multiclass: dice and iou are means
+    over the foreground classes (class 0 is background), plus dice_<class> and iou_<class> for each of them.
     """
     num_classes = len(class_names)
     if num_classes <= 2:
         metrics: dict[str, Metric] = {"dice": BinaryF1Score(), "iou": BinaryJaccardIndex(), "pixel_acc": BinaryAccuracy(),
-                                      "iou_map": IoUMap()}
+                                      "iou_map": IoUMap(), "f2_instances": F2Instances()}
     else:
         metrics = {
             # input_format="index": the default "one-hot" silently misreads index masks.

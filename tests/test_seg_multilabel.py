@@ -183,13 +183,45 @@ def test_height_width_sizes_map_predictions_back_exactly(tmp_path):
 
 
 def test_training_on_crops_validating_on_whole_images(tmp_path):
-    """A RandomCrop in the training augmentations: training samples are crops, validation whole images."""
+    """--data.crop: training samples are crops, validation whole images (per-class masks too)."""
     _images(tmp_path, [f"{i}.jpg" for i in range(6)])
     pd.DataFrame({"ImageId": ["0.jpg"], "ClassId": [1], "EncodedPixels": [rle_encode(_mask((0, 0, 4, 6)), "F")]}).to_csv(
         tmp_path / "train.csv", index=False)
     dm = MultiLabelSegmentationDataModule(str(tmp_path), image_size=[64, 128], classes=["1"], val_fraction=0.5,
-                                          train_augment=[{"RandomCrop": {"height": 32, "width": 64, "p": 1.0}}])
+                                          crop=[32, 64])
     dm.setup("fit")
     train, val = dm.datasets["train"][0], dm.datasets["val"][0]
     assert tuple(train["image"].shape) == (3, 32, 64) and tuple(train["target"].shape) == (1, 32, 64)
     assert tuple(val["image"].shape) == (3, 64, 128) and tuple(val["target"].shape) == (1, 64, 128)
+
+
+def test_mask_mode_follows_the_data(tmp_path):
+    """0/255 masks -> binary (one sigmoid channel), class-index masks -> multiclass (softmax), a per-class RLE
+    table -> multi-label: `seg` says so in one line instead of training its classes as one mask."""
+    from lightning_cv.data.segmentation import SegmentationDataModule
+    from lightning_cv.errors import UserInputError
+    from lightning_cv.tasks import SegmentationTask
+
+    for name, values in (("binary", (0, 255)), ("multiclass", (0, 1, 2))):
+        write_image(tmp_path / name / "train" / "a.png", np.full((H, W, 3), 90, np.uint8))
+        write_image(tmp_path / name / "train_masks" / "a.png", np.resize(np.array(values, np.uint8), (H, W)))
+    modes = {}
+    for name in ("binary", "multiclass"):
+        n = SegmentationDataModule(str(tmp_path / name), mask_suffix="").num_classes
+        modes[name] = (n, SegmentationTask(num_classes=n, encoder="tu-test_resnet", image_size=32).activation)
+    assert modes == {"binary": (2, "sigmoid"), "multiclass": (3, "softmax")}
+
+    _images(tmp_path, ["a.jpg", "b.jpg"])
+    long = pd.DataFrame({"ImageId": ["a.jpg", "b.jpg"], "ClassId": [1, 3], "EncodedPixels": [rle_encode(_mask((0, 0, 2, 2)), "F")] * 2})
+    long.to_csv(tmp_path / "train.csv", index=False)
+    seg = {"image_dir": "train_images", "rle_csv": "train.csv", "id_col": "ImageId", "rle_col": "EncodedPixels"}
+    with pytest.raises(DataError, match=r"column 'ClassId' gives its masks 2 classes .*task seg-multilabel"):
+        _ = SegmentationDataModule(str(tmp_path), **seg).num_classes
+    assert MultiLabelSegmentationDataModule(str(tmp_path)).class_names == ["1", "3"]  # a channel per class
+    long.assign(ClassId=1).to_csv(tmp_path / "one.csv", index=False)  # one class: a binary table
+    assert SegmentationDataModule(str(tmp_path), **{**seg, "rle_csv": "one.csv"}).num_classes == 2
+    pd.DataFrame({"Image_Label": ["a.jpg_Fish", "b.jpg_Sugar"], "EncodedPixels": ["1 2", ""]}).to_csv(tmp_path / "keys.csv", index=False)
+    with pytest.raises(DataError, match=r"<image>_<class> .*seg-multilabel"):
+        _ = SegmentationDataModule(str(tmp_path), **{**seg, "rle_csv": "keys.csv", "id_col": "Image_Label"}).num_classes
+    with pytest.raises(UserInputError, match="run-length encoded masks are binary"):
+        _ = SegmentationDataModule(str(tmp_path), **{**seg, "rle_csv": "one.csv", "classes": ["bg", "a", "b"]}).num_classes

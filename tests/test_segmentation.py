@@ -22,6 +22,7 @@ from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.errors import DataError, UserInputError
 from lightning_cv.losses import segmentation_loss
 from lightning_cv.masks import restore_mask, rle_decode, rle_encode
+from lightning_cv.predictions import Predictions
 from lightning_cv.tasks.segmentation import SegmentationTask
 
 # Odd Carvana-like size (width 150, height 97): neither side divides by 32.
@@ -59,7 +60,7 @@ def carvana(tmp_path_factory) -> Path:
 
 
 def _dm(root: Path, **kwargs) -> SegmentationDataModule:
-    return SegmentationDataModule(data_dir=str(root), image_size=40, batch_size=4, num_workers=0, **kwargs)
+    return SegmentationDataModule(data_dir=str(root), **{"image_size": 40, "batch_size": 4, "num_workers": 0, **kwargs})
 
 
 def test_gif_masks_and_rle_csv_give_the_same_samples(carvana):
@@ -244,3 +245,120 @@ def test_wandb_prediction_table_at_the_end_of_fit(tmp_path):
         assert table["key"] == "val/predictions" and table["columns"] == columns and len(table["data"]) == 3
         assert isinstance(table["data"][0][0], wandb_module.Image)
         assert 0.0 <= table["data"][0][-1] <= 1.0
+
+
+def _wide_sample(root: Path) -> np.ndarray:
+    """One 60x150 image (a wide plate) whose object sits at its right end, and its 0/255 mask."""
+    for d in ("train", "train_masks"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    mask = np.zeros((60, 150), np.uint8)
+    mask[10:50, 110:140] = 255
+    image = np.full((60, 150, 3), 40, np.uint8)
+    image[mask > 0] = 220
+    cv2.imwrite(str(root / "train" / "wide.png"), image)
+    cv2.imwrite(str(root / "train_masks" / "wide.png"), mask)
+    return mask > 0
+
+
+def test_keep_aspect_letterboxes_and_maps_back_exactly(tmp_path):
+    """--data.keep_aspect: the 60x150 plate is fitted into 64x64 as 26x64 (not stretched), padded with
+    background; its mask, as predicted at model resolution, comes back at 60x150 with the object where it was."""
+    truth = _wide_sample(tmp_path)
+    dm = SegmentationDataModule(str(tmp_path), image_size=64, mask_suffix="", keep_aspect=True)
+    stretched = SegmentationDataModule(str(tmp_path), image_size=64, mask_suffix="")
+    rows = dm.labelled_rows()
+    sample = dm.build_dataset(rows, None)[0]
+    assert tuple(sample["image"].shape) == (3, 64, 64) and sample["size"].tolist() == [60, 150]
+    target = sample["target"].numpy()
+    assert target[26:].sum() == 0 and sample["image"][:, 26:].abs().sum() == 0  # the padding: background
+    # Rows 10..50 of 60 -> 4.3..21.3 of 26, columns 110..140 of 150 -> 46.9..59.7 of 64: one scale, aspect kept.
+    assert target[5:21, 47:59].all() and target[:4].sum() == target[22:].sum() == 0
+    assert stretched.build_dataset(stretched.labelled_rows(), None)[0]["target"][11:53, 47:59].all()  # rows -> 10.7..53.3
+    probs = torch.from_numpy(target[None, None].astype(np.float32))
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=64)
+    predictions = Predictions("seg", np.array(["wide"]), {"probs": probs.numpy(), "size": np.array([[60, 150]])},
+                              ["background", "foreground"], task.prediction_meta(dm))
+    SegmentationTask.write_outputs(predictions, tmp_path / "out", None)
+    png = cv2.imread(str(tmp_path / "out" / "masks" / "wide.png"), cv2.IMREAD_GRAYSCALE)
+    assert png.shape == (60, 150)
+    rows, cols = np.nonzero(png)
+    # Within a model pixel (150 / 64 = 2.3 original pixels) of the object's box rows 10..49, columns 110..139.
+    assert np.allclose([rows.min(), rows.max(), cols.min(), cols.max()], [10, 49, 110, 139], atol=2.5)
+    assert ((png > 0) & truth).sum() / ((png > 0) | truth).sum() > 0.85
+    # Without dropping the padding, the mask would come back squashed into the top of the image.
+    wrong = SegmentationTask.masks(predictions.with_meta(keep_aspect=False))[0]
+    assert (wrong.astype(bool) & truth).sum() / (wrong.astype(bool) | truth).sum() < 0.5
+    with pytest.raises(DataError, match="keep_aspect"):
+        SegmentationTask.combine([predictions, predictions.with_meta(keep_aspect=False)])
+
+
+def test_crops_train_whole_images_validate(carvana):
+    """--data.crop: training samples are random crops of the resized image, validation sees it whole;
+    bad crops are one-line errors."""
+    dm = _dm(carvana, image_size=[64, 96], keep_aspect=True, crop=[32, 64], val_fraction=0.25)
+    dm.setup("fit")
+    train, val = dm.datasets["train"][0], dm.datasets["val"][0]
+    assert tuple(train["image"].shape) == (3, 32, 64) and tuple(train["target"].shape) == (32, 64)
+    assert train["valid"].tolist() == [32, 64]
+    assert tuple(val["image"].shape) == (3, 64, 96) and val["valid"].tolist() == [64, 96]
+    assert val["size"].tolist() == [HEIGHT, WIDTH]
+    for crop, message in (([32, 40], "multiples of 32"), (128, r"larger than --data.image_size \[64, 96\]"),
+                          ([0, 32], "one side or")):
+        with pytest.raises(UserInputError, match=message):
+            _dm(carvana, image_size=[64, 96], crop=crop)
+    # seg.yaml's RandomRotate90 would make 64x32 samples of 32x64 crops.
+    turning = [{"OneOf": {"p": 0.5, "transforms": [{"RandomRotate90": {"p": 1.0}}]}}]
+    with pytest.raises(UserInputError, match="RandomRotate90 turns 32x64 training samples into 64x32"):
+        _dm(carvana, image_size=[64, 96], crop=[32, 64], train_augment=turning).setup("fit")
+
+
+def test_crops_keep_aspect_and_tiles_through_the_cli(carvana, tmp_path):
+    """fit on 32x64 crops of letterboxed 64x96 images, validated whole by 64-px tiles, the best checkpoint
+    picked by val/f2_instances; predict maps masks back to each image's 97x150."""
+    from lightning_cv import tiling
+
+    data = ["--config", str(ROOT / "configs" / "seg.yaml"), "--model.encoder", "tu-test_resnet", "--data.data_dir",
+            str(carvana), "--data.image_size", "[64, 96]", "--data.keep_aspect", "true", "--data.crop", "[32, 64]",
+            "--data.batch_size", "4", "--model.tile_size", "64", "--data.train_augment", '[{"HorizontalFlip": {"p": 0.5}}]',
+            "--model.monitor", "val/f2_instances"]
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    run, pred = tmp_path / "run", tmp_path / "pred"
+    with mock.patch("lightning_cv.tasks.segmentation.predict_tiled", wraps=tiling.predict_tiled) as tiled:
+        cli = build_cli(["fit", *data, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                         "--trainer.default_root_dir", str(run)])
+        assert tiled.call_count > 0 and tuple(tiled.call_args.args[1].shape[-2:]) == (64, 96)
+    assert cli.datamodule.datasets["train"][0]["image"].shape[-2:] == (32, 64)
+    assert {"val/dice", "val/f2_instances"} <= set(cli.trainer.callback_metrics)
+    assert cli.trainer.checkpoint_callback.monitor == "val/f2_instances"  # picks the best checkpoint
+    build_cli(["predict", *data, *quiet, "--data.predict_dir", str(carvana / "test"),
+               "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--trainer.default_root_dir", str(pred)])
+    submission = pd.read_csv(pred / "submission.csv", keep_default_na=False)
+    assert len(submission) == 3
+    for row in submission.itertuples():
+        png = cv2.imread(str(pred / "masks" / f"{row.id}.png"), cv2.IMREAD_GRAYSCALE)
+        assert png.shape == (HEIGHT, WIDTH)
+        np.testing.assert_array_equal(rle_decode(row.rle_mask, (HEIGHT, WIDTH)), (png > 0).astype(np.uint8))
+
+
+def test_f2_instances_is_a_validation_metric_equal_to_score():
+    """val/f2_instances (binary masks): Airbus' per-image F2 of connected components, as `score --metric
+    f2_instances` computes it from a row per instance."""
+    from lightning_cv.commands.score import score_frames
+
+    truth, pred = np.zeros((3, 16, 16), np.int64), np.zeros((3, 16, 16), np.int64)
+    truth[0, 1:5, 1:5] = truth[0, 9:14, 9:14] = 1  # two ships: one found exactly, one missed, one false alarm
+    pred[0, 1:5, 1:5] = pred[0, 9:12, 1:4] = 1
+    truth[2, 4:8, 4:8] = 1  # a ship not found; image 1: nothing to find, nothing found
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=16).eval()
+    task.val_metrics.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    value = float(task.val_metrics.compute()["val/f2_instances"])
+    assert value == pytest.approx((5 / (5 + 4 + 1) + 1 + 0) / 3)
+
+    def rows(masks):
+        out = []
+        for i, mask in enumerate(masks):
+            count, labels = cv2.connectedComponents(mask.astype(np.uint8))
+            out += [(f"im{i}", rle_encode(labels == k, "F")) for k in range(1, count)] or [(f"im{i}", "")]
+        return pd.DataFrame(out, columns=["ImageId", "EncodedPixels"])
+
+    assert score_frames(rows(pred), rows(truth), "f2_instances") == pytest.approx(value)

@@ -9,12 +9,10 @@ import numpy as np
 import pandas as pd
 
 from lightning_cv.errors import DataError, MissingFileError
-from lightning_cv.masks import rle_pixels
+from lightning_cv.masks import IOU_THRESHOLDS, instance_f2, rle_pixels
 
 Metric = Literal["accuracy", "f1", "fbeta", "auc", "colauc", "logloss", "qwk", "dice", "iou", "dice_pairs", "iou_map",
                  "f2_instances", "rmse", "mae"]
-# TGS Salt and Airbus average over these IoU thresholds.
-IOU_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
 
 
 def overlap(predicted: str, truth: str, metric: Literal["dice", "iou"]) -> float:
@@ -36,19 +34,12 @@ def iou_map(predicted: str, truth: str) -> float:
 
 
 def f2_instances(predicted: list[str], truth: list[str]) -> float:
-    """Airbus, one image: F2 = 5TP / (5TP + 4FN + FP) of instances matched one to one at IoU > t, averaged
-    over t = 0.5 ... 0.95 (above 0.5 a mask matches at most one other); no ship in either: 1."""
+    """Airbus, one image: F2 of the predicted instances (a row each) matched one to one to the true ones over
+    IoU thresholds 0.5 ... 0.95 (`metrics.instance_f2`); no ship in either: 1."""
     pred = [np.unique(rle_pixels(r)) for r in predicted if rle_pixels(r).size]
     true = [np.unique(rle_pixels(r)) for r in truth if rle_pixels(r).size]
-    if not pred or not true:
-        return float(not pred and not true)
     ious = np.array([[np.intersect1d(p, t, assume_unique=True).size / np.union1d(p, t).size for t in true] for p in pred])
-    scores = []
-    for threshold in IOU_THRESHOLDS:
-        matched = ious > threshold
-        tp, fp, fn = int(matched.any(axis=0).sum()), int((~matched.any(axis=1)).sum()), int((~matched.any(axis=0)).sum())
-        scores.append(5 * tp / (5 * tp + 4 * fn + fp))
-    return float(np.mean(scores))
+    return instance_f2(ious.reshape(len(pred), len(true)))
 
 
 def score_probabilities(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, id_col: str,

@@ -219,7 +219,7 @@ class CVDataModule(L.LightningDataModule):
         if stage in ("fit", "validate") and "val" not in self.datasets:
             rows = self.labelled_rows()
             train, val = self.split_rows(rows)
-            self.datasets["train"] = self.build_dataset(self.training_rows(rows.take(train)), self.train_augment)
+            self.datasets["train"] = self.train_dataset(self.training_rows(rows.take(train)))
             self.datasets["val"] = self.build_dataset(rows.take(val), None)
         if stage == "test" and "test" not in self.datasets:
             self.datasets["test"] = self.build_dataset(self.test_rows(), None)
@@ -253,6 +253,11 @@ class CVDataModule(L.LightningDataModule):
 
     def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> Dataset:
         raise NotImplementedError
+
+    def train_dataset(self, rows: Rows) -> Dataset:
+        """The training split's Dataset: `build_dataset` with the training augmentations (a task may add
+        training-only steps, e.g. segmentation's random crops)."""
+        return self.build_dataset(rows, self.train_augment)
 
     def stratify(self, rows: Rows) -> Sequence[Any] | None:
         """What the hold-out is stratified by (class indices), or None."""

@@ -12,7 +12,16 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, pad_to_multiple, resize
+from lightning_cv.augment import (
+    AugmentSpec,
+    Preprocess,
+    build_pipeline,
+    image_hw,
+    letterbox,
+    pad_to_multiple,
+    random_crop,
+    resize,
+)
 from lightning_cv.cache import CachedSource, content_id, file_version
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.errors import UserInputError
@@ -29,6 +38,50 @@ STRIDE = 32
 def padded_size(size: int, stride: int = STRIDE) -> int:
     """The smallest multiple of the network stride that holds `size`."""
     return -(-size // stride) * stride
+
+
+def crop_hw(crop: int | list[int], image_size: tuple[int, int]) -> tuple[int, int]:
+    """--data.crop as (height, width), checked against the stride and the resized image it is cut from."""
+    try:
+        hw = image_hw(crop)
+    except ValueError:
+        raise UserInputError(f"--data.crop {crop!r}: give one side or [height, width] (positive)") from None
+    if any(side % STRIDE for side in hw):
+        raise UserInputError(f"--data.crop {list(hw)}: sides must be multiples of {STRIDE} (the encoders' stride)")
+    if hw[0] > image_size[0] or hw[1] > image_size[1]:
+        raise UserInputError(f"--data.crop {list(hw)} is larger than --data.image_size {list(image_size)}: crops are "
+                             "cut from the resized image; lower the crop or raise image_size")
+    return hw
+
+
+# Transforms that swap height and width: with non-square samples, a batch would mix two shapes.
+TRANSPOSING = ("RandomRotate90", "Transpose", "D4", "SquareSymmetry")
+
+
+def transform_names(spec: Any) -> list[str]:
+    """Every transform named in an augmentation spec, composites' `transforms` included."""
+    names = []
+    for entry in spec or ():
+        for name, args in (entry.items() if isinstance(entry, dict) else ()):
+            names += [name, *transform_names((args or {}).get("transforms") if isinstance(args, dict) else None)]
+    return names
+
+
+# Column names that give each row of an RLE table a class (Severstal's ClassId).
+CLASS_COLUMNS = ("classid", "class_id", "class", "label", "category", "category_id", "categoryid")
+
+
+def per_class_layout(frame: pd.DataFrame, id_col: str, rle_col: str) -> str | None:
+    """How an RLE table gives each mask a class, when it does (a multi-label table), else None: a class
+    column with several classes among its masks, or `<image file>_<class>` keys (Clouds)."""
+    masked = frame[[not is_empty_rle(r) for r in frame[rle_col]]]
+    for column in frame.columns:
+        if column not in (id_col, rle_col) and column.lower() in CLASS_COLUMNS and masked[column].nunique() > 1:
+            return f"column {column!r} gives its masks {masked[column].nunique()} classes (--data.class_col {column})"
+    keys = [str(k).rpartition("_") for k in frame[id_col]]
+    if keys and all(sep and Path(image).suffix.lower() in IMAGE_EXTENSIONS for image, sep, _ in keys):
+        return f"its {id_col} keys are <image>_<class> ({frame[id_col].iloc[0]!r}: --data.class_col null)"
+    return None
 
 
 def binary_or_classes(values: set[int]) -> int:
@@ -123,8 +176,8 @@ class SegmentationDataModule(CVDataModule):
     with any image extension (png, gif, jpg, bmp, tif), or run-length encoded in `data_dir/<rle_csv>`.
 
     Masks are binary (0/1 or 0/255) or hold class indices (0 = background). Images are resized to
-    image_size (one side, or [height, width]) and padded to a multiple of 32 (the encoders' stride); predictions are
-    mapped back to each image's own size.
+    image_size (one side, or [height, width]; with keep_aspect, fitted into it and padded) and padded to a
+    multiple of 32 (the encoders' stride); predictions are mapped back to each image's own size.
 
     Args:
         image_dir: folder of training images, relative to data_dir.
@@ -135,6 +188,12 @@ class SegmentationDataModule(CVDataModule):
         rle_col: the CSV column with the mask's RLE (Carvana's "rle_mask"); empty = empty mask.
         rle_order: pixel order of the RLE: "C" row-major (Carvana), "F" column-major (TGS Salt, Airbus).
         classes: class names, background first; default: from the masks (binary: background, foreground).
+        keep_aspect: resize by the long side (each image fitted into image_size, aspect kept) and pad the
+            rest (bottom/right, background in the mask) instead of stretching to image_size; the padding is
+            dropped again when predictions are mapped back to each image's size.
+        crop: train on a random crop of this side, or [height, width] (multiples of 32, at most image_size),
+            of each resized image (before the training augmentations); validation and prediction see whole
+            images, tiled by --model.tile_size when given and larger.
 
     With --data.sample_submission, `predict` writes submission.csv with its ids, order and columns, each
     RLE matched to its image by id or file stem (Carvana's `img` = `<id>.jpg`). Binary masks.
@@ -153,6 +212,8 @@ class SegmentationDataModule(CVDataModule):
         rle_col: str = "rle_mask",
         rle_order: Literal["C", "F"] = "C",
         classes: list[str] | None = None,
+        keep_aspect: bool = False,
+        crop: int | list[int] | None = None,
         **kwargs: Any,
     ):
         # The other standard options (fold, cache, predict_dir, ...) are CVDataModule's (via **kwargs).
@@ -165,6 +226,9 @@ class SegmentationDataModule(CVDataModule):
         self.rle_col = rle_col
         self.rle_order = rle_order
         self.classes = classes
+        self.keep_aspect = keep_aspect
+        self.crop = crop
+        self.crop_hw = None if crop is None else crop_hw(crop, self.image_hw)
 
     # -- images and their masks ------------------------------------------------------------------
     @cached_property
@@ -224,6 +288,8 @@ class SegmentationDataModule(CVDataModule):
     # -- linked to the model ---------------------------------------------------------------------
     @cached_property
     def class_names(self) -> list[str]:
+        if self.rle_csv is not None:
+            self._check_binary_table()
         if self.classes:
             return list(self.classes)
         if self.rle_csv is not None:
@@ -244,6 +310,21 @@ class SegmentationDataModule(CVDataModule):
         if num_classes == 2:
             return ["background", "foreground"]
         return ["background", *(str(i) for i in range(1, num_classes))]
+
+    def _check_binary_table(self) -> None:
+        """An RLE table holds binary masks (each image's rows: its instances); a table with a class per mask
+        is multi-label segmentation, another task, said in one line rather than trained as one class."""
+        assert self.rle_csv is not None
+        if self.classes and len(self.classes) != 2:
+            raise UserInputError(f"--data.classes {list(self.classes)}: run-length encoded masks are binary (2 classes: "
+                                 "background, mask); a mask per class is multi-label segmentation: --config "
+                                 "configs/seg-multilabel.yaml (task seg-multilabel)")
+        if not self.rle_csv.is_file():
+            return  # setup names the missing file
+        layout = per_class_layout(read_table(self.rle_csv, [self.id_col, self.rle_col]), self.id_col, self.rle_col)
+        if layout:
+            raise DataError(f"{self.rle_csv}: {layout}: a mask per class is multi-label segmentation (a sigmoid channel "
+                            "per class): --config configs/seg-multilabel.yaml (task seg-multilabel)")
 
     def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
         """Training images by id (file stem); folds are not stratified."""
@@ -276,9 +357,15 @@ class SegmentationDataModule(CVDataModule):
         rows = super().unlabelled_rows(directory)
         return Rows([Path(i).stem for i in rows.ids], rows.items, None, rows.extra)
 
-    def build_dataset(self, rows: Rows, augment: AugmentSpec | None) -> SegmentationDataset:
-        """The resize runs in the pipeline, or once into the cache (images and masks alike)."""
-        pre = [resize(*self.image_hw)]
+    def resize_steps(self) -> list[Any]:
+        """To image_size: stretched, or (keep_aspect) fitted with the aspect kept and padded."""
+        return letterbox(self.image_hw) if self.keep_aspect else [resize(*self.image_hw)]
+
+    def build_dataset(self, rows: Rows, augment: AugmentSpec | None,
+                      crop: tuple[int, int] | None = None) -> SegmentationDataset:
+        """The resize runs in the pipeline, or once into the cache (images and masks alike); a `crop` is cut
+        from the resized image before the augmentations."""
+        pre = self.resize_steps()
         reader = self.image_reader(pre)
         sources, sizes = rows.extra.get("source"), rows.extra["size"]
         masks = None
@@ -287,10 +374,21 @@ class SegmentationDataModule(CVDataModule):
             mask_cache = self.array_cache([*pre, f"mask classes={self.num_classes}"])
             masks = [read if mask_cache is None else CachedSource(mask_cache, read, Preprocess(pre, "mask"), key, version)
                      for read, key, version in readers]
-        valid = self.image_hw
-        pipeline = build_pipeline(augment, pre=[] if reader else pre, post=[pad_to_multiple(STRIDE)], seed=self.seed)
-        return SegmentationDataset(rows.items, masks, pipeline, rows.ids, valid, reader or self.decoder,
-                                   sizes=sizes)
+        fixed = [*([] if reader else pre), *([random_crop(*crop)] if crop else [])]
+        pipeline = build_pipeline(augment, pre=fixed, post=[pad_to_multiple(STRIDE)], seed=self.seed)
+        return SegmentationDataset(rows.items, masks, pipeline, rows.ids, crop or self.image_hw,
+                                   reader or self.decoder, sizes=sizes)
+
+    def train_dataset(self, rows: Rows) -> SegmentationDataset:
+        """Training samples are random crops (--data.crop) of the resized images, when asked for; a
+        non-square sample must keep its shape through the augmentations."""
+        height, width = self.crop_hw or self.image_hw
+        turning = [n for n in transform_names(self.train_augment) if n in TRANSPOSING]
+        if height != width and turning:
+            raise UserInputError(f"--data.train_augment: {turning[0]} turns {height}x{width} training samples into "
+                                 f"{width}x{height}, and a batch needs one shape: drop it, or train on square samples "
+                                 "(--data.crop, --data.image_size)")
+        return self.build_dataset(rows, self.train_augment, self.crop_hw)
 
     def mask_reader(self, source: Any, size: tuple[int, int]) -> tuple[Callable[[], np.ndarray], str, str]:
         """How one image's mask is read, and its cache key and version: a file by its path and mtime, an

@@ -121,7 +121,7 @@ class MultiLabelSegmentationTask(SegmentationTask):
 
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         meta = {"threshold": self.threshold, "min_area": 0, "rle_order": getattr(datamodule, "rle_order", "F"),
-                "key_sep": getattr(datamodule, "key_sep", "_")}
+                "key_sep": getattr(datamodule, "key_sep", "_"), "keep_aspect": bool(getattr(datamodule, "keep_aspect", False))}
         return {**meta, **(load_decisions(self.postprocess, self.class_names) if self.postprocess else {})}
 
     def _examples(self, batch: dict, outputs: torch.Tensor, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -135,11 +135,12 @@ class MultiLabelSegmentationTask(SegmentationTask):
         """Each image's (C, H, W) 0/1 masks at its original size, after the per-class post-processing."""
         meta = predictions.meta
         threshold, min_area = meta.get("threshold", 0.5), meta.get("min_area", 0)
+        letterboxed = bool(meta.get("keep_aspect", False))
         out = []
         for probs, size in zip(predictions.arrays["probs"].astype(np.float32), predictions.arrays["size"]):
             keep = decide(probs, threshold, min_area)
             thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(probs),))
-            out.append(np.stack([restore_mask(p[None], tuple(size), True, float(t)) * k
+            out.append(np.stack([restore_mask(p[None], tuple(size), True, float(t), letterboxed) * k
                                  for p, t, k in zip(probs, thresholds, keep)]))
         return out
 

@@ -89,11 +89,12 @@ class SegmentationTask(CVTask):
         decoder_attention_type: "scse" for squeeze-and-excitation in the Unet / Unet++ decoder.
         loss: dice, bce, ce, focal, lovasz, or a sum (bce+dice); default bce+dice (binary), ce+dice (multiclass).
         threshold: foreground probability threshold for binary masks (pictures, predictions).
-        tile_size: predict by blended overlapping tiles of this side (a multiple of 32) instead of the
-            whole image, e.g. when predicting at a larger --data.image_size than the training one.
+        tile_size: validate and predict by blended overlapping tiles of this side (a multiple of 32) the
+            images with a side larger than it (smaller ones run whole), e.g. whole images of a model trained on
+            --data.crop, or a larger --data.image_size than the training one.
         tile_overlap: share of a tile that neighbouring tiles overlap.
         tta: test-time augmentation for validate/predict: none, hflip, flip (h + v) or d4; mask
-            probabilities are flipped back and averaged (whole-image prediction, not with tile_size).
+            probabilities are flipped back and averaged (on each tile when tiled).
         **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size ...).
     """
 
@@ -188,16 +189,18 @@ class SegmentationTask(CVTask):
         probs = outputs.sigmoid() if self.binary else outputs.softmax(dim=1)
         return {"probs": probs.half(), "size": batch["size"]}
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        if self.tile_size is None:
-            return super().predict_step(batch, batch_idx)
-        outputs = predict_tiled(self, batch["image"], self.tile_size, self.tile_overlap)
-        return {"id": batch["id"], **self.predict_outputs(outputs, batch)}
+    def predict_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Whole images, or (tile_size) blended overlapping tiles when a side is larger than a tile: in
+        validation, test and predict alike; TTA runs on each tile."""
+        if self.tile_size is None or max(images.shape[-2:]) <= self.tile_size:
+            return super().predict_forward(images)
+        return predict_tiled(super().predict_forward, images, self.tile_size, self.tile_overlap)
 
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         # The RLE pixel order is the competition's: the DataModule's.
         return {"threshold": self.threshold, "rle_order": getattr(datamodule, "rle_order", "C"),
-                "instances": bool(getattr(datamodule, "instance_rows", False))}
+                "instances": bool(getattr(datamodule, "instance_rows", False)),
+                "keep_aspect": bool(getattr(datamodule, "keep_aspect", False))}
 
     # -- pictures --------------------------------------------------------------------------------
     def _examples(self, batch: dict, outputs: torch.Tensor, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -239,11 +242,21 @@ class SegmentationTask(CVTask):
 
     # -- predictions ---------------------------------------------------------------------------------------
     @classmethod
+    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None) -> Predictions:
+        """As every task, once the members' pixels line up (all letterboxed, or none)."""
+        if len({bool(p.meta.get("keep_aspect", False)) for p in predictions}) > 1:
+            raise DataError("predictions made with and without --data.keep_aspect cannot be combined: their pixels "
+                            "do not line up (predict every member with the same data options)")
+        return super().combine(predictions, method, weights)
+
+    @classmethod
     def masks(cls, predictions: Predictions) -> list[np.ndarray]:
-        """Each image's index mask at its original size (probabilities resized, then decided)."""
+        """Each image's index mask at its original size (letterbox padding dropped, probabilities resized,
+        then decided)."""
         probs, sizes = predictions.arrays["probs"], predictions.arrays["size"]
         binary, threshold = probs.shape[1] == 1, float(predictions.meta.get("threshold", 0.5))
-        return [restore_mask(p, tuple(s), binary, threshold) for p, s in zip(probs, sizes)]
+        letterboxed = bool(predictions.meta.get("keep_aspect", False))
+        return [restore_mask(p, tuple(s), binary, threshold, letterboxed) for p, s in zip(probs, sizes)]
 
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
