@@ -7,7 +7,8 @@ every later run, so folds never change silently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -147,23 +148,46 @@ def load_or_create_folds(
     for column in (key, label_col, group_col):
         if column is not None and column not in frame.columns:
             raise DataError(f"no column {column!r} in the training data; columns are {list(frame.columns)}")
-    if path.is_file():
-        folds = read_folds(path, key)
-        stored, current = set(folds[key]), set(frame[key].astype(str))
-        if stored != current:
-            extra, gone = sorted(current - stored), sorted(stored - current)
-            detail = f"{len(extra)} new row(s) (e.g. {extra[0]!r})" if extra else f"{len(gone)} row(s) gone (e.g. {gone[0]!r})"
-            raise DataError(f"{path}: folds were made for other training rows: {detail}; delete it to re-split")
-        stored_folds = int(folds[FOLD_COL].max()) + 1
-        if stored_folds != n_folds:
-            raise DataError(f"{path}: holds {stored_folds} folds, not {n_folds}; delete it to re-split or use --folds {stored_folds}")
-        return folds
-    labels = frame[label_col].tolist() if label_col else None
-    groups = frame[group_col].tolist() if group_col else None
-    result = frame.copy()
-    result[FOLD_COL] = assign_folds(labels, n_folds, seed, groups, multilabel, n_rows=len(frame))
-    write_csv(result, path)
-    return result
+    # Fold processes started together (a SLURM array) take turns: the first writes, the others read it.
+    with exclusive(path.with_name(path.name + ".lock")):
+        if path.is_file():
+            return _stored_folds(path, frame, key, n_folds)
+        labels = frame[label_col].tolist() if label_col else None
+        groups = frame[group_col].tolist() if group_col else None
+        result = frame.copy()
+        result[FOLD_COL] = assign_folds(labels, n_folds, seed, groups, multilabel, n_rows=len(frame))
+        write_csv(result, path)
+        return result
+
+
+def _stored_folds(path: Path, frame: pd.DataFrame, key: str, n_folds: int) -> pd.DataFrame:
+    folds = read_folds(path, key)
+    stored, current = set(folds[key]), set(frame[key].astype(str))
+    if stored != current:
+        extra, gone = sorted(current - stored), sorted(stored - current)
+        detail = f"{len(extra)} new row(s) (e.g. {extra[0]!r})" if extra else f"{len(gone)} row(s) gone (e.g. {gone[0]!r})"
+        raise DataError(f"{path}: folds were made for other training rows: {detail}; delete it to re-split")
+    stored_folds = int(folds[FOLD_COL].max()) + 1
+    if stored_folds != n_folds:
+        raise DataError(f"{path}: holds {stored_folds} folds, not {n_folds}; delete it to re-split or use --folds {stored_folds}")
+    return folds
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """An exclusive lock on `lock` (a file beside what it guards) across processes, where the OS has flock."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): one process at a time is up to the user
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fold_split(ids: Sequence[str], folds: pd.DataFrame, key: str, fold: int) -> tuple[np.ndarray, np.ndarray]:

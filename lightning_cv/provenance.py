@@ -51,19 +51,30 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
+def _cpu_name() -> str | None:
+    """The CPU model from /proc/cpuinfo (Linux), without starting a process."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def _hardware() -> dict[str, Any]:
     import torch
 
     cuda = torch.cuda.is_available()
     driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]) if cuda and shutil.which("nvidia-smi") else None
-    return {"machine": platform.machine(), "processor": platform.processor() or None, "cpus": os.cpu_count(),
+    return {"machine": platform.machine(), "cpu": _cpu_name(), "cpus": os.cpu_count(),
             "cuda": torch.version.cuda if cuda else None, "driver": driver.splitlines()[0] if driver else None,
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []}
 
 
 def environment(argv: list[str] | None = None) -> dict[str, Any]:
     """Python, package versions, hardware, the working directory's git commit and the command line."""
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": _versions(),
+    return {"python": sys.version.split()[0], "platform": f"{platform.system()} {platform.release()}", "packages": _versions(),
             "hardware": _hardware(), "git": git_state(Path.cwd()), "cwd": str(Path.cwd()),
             "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]}
 

@@ -102,3 +102,74 @@ def test_cv_summary_goes_to_the_folds_wandb_group(monkeypatch, tmp_path):
     assert b"cls-cv-test" in record and b"cv/acc_mean" in record and b"oof/acc" in record  # group and summary
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert log_cv_summary(tmp_path, "p", "g", results) is None
+
+
+def test_cv_resumes_after_kills(data_root, tmp_path, monkeypatch):
+    """Fold 0's process is killed before it saved anything, fold 1's after its first epoch (of 2): the rerun
+    trains fold 0 afresh, resumes fold 1 from its last.ckpt and gathers a complete OOF; a third run has nothing
+    left to train."""
+    data_dir = CLS.make_data(data_root)
+    out = tmp_path / "cv"
+    args = ["cv", "--config", str(ROOT / CLS.config), "--folds", "2", "--out", str(out), "--predict_test", "false",
+            "--data.data_dir", str(data_dir), *CLS.smoke_args, *FIT, "--trainer.max_epochs", "2"]
+    started: list[list[str]] = []
+
+    def fold_process(command, **kwargs):
+        started.append(command)
+        if len(started) == 1:
+            return subprocess.CompletedProcess(command, -9)  # killed at once
+        if len(started) == 2:
+            main([*command[3:], "--trainer.max_epochs", "1"])  # killed after epoch 1 (its last.ckpt is there)
+            return subprocess.CompletedProcess(command, -9)
+        main(command[3:])
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(cv_module.subprocess, "run", fold_process)
+    main(args)
+    folds = (out / "folds.csv").read_text()
+    assert [r["status"] for r in json.loads((out / "cv_results.json").read_text())["per_fold"]] == ["failed (exit -9)"] * 2
+
+    main(args)
+    fold0, fold1 = started[2:]
+    assert "--ckpt_path" not in fold0 and fold1[fold1.index("--ckpt_path") + 1] == str(out / "fold1/checkpoints/last.ckpt")
+    results = json.loads((out / "cv_results.json").read_text())
+    assert results["complete"] and (out / "folds.csv").read_text() == folds
+    assert int(pd.read_csv(out / "fold1" / "metrics.csv")["epoch"].max()) == 1  # epochs 0 and 1: resumed, not redone
+    with np.load(out / "oof.npz") as oof:
+        assert not np.isnan(oof["probs"]).any()
+
+    main(args)
+    assert len(started) == 4  # both folds finished: kept, their predictions reused
+    assert json.loads((out / "cv_results.json").read_text())["complete"]
+
+
+def test_parallel_fold_processes_get_their_own_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    show = "import os, sys; print('gpu', os.environ['CUDA_VISIBLE_DEVICES']); sys.exit({})"
+    planned = [(k, [sys.executable, "-c", show.format(code)]) for k, code in ((0, 0), (1, 3), (2, 0))]
+    ended = dict(cv_module._run_parallel(planned, dict(__import__("os").environ), 2, tmp_path))
+    assert ended == {0: 0, 1: 3, 2: 0}
+    seen = {k: (tmp_path / f"fold{k}" / "fit.log").read_text().split()[-1] for k in range(3)}
+    assert seen[0] != seen[1] and set(seen.values()) <= {"5", "7"}
+
+
+def test_fold_processes_started_together_share_one_split(data_root, tmp_path):
+    """A SLURM array's jobs: `cv --fold 0` and `cv --fold 1` start at once on the same --out; folds.csv is made
+    once, and a last `cv --out` (nothing left to train) gathers a complete OOF."""
+    from processes import child_env
+
+    data_dir = CLS.make_data(data_root)
+    out = tmp_path / "cv"
+    common = ["--config", str(ROOT / CLS.config), "--folds", "2", "--out", str(out), "--predict_test", "false",
+              "--data.data_dir", str(data_dir), *CLS.smoke_args, *FIT]
+    env = {**child_env(), "WANDB_MODE": "disabled"}
+    jobs = [subprocess.Popen([sys.executable, "-m", "lightning_cv", "cv", *common, "--fold", str(k)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k in (0, 1)]
+    for job in jobs:
+        assert job.wait(timeout=300) == 0, job.stderr.read().decode()[-2000:]
+    assert all((out / f"fold{k}" / "done.json").is_file() for k in (0, 1))
+    main(["cv", *common])  # gathers: both folds finished
+    results = json.loads((out / "cv_results.json").read_text())
+    assert results["complete"] and [r["status"].split()[0] for r in results["per_fold"]] == ["ok", "ok"]
+    with np.load(out / "oof.npz") as oof:
+        assert sorted(set(oof["fold"].tolist())) == [0, 1] and not np.isnan(oof["probs"]).any()

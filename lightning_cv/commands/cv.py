@@ -15,6 +15,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -133,6 +135,7 @@ def _option(overrides: list[str], name: str) -> str | None:
 def _fold_assignment(cv_dir: Path, datamodule: Any, folds: int, fold: int | None,
                      group_col: str | None) -> tuple[pd.DataFrame, str, str | None]:
     """(the training rows with their fold, written once to folds.csv; its key column; its label column)."""
+    cv_dir.mkdir(parents=True, exist_ok=True)
     frame, key, label_col = datamodule.fold_table()
     groups = datamodule.fold_groups(frame[key])
     if groups is not None:
@@ -152,24 +155,84 @@ def wandb_group(task: str, cv_dir: Path) -> str:
     return os.environ.get("WANDB_RUN_GROUP", f"{task}-{cv_dir.name}")
 
 
-def _train_folds(config: Path, overrides: list[str], cv_dir: Path, folds: list[int], task: str) -> dict[int, str]:
-    """One `fit` process per fold (memory is freed between folds, a failed fold does not stop the others);
-    returns the status of the failed ones."""
+DONE = "done.json"  # in a fold's directory once its fit process ended well
+
+
+def _fold_command(config: Path, overrides: list[str], cv_dir: Path, k: int, restart: bool) -> list[str] | None:
+    """The fit command of fold k: None when it finished earlier (kept), resumed from its last.ckpt when an
+    earlier run was interrupted, else from scratch (an earlier attempt is kept beside it)."""
+    fold_dir = cv_dir / f"fold{k}"
+    if not restart and (fold_dir / DONE).is_file():
+        print(f"fold {k}: finished earlier, kept ({fold_dir}; --restart true trains it again)", flush=True)
+        return None
+    last = fold_dir / "checkpoints" / "last.ckpt"
+    resume = not restart and last.is_file()
+    if fold_dir.exists() and not resume:
+        fold_dir.rename(cv_dir / f"fold{k}-replaced-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    command = [sys.executable, "-m", "lightning_cv", "fit", "--config", str(config), *overrides,
+               "--data.fold", str(k), "--data.folds_csv", str(cv_dir / "folds.csv"), "--trainer.default_root_dir",
+               str(fold_dir), *(["--ckpt_path", str(last)] if resume else [])]
+    print(f"fold {k}{' (resumed from its last.ckpt)' if resume else ''}: {' '.join(command[2:])}", flush=True)
+    return command
+
+
+def _fold_ended(cv_dir: Path, k: int, code: int, ran: dict[int, str]) -> None:
+    if code == 0:
+        with atomic_path(cv_dir / f"fold{k}" / DONE) as tmp:
+            tmp.write_text(json.dumps({"fold": k, "finished": datetime.now().isoformat(timespec="seconds")}))
+        ran[k] = "trained"
+        return
+    ran[k] = f"failed (exit {code})"
+    print(f"fold {k} failed with exit status {code}; going on with the other folds", file=sys.stderr, flush=True)
+
+
+def _train_folds(config: Path, overrides: list[str], cv_dir: Path, folds: list[int], task: str, restart: bool = False,
+                 parallel: int = 1) -> dict[int, str]:
+    """One `fit` process per fold that is not finished (memory is freed between folds, a failed fold does not
+    stop the others), `parallel` at a time; returns the status of each fold that ran: trained or failed."""
+    if parallel < 1:
+        raise UserInputError(f"--parallel {parallel}: run at least one fold at a time")
     env = {**os.environ, "WANDB_RUN_GROUP": wandb_group(task, cv_dir)}
-    failed: dict[int, str] = {}
-    for k in folds:
-        fold_dir = cv_dir / f"fold{k}"
-        if fold_dir.exists():  # a rerun starts afresh; the previous run is kept beside it
-            fold_dir.rename(cv_dir / f"fold{k}-replaced-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-        command = [sys.executable, "-m", "lightning_cv", "fit", "--config", str(config), *overrides,
-                   "--data.fold", str(k), "--data.folds_csv", str(cv_dir / "folds.csv"),
-                   "--trainer.default_root_dir", str(fold_dir)]
-        print(f"fold {k}: {' '.join(command[2:])}", flush=True)
-        code = subprocess.run(command, env=env, check=False).returncode
-        if code != 0:
-            failed[k] = f"failed (exit {code})"
-            print(f"fold {k} failed with exit status {code}; going on with the other folds", file=sys.stderr, flush=True)
-    return failed
+    planned = [(k, c) for k in folds if (c := _fold_command(config, overrides, cv_dir, k, restart)) is not None]
+    ran: dict[int, str] = {}
+    if parallel > 1:
+        for k, code in _run_parallel(planned, env, parallel, cv_dir):
+            _fold_ended(cv_dir, k, code, ran)
+        return ran
+    for k, command in planned:
+        _fold_ended(cv_dir, k, subprocess.run(command, env=env, check=False).returncode, ran)
+    return ran
+
+
+def _devices(parallel: int) -> list[str | None]:
+    """The GPU each of `parallel` fold slots sees (CUDA_VISIBLE_DEVICES), or None each without GPUs."""
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [i for i in visible.split(",") if i.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    return [ids[slot % len(ids)] if ids else None for slot in range(parallel)]
+
+
+def _run_parallel(planned: list[tuple[int, list[str]]], env: dict[str, str], parallel: int,
+                  cv_dir: Path) -> Iterator[tuple[int, int]]:
+    """Fold processes `parallel` at a time, slot i on GPU i; each writes to fold<k>/fit.log. Yields (fold,
+    exit status) as they end."""
+    waiting, running, free = list(planned), {}, list(enumerate(_devices(parallel)))
+    while waiting or running:
+        while waiting and free:
+            (k, command), (slot, device) = waiting.pop(0), free.pop(0)
+            log = cv_dir / f"fold{k}" / "fit.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as out:
+                fold_env = {**env, **({"CUDA_VISIBLE_DEVICES": device} if device is not None else {})}
+                running[k] = (subprocess.Popen(command, env=fold_env, stdout=out, stderr=subprocess.STDOUT), (slot, device))
+            print(f"fold {k}: started{f' on GPU {device}' if device is not None else ''} (log: {log})", flush=True)
+        time.sleep(1.0)
+        for k, (process, slot) in list(running.items()):
+            if process.poll() is not None:
+                del running[k]
+                free.append(slot)
+                yield k, process.returncode
 
 
 def _fold_predictions(config: Path, overrides: list[str], cv_dir: Path, k: int, tta: str, predict_test: bool,
@@ -191,6 +254,17 @@ def _fold_predictions(config: Path, overrides: list[str], cv_dir: Path, k: int, 
         except DataError as err:
             print(f"fold {k}: no test predictions ({err})", file=sys.stderr)
     return oof, f"ok ({ckpt.name})"
+
+
+def _fold_outcome(config: Path, overrides: list[str], cv_dir: Path, k: int, ran: dict[int, str], tta: str,
+                  predict_test: bool, train: bool) -> tuple[Predictions | None, str]:
+    """A fold's out-of-fold predictions and status: failed now; not finished (another process may be training
+    it); or predicted (a fold trained now, or every fold without training), else its saved predictions."""
+    if ran.get(k, "trained") != "trained":
+        return None, ran[k]
+    if train and k not in ran and not (cv_dir / f"fold{k}" / DONE).is_file():
+        return None, "not finished"
+    return _fold_predictions(config, overrides, cv_dir, k, tta, predict_test, reuse=train and k not in ran)
 
 
 def gather_oof(ids: list[str], parts: list[Predictions]) -> tuple[Predictions, np.ndarray]:
@@ -291,6 +365,15 @@ def _fold_scores(cv_dir: Path, k: int, predictions: Predictions | None, entry: T
     return {}
 
 
+def _write_results(cv_dir: Path, results: dict[str, Any], task: str, overrides: list[str]) -> None:
+    """cv_results.json, the table on the console, and the summary run in the folds' W&B group."""
+    with atomic_path(cv_dir / "cv_results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    _print_table(cv_dir, results["per_fold"], results["summary"])
+    project = _option(overrides, "--wandb_project") or os.environ.get("WANDB_PROJECT", f"lightning-cv-{task}")
+    log_cv_summary(cv_dir, project, wandb_group(task, cv_dir), results)
+
+
 def cv(
     config: Path,
     folds: int = 5,
@@ -300,6 +383,8 @@ def cv(
     group_col: str | None = None,
     predict_test: bool = True,
     train: bool = True,
+    restart: bool = False,
+    parallel: int = 1,
     overrides: list[str] | None = None,
 ) -> Path:
     """K-fold cross-validation: one `fit` process per fold, then out-of-fold and test predictions.
@@ -312,13 +397,18 @@ def cv(
             --model.backbone resnet34, --data.image_size 128 ...) is passed on to every fold;
             --trainer.default_root_dir is the CV run directory, as --out.
         folds: number of folds.
-        fold: (re)run only this fold of an existing CV run (the newest, or --out).
+        fold: run only this fold (resumed or kept like any fold; --restart true retrains it) of an existing
+            CV run (the newest, or --out); a SLURM array job runs one fold each.
         out: the CV run directory (default runs/<task>/cv-<timestamp>).
         tta: test-time augmentation for the out-of-fold and test predictions: none, hflip, flip, d4.
         group_col: training CSV column whose groups never span two folds (e.g. a patient id).
         predict_test: also predict the test images with every fold (for `lightning-cv ensemble`).
         train: false re-predicts every fold of an existing CV run (--out) with its best checkpoint,
             without training (e.g. with another --tta).
+        restart: train every fold (or --fold) afresh; without it a rerun (--out) keeps finished folds,
+            resumes an interrupted one from its last.ckpt and trains the missing ones.
+        parallel: fold processes run at once, each on its own GPU (CUDA_VISIBLE_DEVICES; on a machine
+            without GPUs they share the CPUs); their output goes to fold<k>/fit.log.
     """
     overrides = list(overrides or [])
     config = Path(config)
@@ -326,27 +416,21 @@ def cv(
     datamodule = load_datamodule(config, overrides)
     entry = task_for(datamodule)
     cv_dir = _cv_dir(out, fold, entry.name)
-    cv_dir.mkdir(parents=True, exist_ok=True)
     table, key, label_col = _fold_assignment(cv_dir, datamodule, folds, fold, group_col)
-    trained = ([fold] if fold is not None else list(range(folds))) if train else []
-    failed = _train_folds(config, overrides, cv_dir, trained, entry.name)
+    chosen = ([fold] if fold is not None else list(range(folds))) if train else []
+    ran = _train_folds(config, overrides, cv_dir, chosen, entry.name, restart, parallel)
+    failed = {k: status for k, status in ran.items() if status != "trained"}
     rows, parts = [], {}
     for k in range(folds):
-        predictions, status = (None, failed[k]) if k in failed else _fold_predictions(
-            config, overrides, cv_dir, k, tta, predict_test, reuse=train and k not in trained)
+        predictions, status = _fold_outcome(config, overrides, cv_dir, k, ran, tta, predict_test, train)
         if predictions is not None:
             parts[k] = predictions
         rows.append({"fold": k, "rows": int((table[FOLD_COL] == k).sum()), "status": status,
                      "scores": _fold_scores(cv_dir, k, predictions, entry)})
     report, complete = _score_oof(cv_dir, table, key, label_col, parts, entry) if parts else ({}, False)
-    summary = _summary(rows)
     results = {"task": entry.name, "config": str(config), "folds": folds, "tta": tta, "overrides": overrides,
-               "per_fold": rows, "summary": summary, "complete": complete, **({"oof": report} if report else {})}
-    with atomic_path(cv_dir / "cv_results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2))
-    _print_table(cv_dir, rows, summary)
-    project = _option(overrides, "--wandb_project") or os.environ.get("WANDB_PROJECT", f"lightning-cv-{entry.name}")
-    log_cv_summary(cv_dir, project, wandb_group(entry.name, cv_dir), results)
+               "per_fold": rows, "summary": _summary(rows), "complete": complete, **({"oof": report} if report else {})}
+    _write_results(cv_dir, results, entry.name, overrides)
     if failed:
         print(f"failed folds: {sorted(failed)}; rerun one with --fold K --out {cv_dir}", file=sys.stderr)
     return cv_dir
