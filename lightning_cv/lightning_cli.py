@@ -25,6 +25,7 @@ from lightning_cv.callbacks import ValidationPictures
 from lightning_cv.checkpoints import OFFLINE_OVERRIDES
 from lightning_cv.errors import UserInputError
 from lightning_cv.loggers import RunCSVLogger
+from lightning_cv.provenance import finish_provenance, write_provenance
 
 # Facts the data knows and the model is told (never configured twice).
 LINKED = ("num_classes", "class_names", "in_chans", "image_size")
@@ -62,9 +63,12 @@ def _short(class_path: str | None) -> str:
 
 
 class SaveConfig(SaveConfigCallback):
-    """Write the resolved config into the run directory and send it to W&B."""
+    """Write the resolved config into the run directory and send it to W&B; a fit also starts the run's
+    provenance.json (command line, versions, hardware), which `after_fit` completes with the wall time."""
 
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:
+            write_provenance(Path(trainer.default_root_dir))
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -211,6 +215,8 @@ class LightningCV(LightningCLI):
         Console(stderr=False).print(table)
 
     def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            finish_provenance(Path(self.trainer.default_root_dir))
         self.summary()
 
     def after_validate(self) -> None:
