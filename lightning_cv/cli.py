@@ -24,6 +24,7 @@ COMMANDS = {
     "export": "lightning_cv.commands.export:export",
     "new": "lightning_cv.commands.new:new",
     "package": "lightning_cv.commands.package:package",
+    "report": "lightning_cv.commands.report:report",
     "score": "lightning_cv.commands.score:score",
 }
 TRAINER_VERBS = ("fit", "validate", "test", "predict")

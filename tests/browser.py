@@ -1,0 +1,74 @@
+"""Headless Chromium for page checks: found, or installed from Debian's `chromium` package when missing
+(as root, with apt-get); a page is loaded with a probe that records script errors, console errors and
+images that did not load."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# Runs before anything else on the page: failed resources and script errors (capture phase), console.error.
+PROBE_HEAD = """<script>
+window.__problems = [];
+window.addEventListener("error", function (e) {
+  window.__problems.push(e.target && e.target.src ? "failed to load " + e.target.src.slice(0, 80) : "error " + e.message);
+}, true);
+var __consoleError = console.error;
+console.error = function () { window.__problems.push("console.error " + [].join.call(arguments, " ")); __consoleError.apply(console, arguments); };
+</script>"""
+# After the load event: every image complete with a size, written into the DOM for --dump-dom.
+PROBE_TAIL = """<script>
+window.addEventListener("load", function () {
+  var broken = [].filter.call(document.images, function (i) { return !(i.complete && i.naturalWidth > 0); })
+                 .map(function (i) { return (i.getAttribute("alt") || "") + " " + i.src.slice(0, 60); });
+  var out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({images: document.images.length, broken: broken, errors: window.__problems});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def find_chromium() -> str | None:
+    return next((shutil.which(n) for n in NAMES if shutil.which(n)), None)
+
+
+def find_or_install_chromium() -> tuple[str | None, str]:
+    """(the browser's path, "") or (None, why it is missing)."""
+    found = find_chromium()
+    if found:
+        return found, ""
+    if os.environ.get("LIGHTNING_CV_NO_BROWSER_INSTALL"):
+        return None, "LIGHTNING_CV_NO_BROWSER_INSTALL is set"
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        return None, "not installed, and apt-get as root is not available to install Debian's chromium package"
+    try:
+        done = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    except subprocess.TimeoutExpired:
+        return None, "apt-get install chromium took over 15 minutes"
+    if done.returncode != 0:
+        return None, f"apt-get install chromium failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+    return find_chromium(), ""
+
+
+def render_check(browser: str, page: Path, work: Path) -> dict:
+    """Load a copy of the page with the probe in headless Chromium: {images, broken, errors}."""
+    html = page.read_text(encoding="utf-8")
+    probed = html.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_TAIL + "</body>", 1)
+    copy = work / f"probed-{page.name}"
+    copy.write_text(probed, encoding="utf-8")
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           f"--user-data-dir={work / 'chromium-profile'}", "--virtual-time-budget=10000", "--dump-dom",
+                           copy.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+    assert found, f"Chromium gave no probe result (exit {done.returncode}): {done.stderr[-2000:]}"
+    result = json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"'))
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
+    result["errors"] = result["errors"] + console
+    return result
