@@ -58,6 +58,12 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
     results = json.loads((out / "cv_results.json").read_text())
     assert results["complete"] and [r["status"].split()[0] for r in results["per_fold"]] == ["ok", "ok"]
     assert set(results["summary"]) == {"acc", "f1", "logloss"}
+    # The run's page, written at the end: scores per fold, TTA against plain validation, the classes.
+    page = (out / "report.html").read_text()
+    assert "out of fold (hflip)" in page and "Most confidently wrong" in page and "Learning curves" in page
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["command"].startswith("lightning-cv cv --config") and provenance["wall_s"] > 0
+    assert json.loads((out / "fold1" / "provenance.json").read_text())["command"].startswith("lightning-cv fit --config")
     oof_csv = pd.read_csv(out / "oof.csv", dtype=str, keep_default_na=False)
     assert sorted(oof_csv["image"]) == sorted(train["image"])  # every training row exactly once
     assert (oof_csv["fold"].to_numpy() == folds["fold"].to_numpy()).all()

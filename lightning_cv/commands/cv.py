@@ -27,6 +27,7 @@ from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.folds import FOLD_COL, load_or_create_folds
 from lightning_cv.io import atomic_path, write_csv
 from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
+from lightning_cv.provenance import finish_provenance, write_provenance
 from lightning_cv.tasks import TaskEntry, task_for
 from lightning_cv.tta import TTAMode
 
@@ -276,6 +277,21 @@ def _fold_scores(cv_dir: Path, k: int, predictions: Predictions | None, entry: T
     return {}
 
 
+def _predict_folds(config: Path, overrides: list[str], cv_dir: Path, table: pd.DataFrame, folds: int, entry: TaskEntry,
+                   failed: dict[int, str], tta: str, predict_test: bool, reused: list[int]) -> tuple[list[dict], dict[int, Predictions]]:
+    """Every fold's out-of-fold predictions (read back for the `reused` folds, which were not retrained) and
+    its row of cv_results.json."""
+    rows, parts = [], {}
+    for k in range(folds):
+        predictions, status = (None, failed[k]) if k in failed else _fold_predictions(
+            config, overrides, cv_dir, k, tta, predict_test, reuse=k in reused)
+        if predictions is not None:
+            parts[k] = predictions
+        rows.append({"fold": k, "rows": int((table[FOLD_COL] == k).sum()), "status": status,
+                     "scores": _fold_scores(cv_dir, k, predictions, entry)})
+    return rows, parts
+
+
 def cv(
     config: Path,
     folds: int = 5,
@@ -285,6 +301,7 @@ def cv(
     group_col: str | None = None,
     predict_test: bool = True,
     train: bool = True,
+    report: bool = True,
     overrides: list[str] | None = None,
 ) -> Path:
     """K-fold cross-validation: one `fit` process per fold, then out-of-fold and test predictions.
@@ -304,6 +321,8 @@ def cv(
         predict_test: also predict the test images with every fold (for `lightning-cv ensemble`).
         train: false re-predicts every fold of an existing CV run (--out) with its best checkpoint,
             without training (e.g. with another --tta).
+        report: write the run's report.html at the end (`lightning-cv report`: scores, curves, the
+            task's confusions and worst images).
     """
     overrides = list(overrides or [])
     config = Path(config)
@@ -312,24 +331,32 @@ def cv(
     entry = task_for(datamodule)
     cv_dir = _cv_dir(out, fold, entry.name)
     cv_dir.mkdir(parents=True, exist_ok=True)
+    write_provenance(cv_dir)
     table, key, label_col = _fold_assignment(cv_dir, datamodule, folds, fold, group_col)
     trained = ([fold] if fold is not None else list(range(folds))) if train else []
     failed = _train_folds(config, overrides, cv_dir, trained, entry.name)
-    rows, parts = [], {}
-    for k in range(folds):
-        predictions, status = (None, failed[k]) if k in failed else _fold_predictions(
-            config, overrides, cv_dir, k, tta, predict_test, reuse=train and k not in trained)
-        if predictions is not None:
-            parts[k] = predictions
-        rows.append({"fold": k, "rows": int((table[FOLD_COL] == k).sum()), "status": status,
-                     "scores": _fold_scores(cv_dir, k, predictions, entry)})
-    report, complete = _score_oof(cv_dir, table, key, label_col, parts, entry) if parts else ({}, False)
+    rows, parts = _predict_folds(config, overrides, cv_dir, table, folds, entry, failed, tta, predict_test,
+                                 reused=[k for k in range(folds) if train and k not in trained])
+    tuning, complete = _score_oof(cv_dir, table, key, label_col, parts, entry) if parts else ({}, False)
     summary = _summary(rows)
     results = {"task": entry.name, "config": str(config), "folds": folds, "tta": tta, "overrides": overrides,
-               "per_fold": rows, "summary": summary, "complete": complete, **({"oof": report} if report else {})}
+               "per_fold": rows, "summary": summary, "complete": complete, **({"oof": tuning} if tuning else {})}
     with atomic_path(cv_dir / "cv_results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2))
+    finish_provenance(cv_dir)
     _print_table(cv_dir, rows, summary)
     if failed:
         print(f"failed folds: {sorted(failed)}; rerun one with --fold K --out {cv_dir}", file=sys.stderr)
+    if report:
+        _write_report(cv_dir)
     return cv_dir
+
+
+def _write_report(cv_dir: Path) -> None:
+    """report.html of the CV run; a report that fails says so and leaves the CV's results as they are."""
+    from lightning_cv.commands.report import report
+
+    try:
+        report(cv_dir)
+    except Exception as err:  # the CV itself succeeded: its files stand without the page
+        print(f"no report ({type(err).__name__}: {err}); retry with `lightning-cv report {cv_dir}`", file=sys.stderr)
