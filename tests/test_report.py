@@ -197,3 +197,16 @@ def test_chromium_renders_every_report(reports, name, chromium, tmp_path):
     result = render_check(chromium, reports[name], tmp_path)
     assert result["images"] >= 4
     assert result["broken"] == [] and result["errors"] == [], result
+
+
+def test_moved_data_leaves_the_galleries_out_with_a_note(data_root, tmp_path):
+    spec = next(s for s in TASKS if s.name == "bbox")
+    run = make_cv_run(spec, data_root, tmp_path / "cv")
+    for k in range(2):  # the run copied to another machine: its data folder is not there
+        config = yaml.safe_load((run / f"fold{k}" / "config.yaml").read_text())
+        config["data"]["init_args"]["data_dir"] = str(tmp_path / "gone")
+        (run / f"fold{k}" / "config.yaml").write_text(yaml.safe_dump(config))
+    main(["report", str(run)])
+    html = (run / "report.html").read_text()
+    assert "Boxes" in html and "IoU of the predicted square" in html and 'class="gallery"' not in html
+    assert "images not shown" in html and "Not in this run" in html and "could not be read" in html

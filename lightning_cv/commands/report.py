@@ -306,21 +306,28 @@ def image_source(run: Run) -> ImageSource:
 
     state: dict[str, Any] = {}
 
-    def images(ids: list[str]) -> list[np.ndarray]:
+    def read(ids: list[str]) -> list[np.ndarray]:
         if "rows" not in state:
-            try:
-                state["datamodule"] = _datamodule(run.config)
-                state["rows"] = state["datamodule"].labelled_rows()
-            except Exception as err:  # a moved run, a deleted data folder, an unreadable config: report the rest
-                state["rows"] = None
-                run.missing.append(f"images: the training data of {run.config.get('data', {}).get('init_args', {}).get('data_dir')} "
-                                   f"could not be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
-        rows = state["rows"]
-        if rows is None:
-            return []
-        position = {str(i): r for r, i in enumerate(rows.ids)}
-        dataset = state["datamodule"].build_dataset(rows.take([position[str(i)] for i in ids]), None)
+            state["datamodule"] = _datamodule(run.config)
+            rows = state["datamodule"].labelled_rows()
+            state["rows"], state["position"] = rows, {str(i): r for r, i in enumerate(rows.ids)}
+        unknown = [i for i in ids if str(i) not in state["position"]]
+        if unknown:
+            raise KeyError(f"{unknown[0]!r} is not a training row of the data now")
+        dataset = state["datamodule"].build_dataset(state["rows"].take([state["position"][str(i)] for i in ids]), None)
         return [to_uint8_image(dataset[k]["image"]) for k in range(len(ids))]
+
+    def images(ids: list[str]) -> list[np.ndarray]:
+        if state.get("failed"):
+            return []
+        try:
+            return read(ids)
+        except Exception as err:  # a moved run, a deleted or changed data folder: the rest of the page stands
+            state["failed"] = True
+            data_dir = ((run.config.get("data") or {}).get("init_args") or {}).get("data_dir")
+            reason = str(err).splitlines()[0] if str(err) else ""
+            run.missing.append(f"images: the training data ({data_dir}) could not be read ({type(err).__name__}: {reason})")
+            return []
 
     return images
 
