@@ -72,3 +72,27 @@ def render_check(browser: str, page: Path, work: Path) -> dict:
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
     result["errors"] = result["errors"] + console
     return result
+
+
+def screenshot(browser: str, page: Path, out: Path, width: int = 1200, scale: float = 0.75) -> Path:
+    """A PNG of the whole page (trailing background trimmed), scaled by `scale` (docs/ screenshots)."""
+    import cv2
+    import numpy as np
+
+    raw = out.with_suffix(".raw.png")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+                    f"--window-size={width},6000", f"--screenshot={raw.resolve()}", Path(page).resolve().as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    image = cv2.imread(str(raw))
+    raw.unlink()
+    content = np.flatnonzero((np.abs(image.astype(int) - image[-1, -1].astype(int)).sum(axis=2) > 0).any(axis=1))
+    image = image[: content[-1] + 16] if len(content) else image
+    image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(out), image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return out
+
+
+if __name__ == "__main__":  # python tests/browser.py PAGE.html OUT.png
+    import sys
+
+    print(screenshot(find_chromium() or "chromium", Path(sys.argv[1]), Path(sys.argv[2])))

@@ -44,6 +44,7 @@ class Run:
     provenance: dict[str, Any] | None
     entry: TaskEntry | None = None
     predictions: Predictions | None = None
+    source: str = ""  # where the labelled predictions came from, relative to the run
     missing: list[str] = field(default_factory=list)
 
 
@@ -227,7 +228,7 @@ def _fit_scores(run: Run, pooled: dict[str, float]) -> Section | None:
         tables.append(Table(["metric", "value"], [[k, float(v)] for k, v in values.items()],
                             f"validation at the best epoch ({best}, by {monitor})"))
     if pooled:
-        tables.append(Table(["metric", "value"], [[k, v] for k, v in pooled.items()], "labelled predictions"))
+        tables.append(Table(["metric", "value"], [[k, v] for k, v in pooled.items()], f"labelled predictions ({run.source})"))
     return Section("Scores", tables=tables) if tables else None
 
 
@@ -377,10 +378,10 @@ def report(run_dir: Path, out: Path | None = None) -> Path:
         out: the page to write (default: RUN_DIR/report.html); its images are embedded.
     """
     run = find_run(Path(run_dir))
-    run.predictions, why = labelled_predictions(run)
+    run.predictions, run.source = labelled_predictions(run)
     run.entry = task_entry(run)
     if run.predictions is None:
-        run.missing.append(why)
+        run.missing.append(run.source)
     sections = build_sections(run)
     title = f"{run.entry.name if run.entry else 'run'} {'CV' if run.is_cv else 'fit'} report: {run.path.name}"
     page = render(title, header(run), sections)
