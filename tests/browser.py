@@ -57,21 +57,50 @@ def find_or_install_chromium() -> tuple[str | None, str]:
     return find_chromium(), ""
 
 
-def render_check(browser: str, page: Path, work: Path) -> dict:
-    """Load a copy of the page with the probe in headless Chromium: {images, broken, errors}."""
-    html = page.read_text(encoding="utf-8")
-    probed = html.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_TAIL + "</body>", 1)
-    copy = work / f"probed-{page.name}"
-    copy.write_text(probed, encoding="utf-8")
+# The page that holds every probed page in a frame, and collects their results after they all loaded.
+FRAMES = """<!DOCTYPE html><html><body>{frames}<script>
+window.addEventListener("load", function () {{
+  var results = {{}};
+  [].forEach.call(document.querySelectorAll("iframe"), function (f) {{
+    var probe = f.contentDocument && f.contentDocument.getElementById("probe");
+    results[f.getAttribute("data-name")] = probe ? JSON.parse(probe.textContent) : null;
+  }});
+  var out = document.createElement("pre");
+  out.id = "probes";
+  out.textContent = JSON.stringify(results);
+  document.body.appendChild(out);
+}});
+</script></body></html>"""
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
+
+
+def render_check(browser: str, pages: dict[str, Path], work: Path) -> dict[str, dict]:
+    """Load probed copies of the pages in one headless Chromium (each in a frame of one page: one browser
+    start for all): {name: {images, broken, errors}}; a page whose probe did not run gets None."""
+    frames = []
+    for name, page in pages.items():
+        html = page.read_text(encoding="utf-8")
+        copy = work / f"probed-{name}.html"
+        copy.write_text(html.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_TAIL + "</body>", 1),
+                        encoding="utf-8")
+        frames.append(f'<iframe data-name="{name}" src="{copy.name}" width="1200" height="800"></iframe>')
+    holder = work / "probes.html"
+    holder.write_text(FRAMES.format(frames="".join(frames)), encoding="utf-8")
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           f"--user-data-dir={work / 'chromium-profile'}", "--virtual-time-budget=10000", "--dump-dom",
-                           copy.resolve().as_uri()], capture_output=True, text=True, timeout=120)
-    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+                           "--allow-file-access-from-files", f"--user-data-dir={work / 'chromium-profile'}",
+                           "--virtual-time-budget=20000", "--dump-dom", holder.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="probes">(.*?)</pre>', done.stdout, re.S)
     assert found, f"Chromium gave no probe result (exit {done.returncode}): {done.stderr[-2000:]}"
-    result = json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"'))
+    results = json.loads(_unescape(found.group(1)))
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
-    result["errors"] = result["errors"] + console
-    return result
+    for result in results.values():
+        if result is not None:
+            result["errors"] = result["errors"] + console
+    return results
 
 
 def screenshot(browser: str, page: Path, out: Path, width: int = 1200, scale: float = 0.75) -> Path:

@@ -192,11 +192,25 @@ def test_not_a_run_is_a_one_line_error(tmp_path, capsys):
     assert exit_info.value.code == 2 and "not a run directory" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def rendered(reports, chromium, tmp_path_factory) -> dict[str, dict]:
+    """Every report loaded in headless Chromium (one browser start for all of them)."""
+    return render_check(chromium, reports, tmp_path_factory.mktemp("chromium"))
+
+
 @pytest.mark.parametrize("name", [s.name for s in TASKS])
-def test_chromium_renders_every_report(reports, name, chromium, tmp_path):
-    result = render_check(chromium, reports[name], tmp_path)
+def test_chromium_renders_every_report(rendered, name):
+    result = rendered[name]
+    assert result is not None, f"{name}: the page's probe did not run"
     assert result["images"] >= 4
     assert result["broken"] == [] and result["errors"] == [], result
+
+
+def test_chromium_probe_sees_a_missing_image(chromium, tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><head></head><body><img src="gone.png" alt="gone"></body></html>')
+    result = render_check(chromium, {"broken": page}, tmp_path)["broken"]
+    assert result["images"] == 1 and len(result["broken"]) == 1 and result["errors"], result
 
 
 def test_moved_data_leaves_the_galleries_out_with_a_note(data_root, tmp_path):
