@@ -14,11 +14,12 @@ DATA := data/$(TASK)
 # pip prints one warning per package for the local mirrors it cannot list; keep the output readable.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: help install demo train cv test lint bench clean
+.PHONY: help install demo train cv report test lint bench clean
 
 help:
 	@echo "make train TASK=<task> [ARGS='--trainer.max_epochs 5 ...']   (tasks: lightning-cv demo --help)"
 	@echo "make cv TASK=<task> [FOLDS=5] [ARGS='--tta flip --trainer.max_epochs 5 ...']"
+	@echo "make report RUN=runs/<task>/<run>   (one HTML page of a fit or CV run: RUN/report.html)"
 	@echo "make test | make lint | make bench | make demo TASK=... | make install | make clean"
 
 $(BIN)/python:
@@ -30,7 +31,7 @@ $(BIN)/python:
 unexport PYTHONDONTWRITEBYTECODE
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-compile -e '.[dev]' 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -c "import lightning_cv.cli, lightning_cv.commands.export, wandb, onnxruntime, pytest, xdist"
+	$(BIN)/python -c "import lightning_cv.cli, lightning_cv.commands.export, lightning_cv.commands.report, matplotlib.figure, jinja2, wandb, onnxruntime, pytest, xdist"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -47,6 +48,11 @@ train: $(STAMP) | $(DATA)
 # K-fold CV: runs/$(TASK)/cv-<timestamp>/ with folds.csv, fold<k>/ runs, oof.npz/oof.csv, cv_results.json.
 cv: $(STAMP) | $(DATA)
 	$(BIN)/lightning-cv cv --config configs/$(TASK).yaml --folds $(FOLDS) $(ARGS)
+
+# One static HTML page of a fit or CV run (cv writes it at its end too): $(RUN)/report.html.
+report: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make report RUN=runs/<task>/<run>"; exit 2; }
+	$(BIN)/lightning-cv report $(RUN) $(ARGS)
 
 # One test process per core (tests of one module stay together, sharing their fixtures).
 TEST_WORKERS ?= auto

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning_cv  # noqa: F401  (environment defaults before wandb/albumentations are imported)
+from lightning_cv.provenance import remember_command
 
 COMMANDS = {
     "crop": "lightning_cv.commands.crop:crop",
@@ -23,6 +24,7 @@ COMMANDS = {
     "export": "lightning_cv.commands.export:export",
     "new": "lightning_cv.commands.new:new",
     "package": "lightning_cv.commands.package:package",
+    "report": "lightning_cv.commands.report:report",
     "score": "lightning_cv.commands.score:score",
 }
 TRAINER_VERBS = ("fit", "validate", "test", "predict")
@@ -138,6 +140,7 @@ def _run_command(name: str, args: list[str]) -> Any:
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point; user-input errors become one line on stderr and exit status 2."""
     argv = list(sys.argv[1:] if args is None else args)
+    remember_command(argv)
     try:
         if argv and argv[0] in COMMANDS:
             _run_command(argv[0], argv[1:])

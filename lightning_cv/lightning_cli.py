@@ -30,7 +30,7 @@ from lightning_cv.callbacks import ValidationPictures
 from lightning_cv.checkpoints import OFFLINE_OVERRIDES
 from lightning_cv.errors import UserInputError
 from lightning_cv.loggers import RunCSVLogger
-from lightning_cv.provenance import write_environment
+from lightning_cv.provenance import finish_provenance, write_provenance
 
 # Facts the data knows and the model is told (never configured twice).
 LINKED = ("num_classes", "class_names", "in_chans", "image_size")
@@ -196,7 +196,7 @@ class LightningCV(LightningCLI):
         run_dir = self.run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         if self.trainer_is_global_zero():
-            write_environment(run_dir, self._argv)
+            write_provenance(run_dir, self._argv)  # environment.json; `after_fit` adds the wall time
         kwargs["default_root_dir"] = str(run_dir)
         if self.subcommand != "fit" and trainer_config.get("enable_checkpointing") is None:
             kwargs["enable_checkpointing"] = False  # nothing to save; avoids a stale-dirpath warning
@@ -234,6 +234,8 @@ class LightningCV(LightningCLI):
         Console(stderr=False).print(table)
 
     def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            finish_provenance(Path(self.trainer.default_root_dir))
         self.summary()
 
     def after_validate(self) -> None:

@@ -60,6 +60,12 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
     results = json.loads((out / "cv_results.json").read_text())
     assert results["complete"] and [r["status"].split()[0] for r in results["per_fold"]] == ["ok", "ok"]
     assert set(results["summary"]) == {"acc", "f1", "logloss"}
+    # The run's page, written at the end: scores per fold, TTA against plain validation, the classes.
+    page = (out / "report.html").read_text()
+    assert "out of fold (hflip)" in page and "Most confidently wrong" in page and "Learning curves" in page
+    provenance = json.loads((out / "environment.json").read_text())
+    assert provenance["command"].startswith("lightning-cv cv --config") and provenance["wall_s"] > 0
+    assert json.loads((out / "fold1" / "environment.json").read_text())["command"].startswith("lightning-cv fit --config")
     oof_csv = pd.read_csv(out / "oof.csv", dtype=str, keep_default_na=False)
     assert sorted(oof_csv["image"]) == sorted(train["image"])  # every training row exactly once
     assert (oof_csv["fold"].to_numpy() == folds["fold"].to_numpy()).all()
@@ -111,7 +117,7 @@ def test_cv_resumes_after_kills(data_root, tmp_path, monkeypatch):
     data_dir = CLS.make_data(data_root)
     out = tmp_path / "cv"
     args = ["cv", "--config", str(ROOT / CLS.config), "--folds", "2", "--out", str(out), "--predict_test", "false",
-            "--data.data_dir", str(data_dir), *CLS.smoke_args, *FIT, "--trainer.max_epochs", "2"]
+            "--report", "false", "--data.data_dir", str(data_dir), *CLS.smoke_args, *FIT, "--trainer.max_epochs", "2"]
     started: list[list[str]] = []
 
     def fold_process(command, **kwargs):
@@ -161,7 +167,7 @@ def test_fold_processes_started_together_share_one_split(data_root, tmp_path):
     data_dir = CLS.make_data(data_root)
     out = tmp_path / "cv"
     common = ["--config", str(ROOT / CLS.config), "--folds", "2", "--out", str(out), "--predict_test", "false",
-              "--data.data_dir", str(data_dir), *CLS.smoke_args, *FIT]
+              "--report", "false", "--data.data_dir", str(data_dir), *CLS.smoke_args, *FIT]
     env = {**child_env(), "WANDB_MODE": "disabled"}
     jobs = [subprocess.Popen([sys.executable, "-m", "lightning_cv", "cv", *common, "--fold", str(k)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k in (0, 1)]

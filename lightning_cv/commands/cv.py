@@ -30,6 +30,7 @@ from lightning_cv.folds import FOLD_COL, load_or_create_folds
 from lightning_cv.io import atomic_path, write_csv
 from lightning_cv.loggers import log_cv_summary
 from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
+from lightning_cv.provenance import finish_provenance, write_provenance
 from lightning_cv.tasks import TaskEntry, task_for
 from lightning_cv.tta import TTAMode
 
@@ -365,10 +366,24 @@ def _fold_scores(cv_dir: Path, k: int, predictions: Predictions | None, entry: T
     return {}
 
 
+def _predict_folds(config: Path, overrides: list[str], cv_dir: Path, table: pd.DataFrame, folds: int, entry: TaskEntry,
+                   ran: dict[int, str], tta: str, predict_test: bool, train: bool) -> tuple[list[dict], dict[int, Predictions]]:
+    """Every fold's out-of-fold predictions (`_fold_outcome`) and its row of cv_results.json."""
+    rows, parts = [], {}
+    for k in range(folds):
+        predictions, status = _fold_outcome(config, overrides, cv_dir, k, ran, tta, predict_test, train)
+        if predictions is not None:
+            parts[k] = predictions
+        rows.append({"fold": k, "rows": int((table[FOLD_COL] == k).sum()), "status": status,
+                     "scores": _fold_scores(cv_dir, k, predictions, entry)})
+    return rows, parts
+
+
 def _write_results(cv_dir: Path, results: dict[str, Any], task: str, overrides: list[str]) -> None:
     """cv_results.json, the table on the console, and the summary run in the folds' W&B group."""
     with atomic_path(cv_dir / "cv_results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2))
+    finish_provenance(cv_dir)
     _print_table(cv_dir, results["per_fold"], results["summary"])
     project = _option(overrides, "--wandb_project") or os.environ.get("WANDB_PROJECT", f"lightning-cv-{task}")
     log_cv_summary(cv_dir, project, wandb_group(task, cv_dir), results)
@@ -385,6 +400,7 @@ def cv(
     train: bool = True,
     restart: bool = False,
     parallel: int = 1,
+    report: bool = True,
     overrides: list[str] | None = None,
 ) -> Path:
     """K-fold cross-validation: one `fit` process per fold, then out-of-fold and test predictions.
@@ -409,6 +425,8 @@ def cv(
             resumes an interrupted one from its last.ckpt and trains the missing ones.
         parallel: fold processes run at once, each on its own GPU (CUDA_VISIBLE_DEVICES; on a machine
             without GPUs they share the CPUs); their output goes to fold<k>/fit.log.
+        report: write the run's report.html at the end (`lightning-cv report`: scores, curves, the
+            task's confusions and worst images).
     """
     overrides = list(overrides or [])
     config = Path(config)
@@ -417,20 +435,27 @@ def cv(
     entry = task_for(datamodule)
     cv_dir = _cv_dir(out, fold, entry.name)
     table, key, label_col = _fold_assignment(cv_dir, datamodule, folds, fold, group_col)
+    write_provenance(cv_dir)
     chosen = ([fold] if fold is not None else list(range(folds))) if train else []
     ran = _train_folds(config, overrides, cv_dir, chosen, entry.name, restart, parallel)
     failed = {k: status for k, status in ran.items() if status != "trained"}
-    rows, parts = [], {}
-    for k in range(folds):
-        predictions, status = _fold_outcome(config, overrides, cv_dir, k, ran, tta, predict_test, train)
-        if predictions is not None:
-            parts[k] = predictions
-        rows.append({"fold": k, "rows": int((table[FOLD_COL] == k).sum()), "status": status,
-                     "scores": _fold_scores(cv_dir, k, predictions, entry)})
-    report, complete = _score_oof(cv_dir, table, key, label_col, parts, entry) if parts else ({}, False)
+    rows, parts = _predict_folds(config, overrides, cv_dir, table, folds, entry, ran, tta, predict_test, train)
+    tuning, complete = _score_oof(cv_dir, table, key, label_col, parts, entry) if parts else ({}, False)
     results = {"task": entry.name, "config": str(config), "folds": folds, "tta": tta, "overrides": overrides,
-               "per_fold": rows, "summary": _summary(rows), "complete": complete, **({"oof": report} if report else {})}
+               "per_fold": rows, "summary": _summary(rows), "complete": complete, **({"oof": tuning} if tuning else {})}
     _write_results(cv_dir, results, entry.name, overrides)
     if failed:
         print(f"failed folds: {sorted(failed)}; rerun one with --fold K --out {cv_dir}", file=sys.stderr)
+    if report:
+        _write_report(cv_dir)
     return cv_dir
+
+
+def _write_report(cv_dir: Path) -> None:
+    """report.html of the CV run; a report that fails says so and leaves the CV's results as they are."""
+    from lightning_cv.commands.report import report
+
+    try:
+        report(cv_dir)
+    except Exception as err:  # the CV itself succeeded: its files stand without the page
+        print(f"no report ({type(err).__name__}: {err}); retry with `lightning-cv report {cv_dir}`", file=sys.stderr)

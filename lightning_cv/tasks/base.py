@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
@@ -30,6 +30,9 @@ from lightning_cv.schedules import ScheduleName, named_schedule, total_steps, wi
 from lightning_cv.submission import SUBMISSION
 from lightning_cv.tta import tta_logits
 from lightning_cv.writers import PredictionWriter
+
+if TYPE_CHECKING:
+    from lightning_cv.report_plots import ImageSource, Section
 
 SPLITS = ("train", "val", "test")
 # Metric names where lower is better (the monitored metric's default mode).
@@ -275,6 +278,13 @@ class CVTask(L.LightningModule):
         """Decisions tuned on out-of-fold predictions (saved under out_dir): (meta for the predictions,
         a report for cv_results.json). Default: nothing to tune."""
         return {}, {}
+
+    @classmethod
+    def report_sections(cls, predictions: Predictions, images: ImageSource) -> list[Section]:
+        """The task's sections of a run report (`lightning-cv report`), from labelled out-of-fold predictions
+        (`predictions.targets`) and their images (`images(ids)`, as the model saw them): confusions, error
+        distributions, the worst images. Default: none."""
+        return []
 
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,

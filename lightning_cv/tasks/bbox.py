@@ -21,6 +21,7 @@ from lightning_cv.errors import UserInputError
 from lightning_cv.losses import box_loss, square_to_xyxy
 from lightning_cv.pictures import image_grid, to_uint8_image
 from lightning_cv.predictions import Predictions
+from lightning_cv.report_plots import ImageSource, Section, Table, gallery, histogram
 from lightning_cv.submission import follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
@@ -31,6 +32,16 @@ TRUE_COLOR, PRED_COLOR = (0, 200, 0), (230, 0, 0)
 def square_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample IoU of (N, 3) squares (cx, cy, side)."""
     return box_iou(square_to_xyxy(pred.float()), square_to_xyxy(target.float())).diagonal()
+
+
+def draw_squares(image: np.ndarray, squares: list[np.ndarray], side: int = 192) -> np.ndarray:
+    """An RGB image scaled to `side` with (cx, cy, side) squares in [0, 1] drawn on it, true first (green),
+    then predicted (red)."""
+    tile = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA if image.shape[0] > side else cv2.INTER_NEAREST)
+    for square, color in zip(squares, (TRUE_COLOR, PRED_COLOR)):
+        cx, cy, s = (float(v) * side for v in square)
+        cv2.rectangle(tile, (round(cx - s / 2), round(cy - s / 2)), (round(cx + s / 2), round(cy + s / 2)), color, 2)
+    return tile
 
 
 class MeanIoU(MeanMetric):
@@ -236,6 +247,24 @@ class BBoxCropTask(CVTask):
         """Mean IoU of the predicted and true squares, and the share with IoU >= 0.5."""
         ious = cls._ious(predictions)
         return {"box_iou": float(ious.mean()), "hit50": float((ious >= 0.5).mean())}
+
+
+    @classmethod
+    def report_sections(cls, predictions: Predictions, images: ImageSource) -> list[Section]:
+        """The IoU distribution and the worst boxes drawn on their (letterboxed) images."""
+        ious = cls._ious(predictions)
+        table = Table(["images", "mean IoU", "median IoU", "IoU >= 0.5", "IoU >= 0.75"],
+                      [[len(ious), float(ious.mean()), float(np.median(ious)), float((ious >= 0.5).mean()),
+                        float((ious >= 0.75).mean())]])
+        boxes = Section("Boxes", tables=[table], plots=[histogram({"out of fold": ious}, "IoU of the predicted square",
+                                                                 "IoU", value_range=(0, 1))])
+        order = np.argsort(ious, kind="stable")[:12]
+        true, pred = np.asarray(predictions.targets)[order], predictions.arrays["box"][order]
+        tiles, notes = gallery(predictions.ids[order], [f"IoU {ious[i]:.2f}" for i in order], images,
+                               lambda i, image: draw_squares(image, [true[i], pred[i]]))
+        worst = Section("Worst boxes", ["true square green, predicted red, on the letterboxed image the model saw; "
+                                        "lowest IoU first", *notes], gallery=tiles)
+        return [boxes, worst]
 
 
 register_task("bbox", BBoxCropTask, BBoxCropDataModule, demo=make_bbox,

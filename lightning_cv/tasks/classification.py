@@ -23,6 +23,7 @@ from lightning_cv.errors import UserInputError
 from lightning_cv.metrics import classification_metrics, confusion_matrix, is_ordinal
 from lightning_cv.pictures import caption, image_grid, to_uint8_image
 from lightning_cv.predictions import Predictions
+from lightning_cv.report_plots import ImageSource, Section, Table, confusion_plot, gallery, reliability_plot
 from lightning_cv.submission import follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
@@ -399,6 +400,32 @@ class ClassificationTask(CVTask):
         if is_ordinal(predictions.class_names):
             scores["qwk"] = float(cohen_kappa_score(targets, pred, labels=labels, weights="quadratic"))
         return scores
+
+
+    @classmethod
+    def report_sections(cls, predictions: Predictions, images: ImageSource) -> list[Section]:
+        """Confusion matrix, per-class precision / recall / F1, a reliability plot and the most confidently
+        wrong images."""
+        from sklearn.metrics import confusion_matrix as counts
+        from sklearn.metrics import precision_recall_fscore_support
+
+        probs, targets, names = predictions.arrays["probs"].astype(np.float64), np.asarray(predictions.targets), predictions.class_names
+        pred, labels = probs.argmax(axis=1), np.arange(probs.shape[1])
+        precision, recall, f1, support = precision_recall_fscore_support(targets, pred, labels=labels, zero_division=0)
+        table = Table(["class", "precision", "recall", "F1", "support"],
+                      [[n, p, r, f, int(s)] for n, p, r, f, s in zip(names, precision, recall, f1, support)])
+        confidence = probs.max(axis=1)
+        classes = Section("Classes", tables=[table], plots=[confusion_plot(counts(targets, pred, labels=labels), names),
+                                                             reliability_plot(confidence, pred == targets)])
+        wrong = np.flatnonzero(pred != targets)
+        wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]
+        captions = [f"true {names[targets[i]]} ({probs[i, targets[i]]:.2f}), predicted {names[pred[i]]} ({confidence[i]:.2f})"
+                    for i in wrong]
+        tiles, notes = gallery(predictions.ids[wrong], captions, images)
+        worst = Section("Most confidently wrong", [f"{len(wrong)} of {len(pred)} out-of-fold images are misclassified; "
+                                                   "the most confident mistakes first (label noise? a bad crop?)", *notes],
+                        gallery=tiles)
+        return [classes, worst]
 
 
 register_task("cls", ClassificationTask, ClassificationDataModule, demo=make_cls,

@@ -18,10 +18,18 @@ from lightning_cv.data.multilabel import MultiLabelDataModule
 from lightning_cv.demos import make_multilabel
 from lightning_cv.pictures import caption, image_grid, to_uint8_image
 from lightning_cv.predictions import Predictions
+from lightning_cv.report_plots import ImageSource, Section, Table, gallery, line_plot
 from lightning_cv.tasks.base import CVTask, ensemble_weights
 from lightning_cv.tasks.classification import ClassificationTask
 from lightning_cv.tasks.registry import register_task
-from lightning_cv.thresholds import fbeta_samples, load_thresholds, save_thresholds, tags, tune_thresholds
+from lightning_cv.thresholds import (
+    GRID,
+    fbeta_samples,
+    load_thresholds,
+    save_thresholds,
+    tags,
+    tune_thresholds,
+)
 from lightning_cv.tta import TTAMode
 
 
@@ -74,6 +82,20 @@ def short_names(names: list[str], least: int = 3) -> list[str]:
             n += 1
         out.append(name[:n])
     return out
+
+
+def fbeta_tags(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray | float, beta: float) -> np.ndarray:
+    """Each tag's F-beta over the rows (its predictions above its threshold against its 0/1 column); a tag
+    never true and never predicted scores 1."""
+    pred, truth = probs > np.asarray(thresholds), targets > 0
+    tp, fp, fn = (pred & truth).sum(0), (pred & ~truth).sum(0), (~pred & truth).sum(0)
+    denom = (1 + beta**2) * tp + beta**2 * fn + fp
+    return np.where(denom > 0, (1 + beta**2) * tp / np.maximum(denom, 1), 1.0)
+
+
+def row_fbeta(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray | float, beta: float) -> np.ndarray:
+    """Each row's F-beta of its tag set (the terms of the sample-averaged score)."""
+    return np.array([fbeta_samples(p[None], t[None], thresholds, beta) for p, t in zip(probs, targets)])
 
 
 class MultiLabelTask(CVTask):
@@ -259,6 +281,36 @@ class MultiLabelTask(CVTask):
               f"{tuned:.4f} with per-tag thresholds -> {path} (use: predict --model.thresholds {path})")
         report = {"rows": len(probs), "f2": fbeta_samples(probs, targets, 0.5, beta), "f2_tuned": tuned, "thresholds": str(path)}
         return {"thresholds": thresholds.round(6).tolist()}, report
+
+
+    @classmethod
+    def report_sections(cls, predictions: Predictions, images: ImageSource) -> list[Section]:
+        """Per-tag F-beta at 0.5 and at the tuned thresholds, F-beta against the threshold per tag, and the
+        images whose tag sets are predicted worst."""
+        probs, targets = predictions.arrays["probs"].astype(np.float64), np.asarray(predictions.targets)
+        names, beta = predictions.class_names, float(predictions.meta.get("beta", 2.0))
+        tuned = np.broadcast_to(np.asarray(predictions.meta.get("thresholds", 0.5), np.float64), (len(names),))
+        plain, at_tuned = fbeta_tags(probs, targets, 0.5, beta), fbeta_tags(probs, targets, tuned, beta)
+        f = f"F{beta:g}"
+        table = Table(["tag", "support", "threshold", f"{f} at 0.5", f"{f} at threshold"],
+                      [[n, int(s), t, a, b] for n, s, t, a, b in zip(names, (targets > 0).sum(0), tuned, plain, at_tuned)])
+        curves = np.stack([fbeta_tags(probs, targets, t, beta) for t in GRID])
+        series = {n: (GRID, curves[:, j]) for j, n in enumerate(names)}
+        series[f"sample {f} (one threshold)"] = (GRID, [fbeta_samples(probs, targets, t, beta) for t in GRID])
+        plot = line_plot(series, f"per-tag {f} against the threshold", "threshold", f,
+                         styles={f"sample {f} (one threshold)": "--"},
+                         colors={f"sample {f} (one threshold)": "black"}, marks=dict(zip(names, tuned)))
+        tags_section = Section("Tags", [f"{f} at 0.5 and at each tag's threshold (tuned on these out-of-fold rows "
+                                        "when the run tuned them; dotted lines in the plot)"], [table], [plot])
+        scores = row_fbeta(probs, targets, tuned, beta)
+        order = np.argsort(scores, kind="stable")
+        order = order[scores[order] < 1]
+        true, pred = tags(targets, names, 0.5), tags(probs, names, tuned)
+        captions = [f"{f} {scores[i]:.2f}; true [{true[i]}], predicted [{pred[i]}]" for i in order]
+        tiles, notes = gallery(predictions.ids[order], captions, images)
+        worst = Section("Worst tag sets", [f"{len(order)} of {len(scores)} images have a wrong tag set at the thresholds; "
+                                           "the lowest per-image score first", *notes], gallery=tiles)
+        return [tags_section, worst]
 
 
 register_task("multilabel", MultiLabelTask, MultiLabelDataModule, demo=make_multilabel,

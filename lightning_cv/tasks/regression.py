@@ -21,6 +21,7 @@ from lightning_cv.demos import make_regression
 from lightning_cv.errors import UserInputError
 from lightning_cv.pictures import caption, image_grid, to_uint8_image
 from lightning_cv.predictions import Predictions
+from lightning_cv.report_plots import ImageSource, Section, Table, gallery, histogram, scatter
 from lightning_cv.submission import follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
@@ -256,6 +257,26 @@ class RegressionTask(CVTask):
         print(f"out-of-fold QWK of {len(values)} images: {rounded:.4f} rounded, {tuned:.4f} at tuned cut points "
               f"{np.round(cuts, 3).tolist()} -> {path} (use: predict --model.postprocess {path})")
         return {"cuts": cuts}, {"qwk_rounded": rounded, "qwk_tuned": tuned, "postprocess": str(path)}
+
+
+    @classmethod
+    def report_sections(cls, predictions: Predictions, images: ImageSource) -> list[Section]:
+        """Per target: predicted against true, the residuals; the images with the largest errors."""
+        values = predictions.arrays["values"].astype(np.float64)
+        targets = np.asarray(predictions.targets, np.float64).reshape(values.shape)
+        names, error = predictions.class_names, values - targets
+        table = Table(["target", "RMSE", "MAE", "mean residual (bias)", "true mean", "true std"],
+                      [[n, float(np.sqrt(np.mean(e**2))), float(np.mean(np.abs(e))), float(np.mean(e)), float(t.mean()),
+                        float(t.std())] for n, e, t in zip(names, error.T, targets.T)])
+        shown = range(min(len(names), 4))
+        plots = [scatter(targets[:, j], values[:, j], f"{names[j]}: predicted against true", "true", "predicted") for j in shown]
+        plots.append(histogram({names[j]: error[:, j] for j in shown}, "residuals (predicted - true)", "residual", bins=30))
+        values_section = Section("Values", tables=[table], plots=plots)
+        worst = np.argsort(-np.abs(error).mean(axis=1), kind="stable")
+        captions = [", ".join(f"{n} true {targets[i, j]:.3g} predicted {values[i, j]:.3g}" for j, n in enumerate(names[:2]))
+                    for i in worst]
+        tiles, notes = gallery(predictions.ids[worst], captions, images)
+        return [values_section, Section("Worst images", ["largest mean absolute error first", *notes], gallery=tiles)]
 
 
 register_task("regression", RegressionTask, RegressionDataModule, demo=make_regression,

@@ -182,6 +182,20 @@ class MultiLabelSegmentationTask(SegmentationTask):
         return pd.DataFrame({f"share_{name}": shares[:, c] for c, name in enumerate(predictions.class_names)})
 
     @classmethod
+    def report_classes(cls, predictions: Predictions) -> list[str]:
+        return predictions.class_names  # no background channel
+
+    @classmethod
+    def class_masks(cls, predictions: Predictions, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Class c's masks at its threshold, emptied below its minimum area (the run's post-processing)."""
+        meta = predictions.meta
+        threshold = np.broadcast_to(np.asarray(meta.get("threshold", 0.5), np.float32), (len(predictions.class_names),))[c]
+        min_area = np.broadcast_to(np.asarray(meta.get("min_area", 0), np.float64), (len(predictions.class_names),))[c]
+        above = predictions.arrays["probs"][:, c].astype(np.float32) > threshold
+        keep = above.reshape(len(above), -1).sum(1) >= min_area
+        return above & keep[:, None, None], np.asarray(predictions.targets)[:, c] > 0
+
+    @classmethod
     def score(cls, predictions: Predictions) -> dict[str, float]:
         """Pair Dice at the predictions' decisions and at a plain 0.5, at model resolution."""
         probs, targets = predictions.arrays["probs"].astype(np.float32), predictions.targets

@@ -24,6 +24,15 @@ from lightning_cv.masks import restore_mask, rle_encode
 from lightning_cv.metrics import segmentation_metrics
 from lightning_cv.pictures import caption, image_grid, overlay, to_uint8_image
 from lightning_cv.predictions import Predictions
+from lightning_cv.report_plots import (
+    ImageSource,
+    Section,
+    Table,
+    gallery,
+    histogram,
+    mask_overlay,
+    side_by_side,
+)
 from lightning_cv.submission import SUBMISSION, follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
@@ -74,6 +83,26 @@ def foreground_dice(target: np.ndarray, pred: np.ndarray) -> float:
     """One image's Dice of the foreground pixels given the right class (1.0 when both are empty)."""
     inter, total = np.logical_and(target > 0, pred == target).sum(), (target > 0).sum() + (pred > 0).sum()
     return float(2 * inter / total) if total else 1.0
+
+
+def overlaps(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image of (N, h, w) 0/1 masks: dice and iou (NaN where both are empty), and whether the truth
+    and the prediction are empty."""
+    pred, truth = pred.reshape(len(pred), -1) > 0, truth.reshape(len(truth), -1) > 0
+    inter, p, t = (pred & truth).sum(1), pred.sum(1), truth.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice, iou = 2 * inter / (p + t), inter / (p + t - inter)
+    return {"dice": dice, "iou": iou, "pred_empty": p == 0, "true_empty": t == 0}
+
+
+def overlap_row(name: str, stats: dict[str, np.ndarray]) -> list[Any]:
+    """A class's line of the report: images with it, Dice / IoU over the images where either mask has
+    pixels, and the empty-mask mistakes."""
+    dice, iou, p0, t0 = stats["dice"], stats["iou"], stats["pred_empty"], stats["true_empty"]
+    some = np.isfinite(dice)
+    mean = (lambda v: float(np.mean(v[some]))) if some.any() else (lambda v: float("nan"))
+    return [name, int((~t0).sum()), mean(dice), float(np.median(dice[some])) if some.any() else float("nan"), mean(iou),
+            int((t0 & ~p0).sum()), int((~t0 & p0).sum()), int((t0 & p0).sum())]
 
 
 class SegmentationTask(CVTask):
@@ -308,6 +337,48 @@ class SegmentationTask(CVTask):
         total = fg_pred.sum() + fg_true.sum()
         union = total - inter
         return {"dice": float(2 * inter / total) if total else 1.0, "iou": float(inter / union) if union else 1.0}
+
+
+    # -- report ---------------------------------------------------------------------------------------------
+    @classmethod
+    def report_classes(cls, predictions: Predictions) -> list[str]:
+        """The classes the report measures: the foreground ones."""
+        return predictions.class_names[1:]
+
+    @classmethod
+    def class_masks(cls, predictions: Predictions, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted, true) (N, h, w) 0/1 masks of report class c, at model resolution, as decided."""
+        probs, truth = predictions.arrays["probs"], np.asarray(predictions.targets)
+        if probs.shape[1] == 1:
+            return probs[:, 0].astype(np.float32) > float(predictions.meta.get("threshold", 0.5)), truth > 0
+        return probs.argmax(axis=1) == c + 1, truth == c + 1
+
+    @classmethod
+    def report_sections(cls, predictions: Predictions, images: ImageSource) -> list[Section]:
+        """Per class: Dice / IoU over the images, empty-mask false positives and negatives; the images with
+        the lowest mean Dice as image | truth | prediction overlays."""
+        names = cls.report_classes(predictions)
+        stats = [overlaps(*cls.class_masks(predictions, c)) for c in range(len(names))]
+        table = Table(["class", "images with it", "mean Dice", "median Dice", "mean IoU", "empty predicted as mask (FP)",
+                       "mask predicted empty (FN)", "both empty"], [overlap_row(n, s) for n, s in zip(names, stats)])
+        plots = [histogram({n: s[k] for n, s in zip(names, stats)}, f"{k} per image and class", k, value_range=(0, 1))
+                 for k in ("dice", "iou")]
+        classes = Section("Masks", ["Dice and IoU per image, over the images where the truth or the prediction has the "
+                                    "class (both empty: counted apart); at model resolution, with the run's decisions"],
+                          [table], plots)
+        per_image = np.mean(np.stack([np.where(np.isfinite(s["dice"]), s["dice"], 1.0) for s in stats]), axis=0)
+        order = np.argsort(per_image, kind="stable")
+        order = order[per_image[order] < 1][:12]
+        worst = predictions.take(order)
+        masks = [np.stack(pair, axis=1) for pair in zip(*(cls.class_masks(worst, c) for c in range(len(names))))]
+
+        def draw(i: int, image: np.ndarray) -> np.ndarray:
+            return side_by_side([mask_overlay(image, 0 * masks[0][i]), mask_overlay(image, masks[1][i]),
+                                 mask_overlay(image, masks[0][i])])
+
+        tiles, notes = gallery(worst.ids, [f"Dice {per_image[i]:.2f}" for i in order], images, draw, side=3 * 128)
+        return [classes, Section("Worst masks", ["image | truth | prediction, lowest mean Dice over the classes first",
+                                                *notes], gallery=tiles)]
 
 
 register_task("seg", SegmentationTask, SegmentationDataModule, demo=make_seg,
