@@ -57,7 +57,7 @@ report: $(STAMP)
 # One test process per core (tests of one module stay together, sharing their fixtures).
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 # Side-by-side speed ratios (cache, loaders, precision, TTA, framework cost) -> bench/results.md.
 bench: $(STAMP)

@@ -169,7 +169,8 @@ def test_fold_processes_started_together_share_one_split(data_root, tmp_path):
     common = ["--config", str(ROOT / CLS.config), "--folds", "2", "--out", str(out), "--predict_test", "false",
               "--report", "false", "--data.data_dir", str(data_dir), *CLS.smoke_args, *FIT]
     env = {**child_env(), "WANDB_MODE": "disabled"}
-    jobs = [subprocess.Popen([sys.executable, "-m", "lightning_cv", "cv", *common, "--fold", str(k)], env=env,
+    job = Path(__file__).with_name("fold_job.py")
+    jobs = [subprocess.Popen([sys.executable, str(job), "cv", *common, "--fold", str(k)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k in (0, 1)]
     for job in jobs:
         assert job.wait(timeout=300) == 0, job.stderr.read().decode()[-2000:]
