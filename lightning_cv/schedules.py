@@ -1,6 +1,7 @@
 """Learning-rate schedules whose length comes from the Trainer: per optimizer step, with linear warmup.
 
-A named schedule (`cosine`, `linear`, `constant`, `onecycle`) is built from the Trainer's number of
+A named schedule (`cosine`, `linear`, `constant`, `onecycle`, or timm's `timm-cosine`, `timm-tanh`,
+`timm-poly`) is built from the Trainer's number of
 optimizer steps (`estimated_stepping_batches`: max_epochs or max_steps, gradient accumulation and devices
 counted), so `--trainer.max_epochs 20` is the whole story: no second number in the config to forget. Any
 torch scheduler given by class path works too; a length it leaves unset (OneCycleLR's `total_steps`) is
@@ -18,8 +19,8 @@ from torch.optim.lr_scheduler import LambdaLR, LinearLR, LRScheduler, OneCycleLR
 
 from lightning_cv.errors import UserInputError
 
-ScheduleName = Literal["cosine", "linear", "constant", "onecycle"]
-SCHEDULES = ("cosine", "linear", "constant", "onecycle")
+ScheduleName = Literal["cosine", "linear", "constant", "onecycle", "timm-cosine", "timm-tanh", "timm-poly"]
+SCHEDULES = ("cosine", "linear", "constant", "onecycle", "timm-cosine", "timm-tanh", "timm-poly")
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str, min_lr_scale: float = 0.0) -> float:
@@ -34,7 +35,21 @@ def lr_factor(step: int, total: int, warmup: int, kind: str, min_lr_scale: float
     return min_lr_scale + (1.0 - min_lr_scale) * shape
 
 
-def named_schedule(optimizer: torch.optim.Optimizer, kind: str, total: int, warmup: int, min_lr_scale: float) -> LRScheduler:
+def timm_schedule(optimizer: torch.optim.Optimizer, kind: str, total: int, warmup: int, min_lr_scale: float) -> Any:
+    """timm's scheduler by name (`timm-cosine` -> create_scheduler_v2(sched="cosine")), counted in optimizer
+    steps (stepped with `step_update`); its floor is min_lr_scale of the first group's learning rate."""
+    from timm.scheduler import create_scheduler_v2
+
+    floor = min_lr_scale * optimizer.param_groups[0]["lr"]
+    scheduler, _ = create_scheduler_v2(optimizer, sched=kind.removeprefix("timm-"), num_epochs=total - warmup, warmup_epochs=warmup,
+                                       min_lr=floor, warmup_lr=floor or 1e-6, warmup_prefix=True, step_on_epochs=False,
+                                       updates_per_epoch=1)
+    return scheduler
+
+
+def named_schedule(optimizer: torch.optim.Optimizer, kind: str, total: int, warmup: int, min_lr_scale: float) -> Any:
+    if kind.startswith("timm-"):
+        return timm_schedule(optimizer, kind, total, warmup, min_lr_scale)
     if kind == "onecycle":  # warmup is its rising phase (default: 30 % of the steps)
         peaks = [group["lr"] for group in optimizer.param_groups]
         return OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=warmup / total if warmup else 0.3)

@@ -63,3 +63,12 @@ def test_lr_find_suggests_a_rate_and_plots_it(tmp_path, cls_data, capsys):  # no
         rate = float(out.split("use: --model.optimizer.lr ")[1].split()[0])
         assert 1e-6 <= rate <= 1.0
     assert not list((tmp_path / "lr").glob(".lr_find*.ckpt"))  # the finder's temporary checkpoint is gone
+
+
+def test_timm_schedule_by_name_follows_the_trainer(tmp_path, cls_data):  # noqa: F811
+    """`--model.scheduler timm-cosine`: timm's cosine over the fit's 12 optimizer steps (warmup 2), stepped per
+    update: it peaks after the warmup and ends near its floor."""
+    logged = _fit(tmp_path, cls_data, "--model.scheduler", "timm-cosine", "--model.warmup_steps", "2")
+    head = logged["lr-AdamW/head"].dropna().tolist()
+    assert len(head) == 12 and head[0] < 0.01 and max(head) == pytest.approx(0.01, rel=0.05)
+    assert head[-1] < 0.1 * max(head) and all(a >= b for a, b in zip(head[3:], head[4:]))

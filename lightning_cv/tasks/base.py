@@ -68,9 +68,10 @@ class CVTask(L.LightningModule):
         image_size: the training resolution, one side or [height, width], for the example input (export,
             summaries; linked from the data).
         optimizer: the optimizer, given the parameter groups (backbone / head, no decay on biases).
-        scheduler: the learning-rate schedule: cosine, linear (decay to `min_lr_scale`), constant or onecycle,
-            stepped per optimizer step over the Trainer's length (max_epochs / max_steps); or any torch
-            scheduler by class path (stepped per `scheduler_interval`; OneCycleLR's total_steps filled in).
+        scheduler: the learning-rate schedule: cosine, linear (decay to `min_lr_scale`), constant, onecycle, or
+            timm's timm-cosine / timm-tanh / timm-poly, stepped per optimizer step over the Trainer's length
+            (max_epochs / max_steps); or any torch scheduler by class path (stepped per `scheduler_interval`;
+            OneCycleLR's total_steps filled in).
         warmup_steps: linear warmup over this many optimizer steps before the schedule.
         warmup_epochs: the same in epochs (may be fractional); warmup_steps wins when both are set.
         min_lr_scale: where cosine and linear end, as a share of each group's learning rate.
@@ -426,6 +427,13 @@ class CVTask(L.LightningModule):
                                  "--model.scheduler_interval step (and give the scheduler its length in steps)")
         return {"scheduler": with_warmup(optimizer, scheduler, warmup) if warmup else scheduler,
                 "interval": self.scheduler_interval}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """timm's schedulers step by the number of optimizer steps taken; torch's as Lightning steps them."""
+        if hasattr(scheduler, "step_update"):
+            scheduler.step_update(num_updates=self.global_step)
+        else:
+            super().lr_scheduler_step(scheduler, metric)
 
     # The LR finder (`lightning-cv lr_find`, Lightning's Tuner) reads and sets `lr`: the optimizer's
     # learning rate (the head's; the backbone keeps its backbone_lr_scale share).
