@@ -72,6 +72,7 @@ def test_leaderboard_metrics_match_scikit_learn():
     assert score_frames(sub, sol, "colauc") == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_binary_auc_competition_end_to_end(tmp_path, capsys):
     """SIIM-ISIC's layout (image_name,target; sample image_name,target): predict writes P(positive), and its
     AUC on the held-back answers is well above chance."""

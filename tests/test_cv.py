@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from processes import wandb_record
 from specs import ROOT, SPECS
 
@@ -159,6 +160,7 @@ def test_parallel_fold_processes_get_their_own_gpu(tmp_path, monkeypatch):
     assert seen[0] != seen[1] and set(seen.values()) <= {"5", "7"}
 
 
+@pytest.mark.slow
 def test_fold_processes_started_together_share_one_split(data_root, tmp_path):
     """A SLURM array's jobs: `cv --fold 0` and `cv --fold 1` start at once on the same --out; folds.csv is made
     once, and a last `cv --out` (nothing left to train) gathers a complete OOF."""

@@ -46,7 +46,9 @@ def _run_example(monkeypatch, capsys, *args: str) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("spec", ONE_SPEC_PER_TASK, ids=lambda s: s.name)
+# Classification and segmentation in the quick suite; the other heads with the slow one.
+@pytest.mark.parametrize("spec", [s if s.name in ("cls", "seg") else pytest.param(s, marks=pytest.mark.slow)
+                                  for s in ONE_SPEC_PER_TASK], ids=lambda s: s.name)
 def test_export_command_matches_eager(spec, tmp_path, capsys, monkeypatch):
     torch.manual_seed(0)
     trained = spec.make_module().eval()

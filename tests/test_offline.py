@@ -42,6 +42,7 @@ def _cls(data: Path) -> list[str]:
             "--data.batch_size", "8", "--model.backbone", "resnet10t"]
 
 
+@pytest.mark.slow
 def test_checkpoint_predicts_after_its_pretrained_weights_file_is_gone(shapes, tmp_path):
     weights = tmp_path / "resnet10t.pth"
     torch.save(timm.create_model("resnet10t").state_dict(), weights)
@@ -139,6 +140,7 @@ def test_timm_names_with_pretrained_tags(shapes, tmp_path, capsys):
     assert "Unknown pretrained tag 'a9_in1k'" in err and "a1_in1k" in err
 
 
+@pytest.mark.slow
 def test_inputs_stay_untouched(shapes, tmp_path, monkeypatch):
     """fit (with the cache), predict, cv and ensemble leave the data and a checkpoint's folder byte for byte
     as they were: caches and outputs go elsewhere."""

@@ -74,6 +74,7 @@ def test_bad_answers_are_rejected(tmp_path, capfd):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_new_project_trains(tmp_path, monkeypatch, capsys):
     main(["new", "Shapes Cup", "--task", "cls", "--out", str(tmp_path), "--image_size", "32", "--backbone", "resnet10t"])
     project = tmp_path / "shapes-cup"
