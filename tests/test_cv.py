@@ -111,6 +111,7 @@ def test_cv_summary_goes_to_the_folds_wandb_group(monkeypatch, tmp_path):
     assert log_cv_summary(tmp_path, "p", "g", results) is None
 
 
+@pytest.mark.slow
 def test_cv_resumes_after_kills(data_root, tmp_path, monkeypatch):
     """Fold 0's process is killed before it saved anything, fold 1's after its first epoch (of 2): the rerun
     trains fold 0 afresh, resumes fold 1 from its last.ckpt and gathers a complete OOF; a third run has nothing

@@ -31,6 +31,7 @@ def _fit(data_dir, run_dir, seed: int) -> tuple[dict[str, float], pd.DataFrame]:
     return metrics, pd.read_csv(run_dir / "metrics.csv")
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(digits, tmp_path):
     first, first_csv = _fit(digits, tmp_path / "a", seed=7)
     second, second_csv = _fit(digits, tmp_path / "b", seed=7)

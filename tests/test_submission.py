@@ -136,6 +136,7 @@ def test_mask_sample_checks(seg_data, tmp_path):
         multiclass.setup("predict")
 
 
+@pytest.mark.slow
 def test_ensemble_predicts_with_checkpoints_first(cls_run, tmp_path, capsys):
     """`ensemble CKPT CKPT --config …` predicts with each checkpoint (a predict-* dir in its run) and
     combines them like saved predictions: one model twice, weighted, is that model."""

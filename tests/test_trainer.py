@@ -41,6 +41,7 @@ def test_explicit_precision_wins(monkeypatch):
     assert auto.precision == "bf16-mixed"
 
 
+@pytest.mark.slow
 def test_offline_wandb_run_with_pictures(monkeypatch, data_root, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
