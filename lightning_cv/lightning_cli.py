@@ -229,7 +229,7 @@ class LightningCV(LightningCLI):
             table.add_row(f"best {ckpt.monitor}", f"{float(ckpt.best_model_score):.4f}")
             table.add_row("best checkpoint", str(ckpt.best_model_path))
         for key, value in sorted(trainer.callback_metrics.items()):
-            if "/" in key and not key.endswith("_step"):
+            if "/" in key and not key.endswith("_step") and not key.startswith("lr-"):  # (learning rates: metrics.csv)
                 table.add_row(key, f"{float(value):.4f}")
         Console(stderr=False).print(table)
 
