@@ -58,18 +58,33 @@ class OneClass(WrapperMetric):
         super().reset()
 
 
-class IoUMap(Metric):
-    """TGS Salt's metric per image, averaged: the share of IoU thresholds 0.5 ... 0.95 the predicted
-    foreground clears; an empty truth scores 1 when predicted empty, else 0 (and an empty prediction 0)."""
+class MeanOverImages(Metric):
+    """The mean of a per-image (or per image x class) score over every image of the split, all ranks summed;
+    a subclass's `update` adds its scores with `add`."""
 
     full_state_update = False
     higher_is_better = True
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("thresholds", torch.arange(0.5, 1.0, 0.05), persistent=False)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def add(self, scores: torch.Tensor) -> None:
+        self.total += scores.double().sum()
+        self.count += scores.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
+
+
+class IoUMap(MeanOverImages):
+    """TGS Salt's metric per image, averaged: the share of IoU thresholds 0.5 ... 0.95 the predicted
+    foreground clears; an empty truth scores 1 when predicted empty, else 0 (and an empty prediction 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("thresholds", torch.arange(0.5, 1.0, 0.05), persistent=False)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.flatten(1) > 0, target.flatten(1) > 0
@@ -77,34 +92,16 @@ class IoUMap(Metric):
         iou = inter / union.clamp(min=1)
         cleared = (iou[:, None] > self.thresholds.to(iou)).double().mean(1)
         empty = (pred.sum(1) == 0) | (target.sum(1) == 0)
-        scores = torch.where(empty, (pred.sum(1) == target.sum(1)).double(), cleared)
-        self.total += scores.sum()
-        self.count += scores.numel()
-
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.count.clamp(min=1)).float()
+        self.add(torch.where(empty, (pred.sum(1) == target.sum(1)).double(), cleared))
 
 
-class F2Instances(Metric):
+class F2Instances(MeanOverImages):
     """Airbus' metric per image, averaged: F2 of the predicted instances (connected components) matched to
     the true ones over IoU thresholds 0.5 ... 0.95 (`instance_f2`). Computed on the CPU."""
 
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.detach().cpu().numpy(), target.detach().cpu().numpy()
-        for p, t in zip(pred, target):
-            self.total += instance_f2(component_ious(p, t))
-            self.count += 1
-
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.count.clamp(min=1)).float()
+        self.add(torch.tensor([instance_f2(component_ious(p, t)) for p, t in zip(pred, target)], dtype=torch.float64))
 
 
 def segmentation_metrics(class_names: list[str], prefix: str) -> MetricCollection:

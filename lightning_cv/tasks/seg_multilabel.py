@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelF1Score
 
 from lightning_cv.data.seg_multilabel import MultiLabelSegmentationDataModule, image_key, split_key
@@ -20,6 +20,7 @@ from lightning_cv.errors import DataError
 from lightning_cv.io import write_csv
 from lightning_cv.losses import segmentation_loss
 from lightning_cv.masks import restore_mask, rle_encode
+from lightning_cv.metrics import MeanOverImages
 from lightning_cv.predictions import Predictions
 from lightning_cv.submission import SUBMISSION
 from lightning_cv.tasks.registry import register_task
@@ -33,25 +34,13 @@ def pair_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
 
 
-class PairDice(Metric):
+class PairDice(MeanOverImages):
     """Mean Dice over image x class pairs (Severstal, Clouds): empty truth and empty prediction score 1."""
-
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.flatten(2) > 0, target.flatten(2) > 0
         inter, total = (pred & target).sum(-1).double(), (pred.sum(-1) + target.sum(-1)).double()
-        self.total += torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)).sum()
-        self.count += total.numel()
-
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.count.clamp(min=1)).float()
+        self.add(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)))
 
 
 def decide(probs: np.ndarray, threshold: Any, min_area: Any) -> np.ndarray:
