@@ -85,6 +85,9 @@ def test_pair_dice_by_hand():
     solution = pd.DataFrame({"key": ["x_a"], "rle": [rle_encode(truth[0, 0])]})
     submission = pd.DataFrame({"key": ["x_a", "x_b"], "rle": [rle_encode(pred[0, 0]), ""]})
     assert score_frames(submission, solution, "dice_pairs") == pytest.approx((2 / 3 + 1) / 2)
+    # Keyed by stem where the solution keys by file name: an error, not a score of empty masks.
+    with pytest.raises(DataError, match="none of its 2 keys is in the solution"):
+        score_frames(submission.assign(key=["x.jpg_a", "x.jpg_b"]), solution, "dice_pairs")
 
 
 def test_postprocess_tuning_empties_small_false_positives():

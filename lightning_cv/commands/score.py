@@ -122,7 +122,11 @@ def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metri
     sub = submission.drop_duplicates(id_col).set_index(id_col)[target_col]
     truth = solution.set_index(id_col)[target_col]
     if metric == "dice_pairs":
-        # Image x class pairs: a pair missing on one side is an empty mask there (tables list present classes).
+        # Image x class pairs: a pair missing on one side is an empty mask there (tables list present classes);
+        # but a submission sharing no key with the solution is keyed another way, not empty.
+        if len(sub) and len(truth) and not len(sub.index.intersection(truth.index)):
+            raise DataError(f"submission: none of its {len(sub)} keys is in the solution (e.g. {sub.index[0]!r} there, "
+                            f"{truth.index[0]!r} in the solution): predict with --data.sample_submission to key it so")
         pairs = truth.index.union(sub.index)
         sub, truth = sub.reindex(pairs).fillna(""), truth.reindex(pairs).fillna("")
         metric = "dice"
