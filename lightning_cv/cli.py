@@ -27,7 +27,14 @@ COMMANDS = {
     "report": "lightning_cv.commands.report:report",
     "score": "lightning_cv.commands.score:score",
 }
-TRAINER_VERBS = ("fit", "validate", "test", "predict")
+# The LightningCLI subcommands (--config configs/<task>.yaml and every --trainer/--model/--data option).
+TRAINER_VERBS = {
+    "fit": "train a task's model (runs/<task>/<time>/: checkpoints, metrics.csv, pictures, W&B)",
+    "validate": "score a checkpoint on the validation rows",
+    "test": "score a checkpoint on labelled test rows (--data.test_csv)",
+    "predict": "predict images with a checkpoint: predictions.npz/.csv, masks, submission.csv",
+    "lr_find": "learning-rate range test: the suggestion, lr_find.png",
+}
 
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
@@ -137,10 +144,34 @@ def _run_command(name: str, args: list[str]) -> Any:
     return function(**parser.instantiate(parser.parse_args(args)).as_dict(), **extra)
 
 
+def _summary(target: str) -> str:
+    """The first docstring paragraph of a command's function, read from its source (the module is not imported)."""
+    import ast
+    import importlib.util
+
+    module, func = target.split(":")
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read()) if spec and spec.origin else None
+    node = next((n for n in (tree.body if tree else []) if isinstance(n, ast.FunctionDef) and n.name == func), None)
+    return " ".join(((ast.get_docstring(node) if node else None) or "").split("\n\n")[0].split())
+
+
+def overview() -> str:
+    """`lightning-cv --help`: every command with one line, each with its own --help."""
+    lines = ["usage: lightning-cv COMMAND [options]      lightning-cv COMMAND --help: its options", "",
+             "Training, with --config configs/<task>.yaml and any --trainer.* / --model.* / --data.* option:"]
+    lines += [f"  {verb:<10} {text}" for verb, text in TRAINER_VERBS.items()]
+    lines += ["", "Other commands:"] + [f"  {name:<10} {_summary(target)}" for name, target in COMMANDS.items()]
+    return "\n".join(lines)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point; user-input errors become one line on stderr and exit status 2."""
     argv = list(sys.argv[1:] if args is None else args)
     remember_command(argv)
+    if argv in ([], ["-h"], ["--help"]):
+        print(overview())  # without building the CLI: torch and Lightning are not imported for it
+        return
     try:
         if argv and argv[0] in COMMANDS:
             _run_command(argv[0], argv[1:])

@@ -35,3 +35,19 @@ def test_fit_checkpoint_predict(spec, data_root, tmp_path):
     pred_dir = tmp_path / "pred"
     build_cli(["predict", *common, "--ckpt_path", str(last), "--trainer.default_root_dir", str(pred_dir)])
     assert (pred_dir / spec.predict_file).is_file()
+
+
+def test_top_level_help_is_quick_and_lists_every_command():
+    """`lightning-cv --help` lists every command with its summary, without importing torch or Lightning."""
+    import subprocess
+    import sys
+
+    from lightning_cv.cli import COMMANDS, TRAINER_VERBS
+
+    code = ("import sys; from lightning_cv.cli import main; main(['--help']); "
+            "print('heavy:', sorted(m for m in ('torch', 'lightning', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.rstrip().endswith("heavy: []")
+    for name in (*TRAINER_VERBS, *COMMANDS):
+        line = next(line for line in out.splitlines() if line.startswith(f"  {name} "))
+        assert len(line.split(maxsplit=1)[1]) > 20, line
