@@ -183,3 +183,28 @@ def test_fold_processes_started_together_share_one_split(data_root, tmp_path):
     assert results["complete"] and [r["status"].split()[0] for r in results["per_fold"]] == ["ok", "ok"]
     with np.load(out / "oof.npz") as oof:
         assert sorted(set(oof["fold"].tolist())) == [0, 1] and not np.isnan(oof["probs"]).any()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_fold_processes_die_with_cv(tmp_path):
+    """A fold process started as cv starts them is killed with cv, even by kill -9: no orphan trains on."""
+    import os
+    import signal
+    import time
+
+    parent = ("import subprocess, sys, time; from lightning_cv.commands import cv; "
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], **cv.CHILD); "
+              "print(child.pid, flush=True); time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    child = int(process.stdout.readline())
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the fold process outlived cv")

@@ -177,6 +177,21 @@ def _fold_command(config: Path, overrides: list[str], cv_dir: Path, k: int, rest
     return command
 
 
+def die_with_parent() -> None:
+    """Run in a fold process before it starts (Linux): the kernel kills it when `cv` dies, even by kill -9,
+    so no orphan trains on beside the rerun that resumes its fold."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+CHILD = {"preexec_fn": die_with_parent} if sys.platform.startswith("linux") else {}
+
+
 def _fold_ended(cv_dir: Path, k: int, code: int, ran: dict[int, str]) -> None:
     if code == 0:
         with atomic_path(cv_dir / f"fold{k}" / DONE) as tmp:
@@ -201,7 +216,7 @@ def _train_folds(config: Path, overrides: list[str], cv_dir: Path, folds: list[i
             _fold_ended(cv_dir, k, code, ran)
         return ran
     for k, command in planned:
-        _fold_ended(cv_dir, k, subprocess.run(command, env=env, check=False).returncode, ran)
+        _fold_ended(cv_dir, k, subprocess.run(command, env=env, check=False, **CHILD).returncode, ran)
     return ran
 
 
@@ -226,7 +241,8 @@ def _run_parallel(planned: list[tuple[int, list[str]]], env: dict[str, str], par
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "w") as out:
                 fold_env = {**env, **({"CUDA_VISIBLE_DEVICES": device} if device is not None else {})}
-                running[k] = (subprocess.Popen(command, env=fold_env, stdout=out, stderr=subprocess.STDOUT), (slot, device))
+                running[k] = (subprocess.Popen(command, env=fold_env, stdout=out, stderr=subprocess.STDOUT, **CHILD),
+                              (slot, device))
             print(f"fold {k}: started{f' on GPU {device}' if device is not None else ''} (log: {log})", flush=True)
         time.sleep(1.0)
         for k, (process, slot) in list(running.items()):
