@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning_cv  # noqa: F401  (environment defaults before wandb/albumentations are imported)
@@ -151,7 +152,7 @@ def _summary(target: str) -> str:
 
     module, func = target.split(":")
     spec = importlib.util.find_spec(module)
-    tree = ast.parse(open(spec.origin, encoding="utf-8").read()) if spec and spec.origin else None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8")) if spec and spec.origin else None
     node = next((n for n in (tree.body if tree else []) if isinstance(n, ast.FunctionDef) and n.name == func), None)
     return " ".join(((ast.get_docstring(node) if node else None) or "").split("\n\n")[0].split())
 

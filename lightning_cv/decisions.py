@@ -36,10 +36,14 @@ def load_decisions(path: str | Path, class_names: list[str] | None = None) -> di
     return decisions
 
 
+def tuned_file(paths: list[Path], name: str) -> Path | None:
+    """The file `name` (postprocess.json, thresholds.json) that the first CV run among `paths` tuned, or None."""
+    return next((Path(p) / name for p in paths if (Path(p) / name).is_file()), None)
+
+
 def found_decisions(postprocess: str | Path | None, paths: list[Path]) -> dict[str, Any]:
     """The decisions of `postprocess`, or (none given) of the postprocess.json of a CV run among `paths`."""
-    found = [Path(p) / POSTPROCESS for p in paths if (Path(p) / POSTPROCESS).is_file()]
-    path = Path(postprocess) if postprocess else (found[0] if found else None)
+    path = Path(postprocess) if postprocess else tuned_file(paths, POSTPROCESS)
     if path is None:
         return {}
     print(f"post-processing: {path}")

@@ -13,12 +13,12 @@ import numpy as np
 
 from lightning_cv.dicom import DICOM_EXTENSIONS, dicom_size, is_dicom, read_dicom
 from lightning_cv.errors import DataError, ImageReadError
-from lightning_cv.intensity import used_bits_to_uint8, window_to_uint8
+from lightning_cv.intensity import window_to_uint8
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", *DICOM_EXTENSIONS)
 
 
-__all__ = ["DataError", "ImageReadError", "ImageReader", "read_image", "used_bits_to_uint8", "read_mask", "image_size", "check_image", "atomic_path", "write_image", "write_csv"]
+__all__ = ["DataError", "ImageReadError", "ImageReader", "read_image", "read_mask", "image_size", "check_image", "atomic_path", "write_image", "write_csv"]
 
 
 def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:

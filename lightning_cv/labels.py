@@ -41,10 +41,15 @@ def labels_from_columns(frame: pd.DataFrame, columns: list[str], source: Path, s
     return [" ".join(c for c, on in zip(columns, row) if on) for row in hot]
 
 
+def integer_names(names: list[str] | set[str]) -> bool:
+    """Every name is an integer ("0", "12", "-1"): numeric order, and grades where there are more than two."""
+    return all(str(name).lstrip("-").isdigit() for name in names)
+
+
 def sorted_labels(labels: list[str]) -> list[str]:
     """Class order: numeric when every label is an integer (so "10" follows "9"), else alphabetical."""
     unique = set(labels)
-    if all(s.lstrip("-").isdigit() for s in unique):
+    if integer_names(unique):
         return sorted(unique, key=int)
     return sorted(unique)
 

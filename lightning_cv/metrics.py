@@ -16,12 +16,13 @@ from torchmetrics.classification import (
 from torchmetrics.segmentation import DiceScore, MeanIoU
 from torchmetrics.wrappers.abstract import WrapperMetric
 
+from lightning_cv.labels import integer_names
 from lightning_cv.masks import component_ious, instance_f2
 
 
 def is_ordinal(class_names: list[str]) -> bool:
     """Classes named by integers are grades (diabetic retinopathy 0-4, ISUP 0-5): scored by QWK too."""
-    return len(class_names) > 2 and all(str(name).lstrip("-").isdigit() for name in class_names)
+    return len(class_names) > 2 and integer_names(class_names)
 
 
 def classification_metrics(num_classes: int, prefix: str, ordinal: bool = False) -> MetricCollection:

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from lightning_cv.decisions import found_decisions
+from lightning_cv.decisions import found_decisions, tuned_file
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.io import write_csv
 from lightning_cv.predictions import PREDICTIONS, align, find_predictions, load_predictions
@@ -88,10 +88,10 @@ def decision_thresholds(thresholds: str | None, paths: list[Path], class_names: 
     """Per-class thresholds: a number, a thresholds.json, or (none given) the thresholds.json a CV run among
     `paths` tuned on its out-of-fold predictions, else None (the predictions' own)."""
     if thresholds is None:
-        tuned = [Path(p) / "thresholds.json" for p in paths if (Path(p) / "thresholds.json").is_file()]
-        if not tuned:
+        tuned = tuned_file(paths, "thresholds.json")
+        if tuned is None:
             return None
-        thresholds = str(tuned[0])
+        thresholds = str(tuned)
     try:
         value = float(thresholds)
     except ValueError:
