@@ -3,11 +3,17 @@
 A task says which arrays it predicts (`CVTask.outputs`: probabilities, boxes, values ...); every array
 has one row per id. `meta` holds the decisions that turn them into a submission (thresholds, the RLE
 pixel order, the letterbox size), so an ensemble or a later submission decides as `predict` did.
+
+Arrays of images (probability maps: `stores.is_map`) are stored uncompressed in the `.npz` and read
+back row by row (`stores.DiskRows`), so a test set of any size is written and read one chunk at a time;
+the small per-image arrays (class probabilities, boxes, sizes) are compressed and read whole.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +23,7 @@ import pandas as pd
 
 from lightning_cv.errors import DataError, MissingFileError
 from lightning_cv.io import atomic_path
+from lightning_cv.stores import DiskRows, array_chunks, is_map, npy_header, take_rows
 
 PREDICTIONS = "predictions.npz"
 _RESERVED = ("ids", "class_names", "task", "meta")
@@ -39,21 +46,33 @@ class Predictions:
 
     def take(self, rows: np.ndarray) -> Predictions:
         """The predictions of some rows, in that order."""
-        return replace(self, ids=self.ids[rows], arrays={k: v[rows] for k, v in self.arrays.items()},
-                       targets=None if self.targets is None else self.targets[rows])
+        return replace(self, ids=self.ids[rows], arrays={k: take_rows(v, rows) for k, v in self.arrays.items()},
+                       targets=None if self.targets is None else take_rows(self.targets, rows))
 
     def with_meta(self, **meta: Any) -> Predictions:
         """A copy whose decisions are updated with the given ones (None values are ignored)."""
         return replace(self, meta={**self.meta, **{k: v for k, v in meta.items() if v is not None}})
 
     def save(self, path: str | Path) -> Path:
-        """Write a compressed npz atomically (floating arrays as they are: float16 stays float16)."""
+        """Write the npz atomically (floating arrays as they are: float16 stays float16): maps stored
+        uncompressed, a chunk of rows at a time; the rest compressed."""
         path = Path(path)
         extra = {} if self.targets is None else {"targets": self.targets}
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, ids=np.asarray(self.ids, dtype=str), task=np.array(self.task),
-                                class_names=np.array(self.class_names, dtype=str),
-                                meta=np.array(json.dumps(self.meta)), **self.arrays, **extra)
+        members = {"ids": np.asarray(self.ids, dtype=str), "task": np.array(self.task),
+                   "class_names": np.array(self.class_names, dtype=str), "meta": np.array(json.dumps(self.meta)),
+                   **self.arrays, **extra}
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+            for name, array in members.items():
+                if is_map(array):
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        member.write(npy_header(array.dtype, array.shape))
+                        for chunk in array_chunks(array):
+                            member.write(np.ascontiguousarray(chunk).tobytes())
+                else:
+                    buffer = io.BytesIO()
+                    np.save(buffer, np.asarray(array), allow_pickle=False)
+                    archive.writestr(zipfile.ZipInfo(f"{name}.npy", (1980, 1, 1, 0, 0, 0)), buffer.getvalue(),
+                                     compress_type=zipfile.ZIP_DEFLATED)
         return path
 
 
@@ -69,7 +88,16 @@ def load_predictions(path: str | Path) -> Predictions:
         files = set(saved.files)
         if "ids" not in files:
             raise DataError(f"{path}: not a predictions file (no ids)")
-        arrays = {k: saved[k] for k in files - {*_RESERVED, "targets"}}
+        stored = {info.filename[:-4] for info in saved.zip.infolist() if info.compress_type == zipfile.ZIP_STORED}
+
+        def member(name: str) -> Any:  # maps stored uncompressed (as `save` writes them) stay on disk
+            try:
+                rows = DiskRows.open(path, f"{name}.npy") if name in stored else None
+            except ValueError:  # e.g. Fortran order, from another writer
+                rows = None
+            return rows if rows is not None and rows.ndim >= 3 else saved[name]
+
+        arrays = {k: member(k) for k in files - {*_RESERVED, "targets"}}
         meta = json.loads(str(saved["meta"])) if "meta" in files else {}
         return Predictions(str(saved["task"]) if "task" in files else "cls", saved["ids"].astype(str), arrays,
                            saved["class_names"].astype(str).tolist() if "class_names" in files else [],

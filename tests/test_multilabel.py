@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from predicting import run_writer
 from specs import ROOT
 
 from lightning_cv.cli import build_cli, main
@@ -84,10 +85,9 @@ def test_writer_thresholds_tags_and_probabilities(tmp_path):
     writer = PredictionWriter(tmp_path)
     task = MultiLabelTask(num_classes=3, class_names=["a", "b", "c"], backbone="test_resnet", image_size=32)
     task.label_thresholds.copy_(torch.tensor([0.5, 0.2, 0.9]))
-    trainer = SimpleNamespace(world_size=1, is_global_zero=True, datamodule=SimpleNamespace(task_name="multilabel"))
     batches = [{"id": ["y.png", "x.png"], "probs": torch.tensor([[0.6, 0.3, 0.8], [0.1, 0.15, 0.05]])},
                {"id": ["z.png"], "probs": torch.tensor([[0.4, 0.1, 0.95]])}]
-    writer.write_on_epoch_end(trainer, task, batches, [])
+    run_writer(writer, task, batches, SimpleNamespace(task_name="multilabel"))
     frame = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
     assert list(frame.columns) == ["image", "tags", "prob_a", "prob_b", "prob_c"]
     # x: nothing above its threshold -> its most likely tag; y: a and b (c's 0.8 is under 0.9); z: c.

@@ -286,7 +286,7 @@ def test_keep_aspect_letterboxes_and_maps_back_exactly(tmp_path):
     assert np.allclose([rows.min(), rows.max(), cols.min(), cols.max()], [10, 49, 110, 139], atol=2.5)
     assert ((png > 0) & truth).sum() / ((png > 0) | truth).sum() > 0.85
     # Without dropping the padding, the mask would come back squashed into the top of the image.
-    wrong = SegmentationTask.masks(predictions.with_meta(keep_aspect=False))[0]
+    wrong = next(SegmentationTask.masks(predictions.with_meta(keep_aspect=False)))
     assert (wrong.astype(bool) & truth).sum() / (wrong.astype(bool) | truth).sum() < 0.5
     with pytest.raises(DataError, match="keep_aspect"):
         SegmentationTask.combine([predictions, predictions.with_meta(keep_aspect=False)])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from lightning_cv.io import atomic_path, write_csv
 from lightning_cv.loggers import log_cv_summary
 from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
 from lightning_cv.provenance import finish_provenance, write_provenance
+from lightning_cv.stores import RowWriter, gather_rows, is_map
 from lightning_cv.tasks import TaskEntry, task_for
 from lightning_cv.tta import TTAMode
 
@@ -284,28 +286,34 @@ def _fold_outcome(config: Path, overrides: list[str], cv_dir: Path, k: int, ran:
     return _fold_predictions(config, overrides, cv_dir, k, tta, predict_test, reuse=train and k not in ran)
 
 
-def gather_oof(ids: list[str], parts: list[Predictions]) -> tuple[Predictions, np.ndarray]:
+def gather_oof(ids: list[str], parts: list[Predictions], store: Path | None = None) -> tuple[Predictions, np.ndarray]:
     """Every fold's out-of-fold rows in the order of `ids` (NaN / zero rows where a fold is missing) and
-    how many folds predicted each row (exactly one each, or the folds overlap)."""
+    how many folds predicted each row (exactly one each, or the folds overlap). With a `store` directory,
+    maps (probabilities of masks) are copied there a chunk at a time and stay on disk."""
     position = {i: r for r, i in enumerate(ids)}
     first = parts[0]
     seen = np.zeros(len(ids), dtype=np.int64)
-    arrays = {k: np.zeros((len(ids), *v.shape[1:]), dtype=np.float32 if v.dtype.kind == "f" else v.dtype)
-              for k, v in first.arrays.items()}
-    for array in arrays.values():
-        if array.dtype.kind == "f":
-            array[:] = np.nan
-    targets = None if first.targets is None else np.zeros((len(ids), *first.targets.shape[1:]), first.targets.dtype)
-    for part in parts:
-        index = np.array([position[i] for i in part.ids], dtype=np.int64)
-        for name, array in arrays.items():
-            array[index] = part.arrays[name]
-        if targets is not None and part.targets is not None:
-            targets[index] = part.targets
+    part, row = np.full(len(ids), -1, dtype=np.int64), np.zeros(len(ids), dtype=np.int64)
+    for k, predictions in enumerate(parts):
+        index = np.array([position[i] for i in predictions.ids], dtype=np.int64)
         seen[index] += 1
+        part[index], row[index] = k, np.arange(len(index))
     twice = np.flatnonzero(seen > 1)
     if len(twice):
         raise DataError(f"row {ids[twice[0]]!r} was predicted by {seen[twice[0]]} folds: the folds overlap")
+    writer = RowWriter(store) if store is not None else None
+    columns = {name: ([p.arrays[name] for p in parts], part) for name in first.arrays}
+    if first.targets is not None:
+        labelled = np.array([p.targets is not None for p in parts] + [False])
+        columns["targets"] = ([p.targets if p.targets is not None else first.targets for p in parts], np.where(labelled[part], part, -1))
+    arrays = {}
+    for name, (values, chosen) in columns.items():
+        if writer is not None and is_map(values[0]):
+            gather_rows(values, chosen, row, writer, name)
+        else:
+            arrays[name] = gather_rows(values, chosen, row)
+    arrays.update(writer.close() if writer is not None else {})
+    targets = arrays.pop("targets", None)
     return Predictions(first.task, np.asarray(ids), arrays, first.class_names, dict(first.meta), targets), seen
 
 
@@ -353,13 +361,17 @@ def _score_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | Non
                entry: TaskEntry) -> tuple[dict[str, Any], bool]:
     """Out-of-fold predictions of every fold together: tuned decisions (the task's), oof.npz and oof.csv.
     Returns (the tuning report, whether every row has a prediction)."""
-    oof, seen = gather_oof(table[key].astype(str).tolist(), list(parts.values()))
-    done = np.flatnonzero(seen > 0)
-    report: dict[str, Any] = {}
-    if oof.targets is not None and len(done):
-        meta, report = entry.module.tune(oof.take(done), cv_dir)
-        oof = oof.with_meta(**meta)
-    write_oof(cv_dir, table, key, label_col, oof, seen, entry)
+    store = cv_dir / ".oof-rows"
+    try:
+        oof, seen = gather_oof(table[key].astype(str).tolist(), list(parts.values()), store)
+        done = np.flatnonzero(seen > 0)
+        report: dict[str, Any] = {}
+        if oof.targets is not None and len(done):
+            meta, report = entry.module.tune(oof.take(done), cv_dir)
+            oof = oof.with_meta(**meta)
+        write_oof(cv_dir, table, key, label_col, oof, seen, entry)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
     missing = int((seen == 0).sum())
     if missing:
         print(f"{missing} of {len(seen)} rows have no out-of-fold prediction (failed or untrained folds)", file=sys.stderr)

@@ -10,6 +10,7 @@ How predictions combine and become a submission is the task's (`CVTask.combine`,
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -74,12 +75,16 @@ def ensemble(
     tuned = found_decisions(postprocess, paths)
     predictions = [p.with_meta(**tuned).with_meta(threshold=threshold, rle_order=rle_order, thresholds=decided)
                    for p in predictions]
-    combined = get_task(first.task).module.combine(predictions, method, weights)
-    sample = pd.read_csv(sample_submission, dtype=str, keep_default_na=False) if sample_submission else None
-    frame = get_task(first.task).module.submission(combined, sample, sample_submission or "sample submission")
     out = Path(out)
-    write_csv(frame, out)
-    combined.save(out.with_suffix(".npz"))
+    store = out.parent / f".{out.stem}-rows"  # maps are combined a chunk at a time into files here
+    try:
+        combined = get_task(first.task).module.combine(predictions, method, weights, store)
+        sample = pd.read_csv(sample_submission, dtype=str, keep_default_na=False) if sample_submission else None
+        frame = get_task(first.task).module.submission(combined, sample, sample_submission or "sample submission")
+        write_csv(frame, out)
+        combined.save(out.with_suffix(".npz"))
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
     print(f"{method} of {len(files)} prediction sets ({', '.join(str(f) for f in files)}) -> {out} ({len(frame)} rows)")
     return out
 

@@ -26,6 +26,7 @@ from lightning_cv.io import atomic_path
 from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
 from lightning_cv.provenance import read_provenance
 from lightning_cv.report_plots import COLORS, ImageSource, Section, Table, line_plot
+from lightning_cv.stores import array_chunks, is_map
 from lightning_cv.tasks import TaskEntry, get_task, task_names
 
 REPORT = "report.html"
@@ -112,7 +113,8 @@ def _predicted_rows(predictions: Predictions) -> Predictions:
     floats = [a for k, a in predictions.arrays.items() if a.dtype.kind == "f" and k != "fold"]
     if not floats:
         return predictions
-    done = np.isfinite(floats[0].reshape(len(predictions), -1)).all(axis=1)
+    floats.sort(key=is_map)  # a small array answers as well as the maps, which are read a chunk at a time
+    done = np.concatenate([np.isfinite(c.reshape(len(c), -1)).all(axis=1) for c in array_chunks(floats[0])])
     return predictions if done.all() else predictions.take(np.flatnonzero(done))
 
 

@@ -27,6 +27,7 @@ from lightning_cv.errors import UserInputError
 from lightning_cv.io import write_csv
 from lightning_cv.predictions import Predictions
 from lightning_cv.schedules import ScheduleName, named_schedule, total_steps, with_length, with_warmup
+from lightning_cv.stores import CHUNK_BYTES, RowWriter, is_map
 from lightning_cv.submission import SUBMISSION
 from lightning_cv.tta import tta_logits
 from lightning_cv.writers import PredictionWriter
@@ -245,16 +246,31 @@ class CVTask(L.LightningModule):
 
     # -- predictions: ensembles, out-of-fold scores, submissions (no model needed) --------------------------
     @classmethod
-    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None) -> Predictions:
-        """The weighted mean (or `vote`) of aligned predictions, in the first one's rows."""
+    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None,
+                store: Path | None = None) -> Predictions:
+        """The weighted mean (or `vote`) of aligned predictions, in the first one's rows. With a `store`
+        directory, maps (mask probabilities) are combined a chunk of images at a time into files there, in
+        the members' dtype (float16 stays float16)."""
         if method not in cls.combine_methods:
             raise UserInputError(f"--method {method}: {cls.__name__} predictions combine by {', '.join(cls.combine_methods)}")
         w = ensemble_weights(weights, len(predictions))
         first = predictions[0]
         arrays = dict(first.arrays)
+        writer = RowWriter(store) if store is not None else None
+
+        def combined(values: list[Any]) -> np.ndarray:
+            stack = np.stack([np.asarray(v) for v in values]).astype(np.float32)
+            return (np.tensordot(w, stack, axes=1) if method == "mean" else cls.vote(stack, w, first.meta)).astype(np.float32)
+
         for name in cls.combined:
-            stack = np.stack([p.arrays[name] for p in predictions]).astype(np.float32)
-            arrays[name] = (np.tensordot(w, stack, axes=1) if method == "mean" else cls.vote(stack, w, first.meta)).astype(np.float32)
+            values = [p.arrays[name] for p in predictions]
+            if writer is None or not is_map(values[0]):
+                arrays[name] = combined(values)
+                continue
+            step = max(1, CHUNK_BYTES // (4 * len(values) * int(np.prod(values[0].shape[1:]))))
+            for start in range(0, len(first), step):
+                writer.append(name, combined([v[start:start + step] for v in values]).astype(values[0].dtype))
+        arrays.update(writer.close() if writer is not None else {})
         return Predictions(first.task, first.ids, arrays, first.class_names, dict(first.meta))
 
     @classmethod

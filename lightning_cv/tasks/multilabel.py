@@ -246,11 +246,12 @@ class MultiLabelTask(CVTask):
         return np.asarray(tags(predictions.arrays["probs"], predictions.class_names, np.asarray(thresholds)), dtype=object)
 
     @classmethod
-    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None) -> Predictions:
+    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None,
+                store: Path | None = None) -> Predictions:
         """Mean probabilities, or per tag the (weighted) share of models above their threshold (a vote,
         decided by a majority: its threshold becomes 0.5)."""
         if method != "vote":
-            return super().combine(predictions, method, weights)
+            return super().combine(predictions, method, weights, store)
         w = ensemble_weights(weights, len(predictions))
         first = predictions[0]
         above = np.stack([p.arrays["probs"] > np.asarray(p.meta.get("thresholds", 0.5)) for p in predictions])

@@ -3,6 +3,7 @@ allowed, scored as competitions do, by Dice over image x class pairs, with post-
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,22 +121,22 @@ class MultiLabelSegmentationTask(SegmentationTask):
 
     # -- predictions ---------------------------------------------------------------------------------------
     @classmethod
-    def masks(cls, predictions: Predictions) -> list[np.ndarray]:
-        """Each image's (C, H, W) 0/1 masks at its original size, after the per-class post-processing."""
+    def masks(cls, predictions: Predictions) -> Iterator[np.ndarray]:
+        """Each image's (C, H, W) 0/1 masks at its original size, after the per-class post-processing, one
+        image at a time."""
         meta = predictions.meta
         threshold, min_area = meta.get("threshold", 0.5), meta.get("min_area", 0)
         letterboxed = bool(meta.get("keep_aspect", False))
-        out = []
-        for probs, size in zip(predictions.arrays["probs"].astype(np.float32), predictions.arrays["size"]):
+        for probs, size in zip(predictions.arrays["probs"], predictions.arrays["size"]):
+            probs = probs.astype(np.float32)
             keep = decide(probs, threshold, min_area)
             thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(probs),))
-            out.append(np.stack([restore_mask(p[None], tuple(size), True, float(t), letterboxed) * k
-                                 for p, t, k in zip(probs, thresholds, keep)]))
-        return out
+            yield np.stack([restore_mask(p[None], tuple(size), True, float(t), letterboxed) * k
+                            for p, t, k in zip(probs, thresholds, keep)])
 
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
-                   source: str | Path = "sample submission", masks: list[np.ndarray] | None = None) -> pd.DataFrame:
+                   source: str | Path = "sample submission", masks: Iterable[np.ndarray] | None = None) -> pd.DataFrame:
         """`ImageId_ClassId,EncodedPixels`: one RLE per image and class (empty: ''); in a sample's shape,
         its composite keys in its order."""
         masks = cls.masks(predictions) if masks is None else masks
@@ -158,10 +159,9 @@ class MultiLabelSegmentationTask(SegmentationTask):
     @classmethod
     def write_outputs(cls, predictions: Predictions, out_dir: Path, sample: pd.DataFrame | None,
                       source: str | Path = "sample submission") -> None:
-        masks = cls.masks(predictions)
-        frame = cls.submission(predictions, sample, source, masks=masks)
+        frame = cls.submission(predictions, sample, source)
         write_csv(frame, out_dir / SUBMISSION)
-        print(f"wrote {len(frame)} image x class masks of {len(masks)} images to {out_dir / SUBMISSION}")
+        print(f"wrote {len(frame)} image x class masks of {len(predictions)} images to {out_dir / SUBMISSION}")
 
     @classmethod
     def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:

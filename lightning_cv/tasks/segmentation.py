@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def preprocessing(encoder: str, pretrained: bool) -> dict[str, tuple[float, ...]
     return {"mean": timm.data.IMAGENET_DEFAULT_MEAN, "std": timm.data.IMAGENET_DEFAULT_STD}
 
 
-def instance_rows(ids: np.ndarray, masks: list[np.ndarray], order: str, sample: pd.DataFrame | None,
+def instance_rows(ids: np.ndarray, masks: Iterable[np.ndarray], order: str, sample: pd.DataFrame | None,
                   source: str | Path) -> pd.DataFrame:
     """A row per connected component of each binary mask, or one empty row (Airbus ships); with a sample,
     its images in its order (each expanded to its components) and its column names."""
@@ -271,25 +272,26 @@ class SegmentationTask(CVTask):
 
     # -- predictions ---------------------------------------------------------------------------------------
     @classmethod
-    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None) -> Predictions:
+    def combine(cls, predictions: list[Predictions], method: str = "mean", weights: list[float] | None = None,
+                store: Path | None = None) -> Predictions:
         """As every task, once the members' pixels line up (all letterboxed, or none)."""
         if len({bool(p.meta.get("keep_aspect", False)) for p in predictions}) > 1:
             raise DataError("predictions made with and without --data.keep_aspect cannot be combined: their pixels "
                             "do not line up (predict every member with the same data options)")
-        return super().combine(predictions, method, weights)
+        return super().combine(predictions, method, weights, store)
 
     @classmethod
-    def masks(cls, predictions: Predictions) -> list[np.ndarray]:
+    def masks(cls, predictions: Predictions) -> Iterator[np.ndarray]:
         """Each image's index mask at its original size (letterbox padding dropped, probabilities resized,
-        then decided)."""
+        then decided), one image at a time."""
         probs, sizes = predictions.arrays["probs"], predictions.arrays["size"]
         binary, threshold = probs.shape[1] == 1, float(predictions.meta.get("threshold", 0.5))
         letterboxed = bool(predictions.meta.get("keep_aspect", False))
-        return [restore_mask(p, tuple(s), binary, threshold, letterboxed) for p, s in zip(probs, sizes)]
+        return (restore_mask(p, tuple(s), binary, threshold, letterboxed) for p, s in zip(probs, sizes))
 
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
-                   source: str | Path = "sample submission", masks: list[np.ndarray] | None = None) -> pd.DataFrame:
+                   source: str | Path = "sample submission", masks: Iterable[np.ndarray] | None = None) -> pd.DataFrame:
         """id, rle_mask (binary); id, class, rle_mask per foreground class (multiclass); an empty mask is
         an empty string. In a sample's shape (binary masks): its ids, order and columns."""
         masks = cls.masks(predictions) if masks is None else masks
@@ -319,13 +321,16 @@ class SegmentationTask(CVTask):
                       source: str | Path = "sample submission") -> None:
         """masks/<id>.png at each image's original size (0/255 when binary, else class index) and
         submission.csv (in the sample's shape when there is one)."""
-        masks = cls.masks(predictions)
         binary = predictions.arrays["probs"].shape[1] == 1
-        for id_, mask in zip(predictions.ids, masks):
-            write_image(out_dir / "masks" / f"{id_}.png", mask * 255 if binary else mask)
-        frame = cls.submission(predictions, sample, source, masks=masks)
+
+        def written() -> Iterator[np.ndarray]:  # each mask saved as its RLE is computed: one image in memory
+            for id_, mask in zip(predictions.ids, cls.masks(predictions)):
+                write_image(out_dir / "masks" / f"{id_}.png", mask * 255 if binary else mask)
+                yield mask
+
+        frame = cls.submission(predictions, sample, source, masks=written())
         write_csv(frame, out_dir / SUBMISSION)
-        print(f"wrote {len(masks)} masks to {out_dir / 'masks'} and {out_dir / SUBMISSION}")
+        print(f"wrote {len(predictions)} masks to {out_dir / 'masks'} and {out_dir / SUBMISSION}")
 
     @classmethod
     def score(cls, predictions: Predictions) -> dict[str, float]:
