@@ -1,13 +1,17 @@
-"""Multi-process correctness: DDP validation on 2 CPU ranks (gloo) counts every sample once.
+"""Multi-process correctness: DDP validation on 2 CPU ranks (gloo) counts every sample once; DDP predictions
+merge into the one-process ones.
 Marked slow (CI still runs it)."""
 
 from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 import pytest
 from processes import child_env, mnist_fit_args, val_rows
 from specs import ROOT
+
+from lightning_cv.predictions import find_predictions, load_predictions
 
 pytestmark = pytest.mark.slow
 
@@ -35,3 +39,17 @@ def test_ddp_validation_counts_every_sample_once(mnist_dir, tmp_path):
     one, two = val_rows(tmp_path / "val1").iloc[-1], val_rows(tmp_path / "val2").iloc[-1]
     for key in ("val/acc", "val/f1", "val/loss"):
         assert two[key] == pytest.approx(one[key], abs=1e-6), key
+
+    # Predictions on 2 ranks: each rank writes its shard (125 rows: the sampler repeats one), rank 0 merges
+    # them in the dataset's order -> the same predictions.npz as one process writes.
+    predict = ["--ckpt_path", str(ckpt), "--data.predict_split", "val"]
+    build_cli(["predict", *common, "--trainer.default_root_dir", str(tmp_path / "pred1"), *predict])
+    args = mnist_fit_args(mnist_dir, tmp_path / "pred2", "--data.val_fraction", "0.0835", "--trainer.accelerator", "cpu",
+                          "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.precision", "32-true", *predict)
+    args[args.index("fit")] = "predict"
+    run = subprocess.run(args, env={**child_env(), "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    single, ranks = (load_predictions(find_predictions(tmp_path / d)[0]) for d in ("pred1", "pred2"))
+    assert len(single) == 125 and ranks.ids.tolist() == single.ids.tolist()
+    np.testing.assert_allclose(ranks.arrays["probs"], single.arrays["probs"], atol=1e-5)
+    assert not list((tmp_path / "pred2").rglob(".predict-*"))
