@@ -18,7 +18,7 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-MODULES = {"fit": "bench_fit", "data": "bench_data", "tta": "bench_tta"}
+MODULES = {"fit": "bench_fit", "data": "bench_data", "tta": "bench_tta", "predict": "bench_predict"}
 
 
 def main() -> None:

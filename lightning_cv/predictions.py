@@ -54,8 +54,8 @@ class Predictions:
         return replace(self, meta={**self.meta, **{k: v for k, v in meta.items() if v is not None}})
 
     def save(self, path: str | Path) -> Path:
-        """Write the npz atomically (floating arrays as they are: float16 stays float16): maps stored
-        uncompressed, a chunk of rows at a time; the rest compressed."""
+        """Write the npz atomically (floating arrays as they are: float16 stays float16): predicted maps
+        stored uncompressed, a chunk of rows at a time; the rest (targets too) compressed."""
         path = Path(path)
         extra = {} if self.targets is None else {"targets": self.targets}
         members = {"ids": np.asarray(self.ids, dtype=str), "task": np.array(self.task),
@@ -63,7 +63,7 @@ class Predictions:
                    **self.arrays, **extra}
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
             for name, array in members.items():
-                if is_map(array):
+                if is_map(array) and name in self.arrays:  # targets (true masks) compress well: read whole
                     with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                         member.write(npy_header(array.dtype, array.shape))
                         for chunk in array_chunks(array):

@@ -56,8 +56,8 @@ def test_maps_are_stored_uncompressed_and_read_back_lazily(tmp_path):
     predictions.save(tmp_path / "p.npz")
     with zipfile.ZipFile(tmp_path / "p.npz") as archive:
         kinds = {i.filename: i.compress_type for i in archive.infolist()}
-    assert kinds["probs.npy"] == zipfile.ZIP_STORED and kinds["targets.npy"] == zipfile.ZIP_STORED
-    assert kinds["size.npy"] == zipfile.ZIP_DEFLATED and kinds["ids.npy"] == zipfile.ZIP_DEFLATED
+    assert kinds["probs.npy"] == zipfile.ZIP_STORED
+    assert kinds["size.npy"] == kinds["ids.npy"] == kinds["targets.npy"] == zipfile.ZIP_DEFLATED
     with np.load(tmp_path / "p.npz") as plain:  # still an ordinary npz
         np.testing.assert_array_equal(plain["probs"], probs)
     loaded = load_predictions(tmp_path / "p.npz")

@@ -308,7 +308,7 @@ def gather_oof(ids: list[str], parts: list[Predictions], store: Path | None = No
         columns["targets"] = ([p.targets if p.targets is not None else first.targets for p in parts], np.where(labelled[part], part, -1))
     arrays = {}
     for name, (values, chosen) in columns.items():
-        if writer is not None and is_map(values[0]):
+        if writer is not None and is_map(values[0]) and name != "targets":  # true masks: in memory, as the data has them
             gather_rows(values, chosen, row, writer, name)
         else:
             arrays[name] = gather_rows(values, chosen, row)
