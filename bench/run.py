@@ -1,6 +1,6 @@
 """`make bench`: every bench module's rows side by side, written to bench/results.md with the machine.
 
-    .venv/bin/python bench/run.py [--only fit,data,tta,resume] [--out bench/results.md]
+    .venv/bin/python bench/run.py [--only fit,data,tta,predict,resume] [--out bench/results.md]
 """
 
 from __future__ import annotations
