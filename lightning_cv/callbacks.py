@@ -1,15 +1,19 @@
-"""Callbacks: validation pictures (W&B + PNG), the confusion matrix, and an EMA of the weights (Lightning's)."""
+"""Callbacks: validation pictures (W&B + PNG), the confusion matrix, an EMA of the weights (Lightning's),
+and last.ckpt written once per save point."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from torch.optim.swa_utils import AveragedModel
 
@@ -125,3 +129,60 @@ class EMA(EMAWeightAveraging):
 def _ramped_ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
     step_decay = min(decay, 1.0 - (1.0 + float(num_averaged)) ** -0.75)
     return averaged + (current - averaged) * (1.0 - step_decay)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt`, the state to resume from, at every save point. Where the monitored checkpoint `best`
+    was written at the same step (same state), last.ckpt becomes a hard link to that file (a copy where
+    the filesystem has none) instead of a second serialisation and write; otherwise it is written.
+
+    Either way the new last.ckpt is made beside it (`last.ckpt.partial`) and renamed over the old one, so
+    a write never goes through a link into the best file, and a killed process leaves the previous one.
+    (The two states differ only in this callback's own bookkeeping: the best file was written before this
+    callback recorded last.ckpt's path.)
+    """
+
+    def __init__(self, best: ModelCheckpoint | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.best = best
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        twin = self._same_state(trainer)
+        partial = f"{filepath}.partial"
+        if trainer.is_global_zero and os.path.lexists(partial):
+            os.remove(partial)  # left by a killed process (possibly a link: never written through)
+        if twin is None:
+            trainer.save_checkpoint(partial, self.save_weights_only)
+        if trainer.is_global_zero:
+            if twin is not None:
+                link_or_copy(twin, partial)
+            os.replace(partial, filepath)
+        trainer.strategy.barrier()
+        # What ModelCheckpoint._save_checkpoint records and tells the loggers (W&B model artifacts).
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _same_state(self, trainer: L.Trainer) -> str | None:
+        """The file `best` wrote at this global step (a single file, with the same weights-only choice), or None."""
+        best = self.best
+        if best is None or best.save_weights_only != self.save_weights_only:
+            return None
+        path = best._last_checkpoint_saved
+        if not path or best._last_global_step_saved != trainer.global_step or not os.path.isfile(path):
+            return None
+        return path
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """`target` becomes a hard link to `source` (the same bytes on disk, no write), or a copy of it on a
+    filesystem without hard links."""
+    if os.path.lexists(target):
+        os.remove(target)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
