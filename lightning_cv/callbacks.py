@@ -1,5 +1,5 @@
 """Callbacks: validation pictures (W&B + PNG), the confusion matrix, an EMA of the weights (Lightning's),
-and last.ckpt written once per save point."""
+last.ckpt written once per save point, and a model summary without a forward pass."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from weakref import proxy
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, ModelSummary
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.model_summary import get_human_readable_count, summarize
 from torch.optim.swa_utils import AveragedModel
 
 from lightning_cv.io import write_image
@@ -186,3 +187,35 @@ def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
     except OSError:
         shutil.copyfile(source, target)
 
+
+class ParameterSummary(ModelSummary):
+    """At the start of fit: the model's layers (to `max_depth`) with their parameters and train/eval mode,
+    and the totals. Lightning's summary also runs the example input through the model under a FLOP
+    counter (its FLOPs, in and out sizes): a forward pass before the first step, about 0.05 s for
+    resnet18 at 64 px and 0.2-0.3 s at 256 px on one CPU thread, more for larger models and inputs."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._max_depth or not trainer.is_global_zero:
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        example, pl_module.example_input_array = pl_module.example_input_array, None  # no forward pass
+        try:
+            summary = summarize(pl_module, max_depth=self._max_depth)
+        finally:
+            pl_module.example_input_array = example
+        table = Table(header_style="bold magenta")
+        for column, justify in ((" ", "left"), ("Name", "left"), ("Type", "left"), ("Params", "right"), ("Mode", "left")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for i, (name, kind, params, training) in enumerate(zip(summary.layer_names, summary.layer_types,
+                                                              summary.param_nums, summary.training_modes)):
+            table.add_row(str(i), name, kind, get_human_readable_count(params), "train" if training else "eval")
+        console = Console()
+        console.print(table)
+        total, trainable, modes = summary.total_parameters, summary.trainable_parameters, summary.total_training_modes
+        console.print(f"Trainable params: {get_human_readable_count(trainable)}\n"
+                      f"Non-trainable params: {get_human_readable_count(total - trainable)}\n"
+                      f"Total params: {get_human_readable_count(total)}\n"
+                      f"Total estimated model params size (MB): {summary.model_size:,.3f}\n"
+                      f"Modules in train mode: {modes['train']}\nModules in eval mode: {modes['eval']}", highlight=False)

@@ -21,12 +21,13 @@ from lightning.pytorch.callbacks import (
     BasePredictionWriter,
     LearningRateMonitor,
     ModelCheckpoint,
+    ModelSummary,
     RichProgressBar,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from lightning_cv.callbacks import LastCheckpoint, ValidationPictures
+from lightning_cv.callbacks import LastCheckpoint, ParameterSummary, ValidationPictures
 from lightning_cv.checkpoints import OFFLINE_OVERRIDES
 from lightning_cv.errors import UserInputError
 from lightning_cv.loggers import RunCSVLogger
@@ -207,6 +208,11 @@ class LightningCV(LightningCLI):
         configured = list(trainer_config.get("callbacks") or [])
         logged = kwargs.get("logger", trainer_config.get("logger")) not in (False, [])
         kwargs["callbacks"] = configured + self.default_callbacks(run_dir, configured, logged)
+        if (self.subcommand == "fit" and trainer_config.get("enable_model_summary") is not False
+                and not trainer_config.get("barebones") and not any(isinstance(c, ModelSummary) for c in configured)):
+            # The layers and parameters without Lightning's FLOP count (a forward pass before training).
+            kwargs["callbacks"].append(ParameterSummary())
+            kwargs["enable_model_summary"] = False
         return super().instantiate_trainer(**kwargs)
 
     @staticmethod

@@ -118,3 +118,29 @@ def test_last_checkpoint_is_a_link_to_the_best_of_the_same_step(tmp_path):
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 3
     assert torch.load(folder / "best-epoch002.ckpt", weights_only=True)["epoch"] == 2
 
+
+def test_fit_summarises_the_model_without_a_forward_pass(data_root, tmp_path, capsys):
+    """`fit`'s model summary: layers, parameters and modes, without Lightning's FLOP count (a forward pass of
+    the example input before training)."""
+    from lightning.pytorch.callbacks import ModelSummary
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from lightning_cv.callbacks import ParameterSummary
+
+    spec = next(s for s in SPECS if s.name == "cls")
+    capsys.readouterr()
+    cli = build_cli(["fit", "--config", str(ROOT / spec.config), "--data.data_dir", str(spec.make_data(data_root)),
+                     *spec.smoke_args, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                     "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+                     "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert [type(c) for c in cli.trainer.callbacks if isinstance(c, ModelSummary)] == [ParameterSummary]
+    out = capsys.readouterr().out
+    assert "Total params" in out and "FLOP" not in out
+
+    module, calls = BoringModel(), []
+    module.example_input_array = torch.rand(2, 32)
+    module.register_forward_hook(lambda *args: calls.append(args))
+    capsys.readouterr()
+    ParameterSummary().on_fit_start(Trainer(logger=False, enable_checkpointing=False), module)
+    out = capsys.readouterr().out
+    assert not calls and "Linear" in out and "Total params: 66" in out and "FLOP" not in out
