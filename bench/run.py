@@ -1,6 +1,6 @@
 """`make bench`: every bench module's rows side by side, written to bench/results.md with the machine.
 
-    .venv/bin/python bench/run.py [--only fit,data,tta] [--out bench/results.md]
+    .venv/bin/python bench/run.py [--only fit,data,tta,overhead] [--out bench/results.md]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-MODULES = {"fit": "bench_fit", "data": "bench_data", "tta": "bench_tta"}
+MODULES = {"fit": "bench_fit", "data": "bench_data", "tta": "bench_tta", "overhead": "bench_overhead"}
 
 
 def main() -> None:
