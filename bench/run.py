@@ -1,6 +1,6 @@
 """`make bench`: every bench module's rows side by side, written to bench/results.md with the machine.
 
-    .venv/bin/python bench/run.py [--only fit,data,tta,predict,resume] [--out bench/results.md]
+    .venv/bin/python bench/run.py [--only fit,data,tta,overhead,predict,resume] [--out bench/results.md]
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-MODULES = {"fit": "bench_fit", "data": "bench_data", "tta": "bench_tta", "predict": "bench_predict",
-           "resume": "bench_resume"}
+MODULES = {"fit": "bench_fit", "data": "bench_data", "tta": "bench_tta", "overhead": "bench_overhead",
+           "predict": "bench_predict", "resume": "bench_resume"}
 
 
 def main() -> None:

@@ -1,16 +1,21 @@
-"""Callbacks: validation pictures (W&B + PNG), the confusion matrix, and an EMA of the weights (Lightning's)."""
+"""Callbacks: validation pictures (W&B + PNG), the confusion matrix, an EMA of the weights (Lightning's),
+last.ckpt written once per save point, and a model summary without a forward pass."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, ModelSummary
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.model_summary import get_human_readable_count, summarize
 from torch.optim.swa_utils import AveragedModel
 
 from lightning_cv.io import write_image
@@ -125,3 +130,92 @@ class EMA(EMAWeightAveraging):
 def _ramped_ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
     step_decay = min(decay, 1.0 - (1.0 + float(num_averaged)) ** -0.75)
     return averaged + (current - averaged) * (1.0 - step_decay)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt`, the state to resume from, at every save point. Where the monitored checkpoint `best`
+    was written at the same step (same state), last.ckpt becomes a hard link to that file (a copy where
+    the filesystem has none) instead of a second serialisation and write; otherwise it is written.
+
+    Either way the new last.ckpt is made beside it (`last.ckpt.partial`) and renamed over the old one, so
+    a write never goes through a link into the best file, and a killed process leaves the previous one.
+    (The two states differ only in this callback's own bookkeeping: the best file was written before this
+    callback recorded last.ckpt's path.)
+    """
+
+    def __init__(self, best: ModelCheckpoint | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.best = best
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        twin = self._same_state(trainer)
+        partial = f"{filepath}.partial"
+        if trainer.is_global_zero and os.path.lexists(partial):
+            os.remove(partial)  # left by a killed process (possibly a link: never written through)
+        if twin is None:
+            trainer.save_checkpoint(partial, self.save_weights_only)
+        if trainer.is_global_zero:
+            if twin is not None:
+                link_or_copy(twin, partial)
+            os.replace(partial, filepath)
+        trainer.strategy.barrier()
+        # What ModelCheckpoint._save_checkpoint records and tells the loggers (W&B model artifacts).
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _same_state(self, trainer: L.Trainer) -> str | None:
+        """The file `best` wrote at this global step (a single file, with the same weights-only choice), or None."""
+        best = self.best
+        if best is None or best.save_weights_only != self.save_weights_only:
+            return None
+        path = best._last_checkpoint_saved
+        if not path or best._last_global_step_saved != trainer.global_step or not os.path.isfile(path):
+            return None
+        return path
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """`target` becomes a hard link to `source` (the same bytes on disk, no write), or a copy of it on a
+    filesystem without hard links."""
+    if os.path.lexists(target):
+        os.remove(target)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+class ParameterSummary(ModelSummary):
+    """At the start of fit: the model's layers (to `max_depth`) with their parameters and train/eval mode,
+    and the totals. Lightning's summary also runs the example input through the model under a FLOP
+    counter (its FLOPs, in and out sizes): a forward pass before the first step, about 0.05 s for
+    resnet18 at 64 px and 0.2-0.3 s at 256 px on one CPU thread, more for larger models and inputs."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._max_depth or not trainer.is_global_zero:
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        example, pl_module.example_input_array = pl_module.example_input_array, None  # no forward pass
+        try:
+            summary = summarize(pl_module, max_depth=self._max_depth)
+        finally:
+            pl_module.example_input_array = example
+        table = Table(header_style="bold magenta")
+        for column, justify in ((" ", "left"), ("Name", "left"), ("Type", "left"), ("Params", "right"), ("Mode", "left")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for i, (name, kind, params, training) in enumerate(zip(summary.layer_names, summary.layer_types,
+                                                              summary.param_nums, summary.training_modes)):
+            table.add_row(str(i), name, kind, get_human_readable_count(params), "train" if training else "eval")
+        console = Console()
+        console.print(table)
+        total, trainable, modes = summary.total_parameters, summary.trainable_parameters, summary.total_training_modes
+        console.print(f"Trainable params: {get_human_readable_count(trainable)}\n"
+                      f"Non-trainable params: {get_human_readable_count(total - trainable)}\n"
+                      f"Total params: {get_human_readable_count(total)}\n"
+                      f"Total estimated model params size (MB): {summary.model_size:,.3f}\n"
+                      f"Modules in train mode: {modes['train']}\nModules in eval mode: {modes['eval']}", highlight=False)

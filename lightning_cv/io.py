@@ -13,6 +13,7 @@ import numpy as np
 
 from lightning_cv.dicom import DICOM_EXTENSIONS, dicom_size, is_dicom, read_dicom
 from lightning_cv.errors import DataError, ImageReadError
+from lightning_cv.file_checks import remembered
 from lightning_cv.intensity import window_to_uint8
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", *DICOM_EXTENSIONS)
@@ -157,8 +158,12 @@ _END_MARKERS = {b"\x89PNG": ("PNG", b"IEND\xaeB`\x82", 12), b"\xff\xd8": ("JPEG"
 def check_image(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of an image that exists, is not empty, has a readable header and, for PNG, JPEG
     and GIF, ends as a complete file does: truncation is caught from the header and the last bytes,
-    without decoding (other formats: header only; a bad body fails when read, naming the file)."""
-    path = Path(path)
+    without decoding (other formats: header only; a bad body fails when read, naming the file). Done
+    once per CV run (`file_checks`)."""
+    return remembered(f"image {os.path.abspath(path)}", [path], lambda: _check_image(Path(path)))
+
+
+def _check_image(path: Path) -> tuple[int, int]:
     size = image_size(path)
     with open(path, "rb") as f:
         head = f.read(4)

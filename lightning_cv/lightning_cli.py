@@ -21,12 +21,13 @@ from lightning.pytorch.callbacks import (
     BasePredictionWriter,
     LearningRateMonitor,
     ModelCheckpoint,
+    ModelSummary,
     RichProgressBar,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from lightning_cv.callbacks import ValidationPictures
+from lightning_cv.callbacks import LastCheckpoint, ParameterSummary, ValidationPictures
 from lightning_cv.checkpoints import OFFLINE_OVERRIDES
 from lightning_cv.errors import UserInputError
 from lightning_cv.loggers import RunCSVLogger
@@ -177,12 +178,14 @@ class LightningCV(LightningCLI):
             extra.append(LearningRateMonitor(logging_interval="step"))
         if self.subcommand == "fit" and not any(isinstance(c, ModelCheckpoint) for c in configured):
             # Two callbacks: Lightning 2.6 refreshes `save_last` only when a top-k checkpoint was
-            # saved, so last.ckpt would lag behind (and a resume would repeat epochs).
-            extra.append(ModelCheckpoint(
+            # saved, so last.ckpt would lag behind (and a resume would repeat epochs). When both save at
+            # the same step, last.ckpt is a hard link to the best file (one write).
+            best = ModelCheckpoint(
                 dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
                 monitor=self.model.monitor, mode=self.model.monitor_mode, save_top_k=1,
-            ))
-            extra.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
+            )
+            extra += [best, LastCheckpoint(best, dirpath=run_dir / "checkpoints", filename="last",
+                                           enable_version_counter=False)]
         if self.subcommand in ("fit", "validate"):
             extra.append(ValidationPictures())
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in configured):
@@ -205,6 +208,11 @@ class LightningCV(LightningCLI):
         configured = list(trainer_config.get("callbacks") or [])
         logged = kwargs.get("logger", trainer_config.get("logger")) not in (False, [])
         kwargs["callbacks"] = configured + self.default_callbacks(run_dir, configured, logged)
+        if (self.subcommand == "fit" and trainer_config.get("enable_model_summary") is not False
+                and not trainer_config.get("barebones") and not any(isinstance(c, ModelSummary) for c in configured)):
+            # The layers and parameters without Lightning's FLOP count (a forward pass before training).
+            kwargs["callbacks"].append(ParameterSummary())
+            kwargs["enable_model_summary"] = False
         return super().instantiate_trainer(**kwargs)
 
     @staticmethod

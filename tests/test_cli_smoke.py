@@ -51,3 +51,22 @@ def test_top_level_help_is_quick_and_lists_every_command():
     for name in (*TRAINER_VERBS, *COMMANDS):
         line = next(line for line in out.splitlines() if line.startswith(f"  {name} "))
         assert len(line.split(maxsplit=1)[1]) > 20, line
+
+
+def test_a_command_process_ends_after_its_exit_handlers_with_its_output(tmp_path):
+    """Run as the process (`main()` on its own command line), a command that succeeded ends without Python's
+    module teardown, but after the exit handlers (W&B's run and service teardown among them) and with its
+    output written; a failing command exits as before."""
+    import subprocess
+    import sys
+
+    for name in ("submission", "solution"):
+        (tmp_path / f"{name}.csv").write_text("id,label\na,1\nb,2\n")
+    code = ("import atexit, sys; from lightning_cv.cli import main; atexit.register(lambda: print('exit handler ran')); "
+            "sys.argv = ['lightning-cv', *sys.argv[1:]]; main(); print('after main')")
+    run = subprocess.run([sys.executable, "-c", code, "score", "submission.csv", "solution.csv"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.splitlines() == ["accuracy: 1.00000", "exit handler ran"]
+    run = subprocess.run([sys.executable, "-c", code, "score", "missing.csv", "solution.csv"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stdout.splitlines() == ["exit handler ran"] and "missing.csv" in run.stderr

@@ -13,8 +13,10 @@ import pytest
 from processes import wandb_record
 from specs import ROOT, SPECS
 
+from lightning_cv import io as io_module
 from lightning_cv.cli import main
 from lightning_cv.commands import cv as cv_module
+from lightning_cv.file_checks import CHECKED_FILES_ENV
 
 CLS = next(s for s in SPECS if s.name == "cls")
 FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false",
@@ -30,15 +32,20 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
     started: list[list[str]] = []
 
     def fold_process(command, **kwargs):
-        """Each fold is one `python -m lightning_cv fit` process (run here in this process, to save
-        the start-up); fold 1 fails the first time."""
+        """Each fold is one `python -m lightning_cv fit` process (run here in this process, with the
+        environment cv gives it, to save the start-up); fold 1 fails the first time."""
         assert command[:4] == [sys.executable, "-m", "lightning_cv", "fit"] and kwargs.get("env", {}).get("WANDB_RUN_GROUP")
         started.append(command)
         if command[command.index("--data.fold") + 1] == "1" and len(started) == 2:
             return subprocess.CompletedProcess(command, 1)
-        main(command[3:])
+        with monkeypatch.context() as fold:
+            fold.setenv(CHECKED_FILES_ENV, kwargs["env"][CHECKED_FILES_ENV])
+            main(command[3:])
         return subprocess.CompletedProcess(command, 0)
 
+    checked: list[str] = []
+    check_image = io_module._check_image
+    monkeypatch.setattr(io_module, "_check_image", lambda path: checked.append(path.name) or check_image(path))
     monkeypatch.setattr(cv_module.subprocess, "run", fold_process)
     main(args)
     train = pd.read_csv(data_dir / "train.csv", dtype=str, keep_default_na=False)
@@ -57,6 +64,10 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
     # Rerun the failed fold alone: the stored folds are reused, fold 0's predictions are kept.
     main([*args, "--fold", "1"])
     assert [c[c.index("--data.fold") + 1] for c in started] == ["0", "1", "1"]
+    # Each training and test image was checked once for both runs (their folds' fits, predictions and reports
+    # reused the check).
+    test_images = [p.name for p in (data_dir / "test").iterdir()]
+    assert sorted(checked) == sorted(train["image"].tolist() + test_images)
     assert pd.read_csv(out / "folds.csv", dtype=str, keep_default_na=False).equals(folds)
     results = json.loads((out / "cv_results.json").read_text())
     assert results["complete"] and [r["status"].split()[0] for r in results["per_fold"]] == ["ok", "ok"]

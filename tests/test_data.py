@@ -147,6 +147,33 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys, breakage, messa
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+
+def test_a_cv_runs_recorded_checks_are_redone_for_changed_files(tmp_path, monkeypatch):
+    """A fold process (LIGHTNING_CV_CHECKED_FILES) reuses the checks `cv` recorded, except for a file that has
+    changed since: that one is checked again, and a truncated image is still an error."""
+    from lightning_cv import io
+    from lightning_cv.errors import ImageReadError
+    from lightning_cv.file_checks import CHECKED_FILES_ENV, remember_checks
+
+    for name in ("a", "b"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((6, 4), np.uint8))
+    record = tmp_path / "checked_files.json"
+    with remember_checks(record):
+        assert io.check_image(tmp_path / "a.png") == io.check_image(tmp_path / "b.png") == (6, 4)
+    checked = []
+    check_image = io._check_image
+    monkeypatch.setattr(io, "_check_image", lambda path: checked.append(path.name) or check_image(path))
+    monkeypatch.setenv(CHECKED_FILES_ENV, str(record))
+    data = (tmp_path / "b.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(data[:-12])  # its end marker cut off
+    assert io.check_image(tmp_path / "a.png") == (6, 4)
+    with pytest.raises(ImageReadError, match="truncated"):
+        io.check_image(tmp_path / "b.png")
+    assert checked == ["b.png"]
+    monkeypatch.delenv(CHECKED_FILES_ENV)
+    io.check_image(tmp_path / "a.png")  # without the record (a plain fit): checked
+    assert checked == ["b.png", "a.png"]
+
 def test_unknown_label_names_the_row(tmp_path):
     root = _write_cls(tmp_path / "d", ["a", "b", "a", "c"])
     dm = ClassificationDataModule(data_dir=str(root), classes=["a", "b"], val_fraction=0.5)

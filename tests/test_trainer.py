@@ -71,3 +71,76 @@ def test_offline_wandb_run_with_pictures(monkeypatch, data_root, tmp_path):
     assert (run_dir / "pictures" / "examples_epoch000.png").is_file()
     assert (run_dir / "pictures" / "confusion_epoch000.png").is_file()
     assert (run_dir / "wandb_run_id").read_text() in runs[0].name
+
+
+def test_last_checkpoint_is_a_link_to_the_best_of_the_same_step(tmp_path):
+    """One write per save point: when the best checkpoint was written at the same step, last.ckpt is the same
+    file (a hard link); a later epoch that is not the best writes last.ckpt anew, never through the link."""
+    import os
+
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from lightning_cv.callbacks import LastCheckpoint
+
+    scores = [0.5, 0.4, 0.6, 0.1]  # epochs 0 and 2 are the best so far, epochs 1 and 3 are not
+    folder = tmp_path / "checkpoints"
+
+    class Scored(BoringModel):
+        def on_validation_epoch_end(self):
+            self.log("score", scores[self.current_epoch])
+
+    class Look(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            """What the previous epoch's checkpoints left."""
+            if trainer.current_epoch:
+                files = {p.name: torch.load(p, weights_only=True)["epoch"] for p in folder.glob("*.ckpt")}
+                seen[trainer.current_epoch] = (files, os.path.samefile(folder / "last.ckpt", best.best_model_path))
+
+    def fit(epochs: int, ckpt_path=None) -> None:
+        nonlocal best
+        best = ModelCheckpoint(dirpath=folder, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+                               monitor="score", mode="max", save_top_k=1)
+        last = LastCheckpoint(best, dirpath=folder, filename="last", enable_version_counter=False)
+        Trainer(max_epochs=epochs, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+                enable_progress_bar=False, enable_model_summary=False,
+                callbacks=[best, last, Look()]).fit(Scored(), ckpt_path=ckpt_path)
+
+    best, seen = None, {}
+    fit(3)
+    assert seen[1] == ({"best-epoch000.ckpt": 0, "last.ckpt": 0}, True)
+    assert seen[2] == ({"best-epoch000.ckpt": 0, "last.ckpt": 1}, False)  # the best file kept its state
+    assert {p.name for p in folder.iterdir()} == {"best-epoch002.ckpt", "last.ckpt"}
+    assert os.path.samefile(folder / "last.ckpt", folder / "best-epoch002.ckpt")
+    # Resumed from the linked last.ckpt: epoch 3, not the best, is written to last.ckpt alone.
+    fit(4, ckpt_path=folder / "last.ckpt")
+    assert seen[3] == ({"best-epoch002.ckpt": 2, "last.ckpt": 2}, True)
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 3
+    assert torch.load(folder / "best-epoch002.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_fit_summarises_the_model_without_a_forward_pass(data_root, tmp_path, capsys):
+    """`fit`'s model summary: layers, parameters and modes, without Lightning's FLOP count (a forward pass of
+    the example input before training)."""
+    from lightning.pytorch.callbacks import ModelSummary
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from lightning_cv.callbacks import ParameterSummary
+
+    spec = next(s for s in SPECS if s.name == "cls")
+    capsys.readouterr()
+    cli = build_cli(["fit", "--config", str(ROOT / spec.config), "--data.data_dir", str(spec.make_data(data_root)),
+                     *spec.smoke_args, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                     "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+                     "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert [type(c) for c in cli.trainer.callbacks if isinstance(c, ModelSummary)] == [ParameterSummary]
+    out = capsys.readouterr().out
+    assert "Total params" in out and "FLOP" not in out
+
+    module, calls = BoringModel(), []
+    module.example_input_array = torch.rand(2, 32)
+    module.register_forward_hook(lambda *args: calls.append(args))
+    capsys.readouterr()
+    ParameterSummary().on_fit_start(Trainer(logger=False, enable_checkpointing=False), module)
+    out = capsys.readouterr().out
+    assert not calls and "Linear" in out and "Total params: 66" in out and "FLOP" not in out

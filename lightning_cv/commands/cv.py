@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
+from lightning_cv.file_checks import CHECKED_FILES, CHECKED_FILES_ENV, remember_checks
 from lightning_cv.folds import FOLD_COL, load_or_create_folds
 from lightning_cv.io import atomic_path, write_csv
 from lightning_cv.loggers import log_cv_summary
@@ -153,6 +154,13 @@ def _fold_assignment(cv_dir: Path, datamodule: Any, folds: int, fold: int | None
     return table, key, label_col
 
 
+def _check_inputs(cv_dir: Path, datamodule: Any) -> None:
+    """Every training file checked once for the whole run, before any fold starts; the fold processes, the
+    folds' predictions and the report reuse the checks (`file_checks`)."""
+    with remember_checks(cv_dir / CHECKED_FILES):
+        datamodule.labelled_rows()
+
+
 def wandb_group(task: str, cv_dir: Path) -> str:
     """The W&B group of a CV run's folds and summary."""
     return os.environ.get("WANDB_RUN_GROUP", f"{task}-{cv_dir.name}")
@@ -210,7 +218,8 @@ def _train_folds(config: Path, overrides: list[str], cv_dir: Path, folds: list[i
     stop the others), `parallel` at a time; returns the status of each fold that ran: trained or failed."""
     if parallel < 1:
         raise UserInputError(f"--parallel {parallel}: run at least one fold at a time")
-    env = {**os.environ, "WANDB_RUN_GROUP": wandb_group(task, cv_dir)}
+    # The fold processes reuse the input checks `cv` did (file_checks).
+    env = {**os.environ, "WANDB_RUN_GROUP": wandb_group(task, cv_dir), CHECKED_FILES_ENV: str(cv_dir / CHECKED_FILES)}
     planned = [(k, c) for k in folds if (c := _fold_command(config, overrides, cv_dir, k, restart)) is not None]
     ran: dict[int, str] = {}
     if parallel > 1:
@@ -399,7 +408,8 @@ def _predict_folds(config: Path, overrides: list[str], cv_dir: Path, table: pd.D
     """Every fold's out-of-fold predictions (`_fold_outcome`) and its row of cv_results.json."""
     rows, parts = [], {}
     for k in range(folds):
-        predictions, status = _fold_outcome(config, overrides, cv_dir, k, ran, tta, predict_test, train)
+        with remember_checks(cv_dir / CHECKED_FILES):
+            predictions, status = _fold_outcome(config, overrides, cv_dir, k, ran, tta, predict_test, train)
         if predictions is not None:
             parts[k] = predictions
         rows.append({"fold": k, "rows": int((table[FOLD_COL] == k).sum()), "status": status,
@@ -433,8 +443,7 @@ def cv(
 ) -> Path:
     """K-fold cross-validation: one `fit` process per fold, then out-of-fold and test predictions.
 
-    Each fold's best checkpoint predicts its held-out rows (out-of-fold predictions) and, by default,
-    the test images.
+    Each fold's best checkpoint predicts its held-out rows (out of fold) and, by default, the test images.
 
     Args:
         config: the fit config (e.g. configs/cls.yaml); any further fit option (--trainer.max_epochs 3,
@@ -464,6 +473,7 @@ def cv(
     cv_dir = _cv_dir(out, fold, entry.name)
     table, key, label_col = _fold_assignment(cv_dir, datamodule, folds, fold, group_col)
     write_provenance(cv_dir)
+    _check_inputs(cv_dir, datamodule)
     chosen = ([fold] if fold is not None else list(range(folds))) if train else []
     ran = _train_folds(config, overrides, cv_dir, chosen, entry.name, restart, parallel)
     failed = {k: status for k, status in ran.items() if status != "trained"}
@@ -484,6 +494,7 @@ def _write_report(cv_dir: Path) -> None:
     from lightning_cv.commands.report import report
 
     try:
-        report(cv_dir)
+        with remember_checks(cv_dir / CHECKED_FILES):
+            report(cv_dir)
     except Exception as err:  # the CV itself succeeded: its files stand without the page
         print(f"no report ({type(err).__name__}: {err}); retry with `lightning-cv report {cv_dir}`", file=sys.stderr)

@@ -15,6 +15,7 @@ from lightning_cv.cache import content_id
 from lightning_cv.data.base import Rows
 from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.errors import DataError
+from lightning_cv.file_checks import remembered
 from lightning_cv.io import IMAGE_EXTENSIONS, check_image
 from lightning_cv.labels import read_table, sorted_labels
 from lightning_cv.masks import is_empty_rle, rle_decode
@@ -123,17 +124,24 @@ class MultiLabelSegmentationDataModule(SegmentationDataModule):
             raise DataError(f"{self.rle_csv}: image {missing[0]!r} is not in {self.image_dir} ({len(missing)} rows' images missing)")
         sizes, sources = [], []
         for path in images:
-            size = check_image(path)
-            for label, runs in rles.get(path.stem, {}).items():
-                for rle in runs:
-                    try:
-                        rle_decode(rle, size, self.rle_order)
-                    except ValueError as err:
-                        raise DataError(f"{self.rle_csv}: {path.stem!r} class {label!r}: {err} (image {path.name}, "
-                                        f"--data.rle_order {self.rle_order})") from None
+            masks = rles.get(path.stem, {})
+            key = f"seg-multilabel {path.absolute()} {content_id(sorted(masks.items()), self.rle_order)}"
+            size = remembered(key, [path], lambda path=path, masks=masks: self._check_rles(path, masks))
             sizes.append(size)
-            sources.append(ClassMasks(rles.get(path.stem, {}), self.class_names, size, self.rle_order))
+            sources.append(ClassMasks(masks, self.class_names, size, self.rle_order))
         return Rows([p.stem for p in images], images, None, {"source": sources, "size": sizes})
+
+    def _check_rles(self, path: Path, masks: dict[str, list[str]]) -> tuple[int, int]:
+        """The image's size; each of its RLEs decodes at that size (once per CV run)."""
+        size = check_image(path)
+        for label, runs in masks.items():
+            for rle in runs:
+                try:
+                    rle_decode(rle, size, self.rle_order)
+                except ValueError as err:
+                    raise DataError(f"{self.rle_csv}: {path.stem!r} class {label!r}: {err} (image {path.name}, "
+                                    f"--data.rle_order {self.rle_order})") from None
+        return size
 
     def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
         """Images by id with the classes they hold (`classes`: e.g. "1 3", or "none"): folds keep each class's

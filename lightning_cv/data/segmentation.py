@@ -25,6 +25,7 @@ from lightning_cv.augment import (
 from lightning_cv.cache import CachedSource, content_id, file_version
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.errors import UserInputError
+from lightning_cv.file_checks import remembered
 from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
 from lightning_cv.labels import read_table
 from lightning_cv.masks import is_empty_rle, rle_decode
@@ -332,7 +333,13 @@ class SegmentationDataModule(CVDataModule):
 
     # -- the setup hooks -----------------------------------------------------------------------------------
     def _check(self, image: Path, source: Path | str) -> tuple[int, int]:
-        """The image's (height, width); the mask must have the same size and class values."""
+        """The image's (height, width); the mask must have the same size and class values (once per CV run)."""
+        mask = f"file {source.absolute()}" if isinstance(source, Path) else content_id(source, self.rle_order)
+        key = f"segmentation {image.absolute()} {mask} classes={self.num_classes}"
+        files = [image, source] if isinstance(source, Path) else [image]
+        return remembered(key, files, lambda: self._check_pair(image, source))
+
+    def _check_pair(self, image: Path, source: Path | str) -> tuple[int, int]:
         size = check_image(image)
         if isinstance(source, Path):
             mask_size = check_image(source)
