@@ -173,11 +173,19 @@ def main(args: Sequence[str] | None = None) -> None:
     if argv in ([], ["-h"], ["--help"]):
         print(overview())  # without building the CLI: torch and Lightning are not imported for it
         return
-    try:
+    def run() -> None:
         if argv and argv[0] in COMMANDS:
             _run_command(argv[0], argv[1:])
         else:
             build_cli(None if args is None else argv)
+
+    try:
+        if len(argv) == 2 and argv[1] in ("-h", "--help") and (argv[0] in COMMANDS or argv[0] in TRAINER_VERBS):
+            from lightning_cv.help_text import print_help
+
+            print_help(argv, run)  # saved between runs: building it imports torch, Lightning and every task
+        else:
+            run()
     except SystemExit as done:  # --help, --print_config
         if args is None and not done.code:
             exit_without_teardown()

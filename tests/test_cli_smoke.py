@@ -70,3 +70,24 @@ def test_a_command_process_ends_after_its_exit_handlers_with_its_output(tmp_path
     run = subprocess.run([sys.executable, "-c", code, "score", "missing.csv", "solution.csv"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert run.returncode == 2 and run.stdout.splitlines() == ["exit handler ran"] and "missing.csv" in run.stderr
+
+
+def test_a_commands_help_is_kept_between_runs(tmp_path):
+    """`demo --help` built once (importing every task, so Lightning), then printed from the cache without
+    importing it; another terminal width (part of the key) builds it again."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from lightning_cv.cli import main; main(['demo', '--help']); "
+            "print('lightning imported:', 'lightning' in sys.modules, file=sys.stderr)")
+
+    def help_run(columns: int) -> subprocess.CompletedProcess:
+        env = {**os.environ, "LIGHTNING_CV_CACHE": str(tmp_path), "COLUMNS": str(columns)}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+
+    first, second = help_run(80), help_run(80)
+    assert "--task TASK" in first.stdout and second.stdout == first.stdout
+    assert "lightning imported: True" in first.stderr and "lightning imported: False" in second.stderr
+    wider = help_run(140)
+    assert "lightning imported: True" in wider.stderr and len(list((tmp_path / "help").glob("demo-*.txt"))) == 1
