@@ -60,6 +60,9 @@ def model_options_given(args: Any) -> set[str]:
     return names
 
 
+RUN_DIR_ENV = "LIGHTNING_CV_RUN_DIR"
+
+
 def _timestamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -143,6 +146,8 @@ class LightningCV(LightningCLI):
         config = self.config[self.subcommand]
         if config.trainer.get("default_root_dir"):
             return Path(config.trainer.default_root_dir)
+        if not self.trainer_is_global_zero() and os.environ.get(RUN_DIR_ENV):
+            return Path(os.environ[RUN_DIR_ENV])  # rank 0's: the ranks Lightning starts come seconds later
         ckpt = config.get("ckpt_path")
         if self.subcommand != "fit" and ckpt and Path(ckpt).parent.name == "checkpoints":
             return Path(ckpt).parent.parent / f"{self.subcommand}-{_timestamp()}"
@@ -199,6 +204,7 @@ class LightningCV(LightningCLI):
         run_dir = self.run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         if self.trainer_is_global_zero():
+            os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the DDP ranks the Trainer launches
             write_provenance(run_dir, self._argv)  # environment.json; `after_fit` adds the wall time
         kwargs["default_root_dir"] = str(run_dir)
         if self.subcommand != "fit" and trainer_config.get("enable_checkpointing") is None:

@@ -72,6 +72,9 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.predict_loop.return_predictions = False  # the rows are on disk; the loop must not keep them too
+        # Every rank writes where rank 0 merges (a rank started later may have named its run directory
+        # by another second); on several machines that directory has to be on a shared filesystem.
+        self.output_dir = Path(trainer.strategy.broadcast(str(self.output_dir), src=0))
         shutil.rmtree(self.shard_dir(trainer.global_rank), ignore_errors=True)
         self._shard, self._rows = RowWriter(self.shard_dir(trainer.global_rank)), 0
 

@@ -11,7 +11,8 @@ import numpy as np
 def fake_trainer(datamodule: Any, rank: int = 0, world_size: int = 1) -> SimpleNamespace:
     """What the writer reads of a Trainer: rank, world size, the DataModule, the loop and a barrier."""
     return SimpleNamespace(world_size=world_size, global_rank=rank, is_global_zero=rank == 0, datamodule=datamodule,
-                           predict_loop=SimpleNamespace(return_predictions=True), strategy=SimpleNamespace(barrier=lambda: None))
+                           predict_loop=SimpleNamespace(return_predictions=True),
+                           strategy=SimpleNamespace(barrier=lambda: None, broadcast=lambda obj, src=0: obj))
 
 
 def run_writer(writer: Any, module: Any, batches: list[dict], datamodule: Any, indices: list[Any] | None = None,
