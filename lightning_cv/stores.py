@@ -176,6 +176,8 @@ class RowWriter:
         self._lists: dict[str, list] = {}
 
     def append(self, name: str, rows: Any) -> None:
+        if isinstance(rows, np.ndarray) and rows.dtype.kind in "USO":
+            rows = rows.tolist()  # strings of any length: kept as a list
         if isinstance(rows, (list, tuple)) and (not rows or not isinstance(rows[0], np.ndarray)):
             self._lists.setdefault(name, []).extend(rows)
             return
@@ -226,7 +228,7 @@ def gather_rows(parts: Sequence[Any], part: np.ndarray, row: np.ndarray, writer:
     fill = fill if dtype.kind in "fc" else 0
     row_shape = tuple(first.shape[1:])
     row_bytes = max(int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize, 1)
-    step = len(part) if writer is None else max(1, CHUNK_BYTES // row_bytes)
+    step = max(1, len(part) if writer is None else CHUNK_BYTES // row_bytes)
     blocks = []
     for start in range(0, max(len(part), 1), step):
         p, r = part[start:start + step], row[start:start + step]

@@ -165,8 +165,12 @@ def test_chunked_ensemble_and_oof_equal_the_in_memory_ones(tmp_path, monkeypatch
     assert np.isnan(stored.arrays["probs"][10].astype(np.float32)).all()
 
 
-def test_a_row_of_another_shape_is_refused(tmp_path):
+def test_a_row_of_another_shape_is_refused_and_strings_of_any_length_are_kept(tmp_path):
     writer = RowWriter(tmp_path)
     writer.append("probs", np.zeros((2, 1, 4, 4), np.float16))
     with pytest.raises(ValueError, match="rows of shape"):
         writer.append("probs", np.zeros((2, 1, 4, 5), np.float16))
+    writer.append("id", np.array(["a", "b"]))
+    writer.append("id", np.array(["a_much_longer_id"]))
+    assert writer.close()["id"].tolist() == ["a", "b", "a_much_longer_id"]
+    assert stores.gather_rows([np.zeros((0, 3))], np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0, 3)
