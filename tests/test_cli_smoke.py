@@ -72,22 +72,25 @@ def test_a_command_process_ends_after_its_exit_handlers_with_its_output(tmp_path
     assert run.returncode == 2 and run.stdout.splitlines() == ["exit handler ran"] and "missing.csv" in run.stderr
 
 
-def test_a_commands_help_is_kept_between_runs(tmp_path):
+@pytest.mark.slow
+def test_a_commands_help_is_kept_between_runs(tmp_path, monkeypatch):
     """`demo --help` built once (importing every task, so Lightning), then printed from the cache without
-    importing it; another terminal width (part of the key) builds it again."""
+    importing it; another terminal width (part of the key) asks for a new text."""
     import os
     import subprocess
     import sys
 
+    from lightning_cv.help_text import help_key
+
     code = ("import sys; from lightning_cv.cli import main; main(['demo', '--help']); "
             "print('lightning imported:', 'lightning' in sys.modules, file=sys.stderr)")
-
-    def help_run(columns: int) -> subprocess.CompletedProcess:
-        env = {**os.environ, "LIGHTNING_CV_CACHE": str(tmp_path), "COLUMNS": str(columns)}
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-
-    first, second = help_run(80), help_run(80)
+    env = {**os.environ, "LIGHTNING_CV_CACHE": str(tmp_path), "COLUMNS": "80"}
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+                     for _ in range(2))
     assert "--task TASK" in first.stdout and second.stdout == first.stdout
     assert "lightning imported: True" in first.stderr and "lightning imported: False" in second.stderr
-    wider = help_run(140)
-    assert "lightning imported: True" in wider.stderr and len(list((tmp_path / "help").glob("demo-*.txt"))) == 1
+    assert len(list((tmp_path / "help").glob("demo-*.txt"))) == 1
+    monkeypatch.setenv("COLUMNS", "80")
+    narrow = help_key(["demo", "--help"])
+    monkeypatch.setenv("COLUMNS", "140")
+    assert help_key(["demo", "--help"]) != narrow
