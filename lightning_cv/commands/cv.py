@@ -313,7 +313,7 @@ def gather_oof(ids: list[str], parts: list[Predictions], store: Path | None = No
     writer = RowWriter(store) if store is not None else None
     columns = {name: ([p.arrays[name] for p in parts], part) for name in first.arrays}
     if first.targets is not None:
-        labelled = np.array([p.targets is not None for p in parts] + [False])
+        labelled = np.array([p.targets is not None for p in parts] + [False])  # [-1]: rows of no fold
         columns["targets"] = ([p.targets if p.targets is not None else first.targets for p in parts], np.where(labelled[part], part, -1))
     arrays = {}
     for name, (values, chosen) in columns.items():
