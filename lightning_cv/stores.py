@@ -29,6 +29,13 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 
 
+def chunk_rows(array: Any, itemsize: int | None = None, copies: int = 1) -> int:
+    """How many rows of `array` (in memory or on disk) make about CHUNK_BYTES, held `copies` times with
+    `itemsize` bytes per value (default: the array's own)."""
+    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * (itemsize or np.dtype(array.dtype).itemsize) * copies
+    return max(1, CHUNK_BYTES // max(row_bytes, 1))
+
+
 def is_map(array: Any) -> bool:
     """An array whose rows are images (probability maps, masks): these stay on disk."""
     return isinstance(array, DiskRows) or (isinstance(array, np.ndarray) and array.ndim >= 3)
@@ -127,14 +134,8 @@ class DiskRows:
         rows = self.read(key)
         return rows[(slice(None), *rest)] if rest else rows
 
-    def chunks(self, rows: int | None = None) -> Iterator[np.ndarray]:
-        """Consecutive blocks of rows (about CHUNK_BYTES each by default)."""
-        step = rows or max(1, CHUNK_BYTES // max(self.row_bytes, 1))
-        for start in range(0, len(self), step):
-            yield self.read(slice(start, start + step))
-
     def __iter__(self) -> Iterator[np.ndarray]:
-        for chunk in self.chunks():
+        for chunk in array_chunks(self):
             yield from chunk
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -155,11 +156,9 @@ def take_rows(array: Any, rows: np.ndarray) -> Any:
 
 
 def array_chunks(array: Any, rows: int | None = None) -> Iterator[np.ndarray]:
-    """Blocks of consecutive rows of an array in memory or on disk."""
-    if isinstance(array, DiskRows):
-        yield from array.chunks(rows)
-        return
-    step = rows or max(1, CHUNK_BYTES // max(array[:1].nbytes, 1))
+    """Blocks of consecutive rows (about CHUNK_BYTES each by default) of an array in memory or on disk
+    (read one block at a time)."""
+    step = rows or chunk_rows(array)
     for start in range(0, len(array), step):
         yield array[start:start + step]
 
@@ -227,8 +226,7 @@ def gather_rows(parts: Sequence[Any], part: np.ndarray, row: np.ndarray, writer:
     dtype = np.dtype(first.dtype)
     fill = fill if dtype.kind in "fc" else 0
     row_shape = tuple(first.shape[1:])
-    row_bytes = max(int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize, 1)
-    step = max(1, len(part) if writer is None else CHUNK_BYTES // row_bytes)
+    step = max(1, len(part)) if writer is None else chunk_rows(first)
     blocks = []
     for start in range(0, max(len(part), 1), step):
         p, r = part[start:start + step], row[start:start + step]

@@ -27,7 +27,7 @@ from lightning_cv.errors import UserInputError
 from lightning_cv.io import write_csv
 from lightning_cv.predictions import Predictions
 from lightning_cv.schedules import ScheduleName, named_schedule, total_steps, with_length, with_warmup
-from lightning_cv.stores import CHUNK_BYTES, RowWriter, is_map
+from lightning_cv.stores import RowWriter, chunk_rows, is_map
 from lightning_cv.submission import SUBMISSION
 from lightning_cv.tta import tta_logits
 from lightning_cv.writers import PredictionWriter
@@ -267,7 +267,7 @@ class CVTask(L.LightningModule):
             if writer is None or not is_map(values[0]):
                 arrays[name] = combined(values)
                 continue
-            step = max(1, CHUNK_BYTES // (4 * len(values) * int(np.prod(values[0].shape[1:]))))
+            step = chunk_rows(values[0], itemsize=4, copies=len(values))  # the float32 stack of every member
             for start in range(0, len(first), step):
                 writer.append(name, combined([v[start:start + step] for v in values]).astype(values[0].dtype))
         arrays.update(writer.close() if writer is not None else {})
