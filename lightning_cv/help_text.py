@@ -4,7 +4,7 @@
 Lightning and each task (about 5 s on 2 cores). The text is saved under `<cache>/help/` by a key of the
 command line and program name, the package's source files (path, size, mtime), every directory of
 `sys.path` (pip changes them when it installs, upgrades or removes a package), the Python and the
-terminal width; the next `--help` with the same key is printed from there (about 0.1 s), and any change
+terminal width; the next `--help` with the same key is printed from there (about 0.2 s), and any change
 builds it afresh.
 """
 
@@ -21,13 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-
-
-def help_dir() -> Path:
-    """$LIGHTNING_CV_CACHE/help, else ~/.cache/lightning-cv/help (XDG_CACHE_HOME when set)."""
-    if os.environ.get("LIGHTNING_CV_CACHE"):
-        return Path(os.environ["LIGHTNING_CV_CACHE"]).expanduser() / "help"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightning-cv" / "help"
 
 
 def help_key(argv: Sequence[str]) -> str:
@@ -47,7 +40,9 @@ def help_key(argv: Sequence[str]) -> str:
 def print_help(argv: Sequence[str], build: Callable[[], None]) -> None:
     """Print the help `build()` prints (it ends with SystemExit(0), as argparse's --help does), from the
     saved text when its key matches; a fresh text is saved for the next time."""
-    path = help_dir() / f"{argv[0]}-{help_key(argv)}.txt"
+    from lightning_cv.cache import default_cache_dir  # the data cache's folder ($LIGHTNING_CV_CACHE ...)
+
+    path = default_cache_dir() / "help" / f"{argv[0]}-{help_key(argv)}.txt"
     if path.is_file():
         sys.stdout.write(path.read_text(encoding="utf-8"))
         return
