@@ -81,3 +81,13 @@ def test_crop_command_reports_a_missing_checkpoint(tmp_path, capsys):
         main(["crop", "--ckpt_path", str(tmp_path / "none.ckpt"), "--images", str(tmp_path), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2
     assert "none.ckpt does not exist" in capsys.readouterr().err
+
+
+def test_crop_command_never_writes_over_its_images(tmp_path, capsys):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "box.ckpt").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["crop", "--ckpt_path", str(tmp_path / "box.ckpt"), "--images", str(tmp_path / "data" / "train"),
+              "--out", str(tmp_path / "data")])
+    assert exit_info.value.code == 2
+    assert "would replace the images" in capsys.readouterr().err

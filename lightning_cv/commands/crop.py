@@ -71,6 +71,9 @@ def crop(
         raise MissingFileError(f"--ckpt_path: checkpoint {ckpt_path} does not exist")
     if margin < 0:
         raise UserInputError(f"--margin must be >= 0, got {margin}")
+    if (out / "train").resolve() == images.resolve():
+        raise UserInputError(f"--out {out}: the crops would replace the images they are cut from ({images}); "
+                             "write them to another folder")
     model = load_task(ckpt_path, Path(config) if config else None)
     if "box" not in model.outputs:
         raise UserInputError(f"{ckpt_path} is a {type(model).__name__}: `crop` needs a box model (configs/bbox.yaml)")
