@@ -174,3 +174,50 @@ def test_a_row_of_another_shape_is_refused_and_strings_of_any_length_are_kept(tm
     writer.append("id", np.array(["a_much_longer_id"]))
     assert writer.close()["id"].tolist() == ["a", "b", "a_much_longer_id"]
     assert stores.gather_rows([np.zeros((0, 3))], np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0, 3)
+
+
+def test_mask_scores_and_tuning_read_stored_maps_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """Out-of-fold Dice, foreground shares and the tuned post-processing of maps stored on disk: read a few
+    images at a time, and equal to the same formulas on the whole arrays."""
+    from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask, pair_dice
+
+    monkeypatch.setattr(stores, "CHUNK_BYTES", 4 << 10)          # 2-4 of these 12 images per read
+    largest = []
+    read = DiskRows.read
+    monkeypatch.setattr(DiskRows, "read", lambda self, positions: largest.append(len(self._positions(positions))) or read(self, positions))
+    rng = np.random.default_rng(0)
+    targets = np.zeros((12, 2, 16, 16), np.uint8)
+    for i in range(12):                                         # a block per class, absent from some images
+        if i % 3:
+            targets[i, 0, i % 8:i % 8 + 6, 2:8] = 1
+        if i % 4:
+            targets[i, 1, 8:12, i % 6:i % 6 + 5] = 1
+    probs = np.clip(targets * 0.55 + rng.uniform(0, 0.4, targets.shape), 0, 1).astype(np.float16)
+    probs[0, 1, :2, :2] = 0.95                                   # a speck where class b is absent
+    ids = np.array([f"i{k}" for k in range(12)])
+    size = np.full((12, 2), 16)
+
+    meta = {"threshold": [0.4, 0.6], "min_area": [0, 8]}
+    Predictions("seg-multilabel", ids, {"probs": probs, "size": size}, ["a", "b"], meta, targets).save(tmp_path / "ml.npz")
+    stored = load_predictions(tmp_path / "ml.npz")
+    assert isinstance(stored.arrays["probs"], DiskRows)
+    scores = MultiLabelSegmentationTask.score(stored)
+    above = probs.astype(np.float32) > np.array([0.4, 0.6], np.float32)[None, :, None, None]
+    decided = above & (above.reshape(12, 2, -1).sum(-1) >= np.array([0, 8]))[:, :, None, None]
+    assert scores["dice_pairs"] == pytest.approx(pair_dice(decided, targets).mean())
+    assert scores["dice_pairs_raw"] == pytest.approx(pair_dice(probs.astype(np.float32) > 0.5, targets).mean())
+    shares = MultiLabelSegmentationTask.oof_columns(stored)
+    np.testing.assert_allclose(shares["share_b"], (probs[:, 1] > 0.5).reshape(12, -1).mean(-1).round(4))
+    tuned_meta, report = MultiLabelSegmentationTask.tune(stored, tmp_path)
+    assert report["dice_pairs_tuned"] >= report["dice_pairs_raw"] == pytest.approx(scores["dice_pairs_raw"])
+    assert MultiLabelSegmentationTask.score(stored.with_meta(**tuned_meta))["dice_pairs"] == pytest.approx(report["dice_pairs_tuned"])
+
+    binary = probs[:, 1:].copy()                                 # one sigmoid channel: class b as foreground
+    Predictions("seg", ids, {"probs": binary, "size": size}, ["background", "b"], {"threshold": 0.5},
+                targets[:, 1]).save(tmp_path / "seg.npz")
+    stored = load_predictions(tmp_path / "seg.npz")
+    pred, truth = binary[:, 0].astype(np.float32) > 0.5, targets[:, 1] > 0
+    inter, total = (pred & truth).sum(), pred.sum() + truth.sum()
+    assert SegmentationTask.score(stored) == pytest.approx({"dice": 2 * inter / total, "iou": inter / (total - inter)})
+    np.testing.assert_allclose(SegmentationTask.oof_columns(stored)["foreground_share"], pred.reshape(12, -1).mean(-1).round(4))
+    assert largest and max(largest) < 12

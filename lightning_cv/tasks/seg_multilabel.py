@@ -23,6 +23,7 @@ from lightning_cv.losses import segmentation_loss
 from lightning_cv.masks import restore_mask, rle_encode
 from lightning_cv.metrics import MeanOverImages
 from lightning_cv.predictions import Predictions
+from lightning_cv.stores import array_chunks, chunk_rows
 from lightning_cv.submission import SUBMISSION
 from lightning_cv.tasks.registry import register_task
 from lightning_cv.tasks.segmentation import SegmentationTask
@@ -52,25 +53,61 @@ def decide(probs: np.ndarray, threshold: Any, min_area: Any) -> np.ndarray:
     return above.reshape(c, -1).sum(1) >= np.broadcast_to(np.asarray(min_area, np.float64), (c,))
 
 
-def tune_postprocess(probs: np.ndarray, targets: np.ndarray, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7),
-                     areas=(0, 4, 8, 16, 32, 64, 128)) -> tuple[list[float], list[int], float]:
-    """Per class, the threshold and minimum area (pixels at model resolution) that maximise the pair Dice
-    of the out-of-fold masks: (thresholds, areas, the pair Dice reached)."""
+def pair_counts(probs: Any, targets: np.ndarray, thresholds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (image, class, threshold) the pixels above the threshold and those of them in the truth, and per
+    (image, class) the truth's pixels, read from (N, C, h, w) probabilities a chunk of images at a time (a
+    store on disk never read whole). thresholds: (T,) for every class or (C, T) per class."""
+    t = np.asarray(thresholds, np.float32)
+    t = np.broadcast_to(t, (probs.shape[1], t.shape[-1]))[None, :, :, None]  # (1, C, T, 1)
+    empty = np.zeros((0, *t.shape[1:3]), np.int64)
+    above, inter, truth = [empty], [empty], [empty[:, :, 0]]
+    start = 0
+    for chunk in array_chunks(probs, chunk_rows(probs, itemsize=4 + t.shape[2])):  # float32 + a bool per threshold
+        p = chunk.reshape(*chunk.shape[:2], 1, -1).astype(np.float32)
+        y = np.asarray(targets[start:start + len(chunk)]).reshape(*chunk.shape[:2], 1, -1) > 0
+        start += len(chunk)
+        hit = p > t
+        above.append(hit.sum(-1))
+        inter.append((hit & y).sum(-1))
+        truth.append(y[:, :, 0].sum(-1))
+    return np.concatenate(above), np.concatenate(inter), np.concatenate(truth)
+
+
+def counted_dice(above: np.ndarray, inter: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """pair_dice from pixel counts: 2|P∩T| / (|P| + |T|), 1 where both are empty."""
+    total = above + truth
+    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+AREAS = (0, 4, 8, 16, 32, 64, 128)
+
+
+def search_postprocess(counts: tuple[np.ndarray, np.ndarray, np.ndarray], thresholds: tuple[float, ...] = THRESHOLDS,
+                       areas: tuple[int, ...] = AREAS) -> tuple[list[float], list[int], float]:
+    """Per class, the threshold and minimum area that maximise the pair Dice, from pair_counts(..., thresholds):
+    (thresholds, areas, the pair Dice reached)."""
+    above, inter, truth = counts                                         # (N, C, T), (N, C, T), (N, C)
     best_t, best_a, scores = [], [], []
-    for c in range(probs.shape[1]):
-        p, t = probs[:, c], targets[:, c] > 0
+    for c in range(above.shape[1]):
         best = (-1.0, 0.5, 0)
-        for threshold in thresholds:
-            above = p > threshold
-            counts = above.reshape(len(p), -1).sum(1)
+        for i, threshold in enumerate(thresholds):
             for area in areas:
-                keep = (counts >= area)[:, None, None]
-                score = pair_dice((above & keep)[:, None], t[:, None]).mean()
-                best = max(best, (float(score), threshold, area), key=lambda x: x[0])
+                kept = above[:, c, i] >= area                            # smaller masks are emptied
+                dice = counted_dice(np.where(kept, above[:, c, i], 0), np.where(kept, inter[:, c, i], 0), truth[:, c])
+                best = max(best, (float(dice.mean()), threshold, area), key=lambda x: x[0])
         scores.append(best[0])
         best_t.append(best[1])
         best_a.append(best[2])
     return best_t, best_a, float(np.mean(scores))
+
+
+def tune_postprocess(probs: Any, targets: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS,
+                     areas: tuple[int, ...] = AREAS) -> tuple[list[float], list[int], float]:
+    """Per class, the threshold and minimum area (pixels at model resolution) that maximise the pair Dice
+    of the out-of-fold masks: (thresholds, areas, the pair Dice reached). The probabilities are read once, a
+    chunk at a time."""
+    return search_postprocess(pair_counts(probs, targets, thresholds), thresholds, areas)
 
 
 class MultiLabelSegmentationTask(SegmentationTask):
@@ -166,8 +203,9 @@ class MultiLabelSegmentationTask(SegmentationTask):
     @classmethod
     def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
         """The share of each image each class covers (at model resolution, threshold 0.5)."""
-        probs = predictions.arrays["probs"].astype(np.float32)
-        shares = (probs > 0.5).reshape(*probs.shape[:2], -1).mean(-1).round(4)
+        probs = predictions.arrays["probs"]
+        shares = np.concatenate([(c.astype(np.float32) > 0.5).reshape(*c.shape[:2], -1).mean(-1)
+                                 for c in array_chunks(probs)]).round(4)
         return pd.DataFrame({f"share_{name}": shares[:, c] for c, name in enumerate(predictions.class_names)})
 
     @classmethod
@@ -186,25 +224,28 @@ class MultiLabelSegmentationTask(SegmentationTask):
 
     @classmethod
     def score(cls, predictions: Predictions) -> dict[str, float]:
-        """Pair Dice at the predictions' decisions and at a plain 0.5, at model resolution."""
-        probs, targets = predictions.arrays["probs"].astype(np.float32), predictions.targets
-        meta = predictions.meta
-        keep = np.stack([decide(p, meta.get("threshold", 0.5), meta.get("min_area", 0)) for p in probs])
-        threshold = np.asarray(meta.get("threshold", 0.5), np.float32).reshape(1, -1, 1, 1)
-        decided = (probs > threshold) & keep[:, :, None, None]
-        return {"dice_pairs": float(pair_dice(decided, targets).mean()),
-                "dice_pairs_raw": float(pair_dice(probs > 0.5, targets).mean())}
+        """Pair Dice at the predictions' decisions and at a plain 0.5, at model resolution (read a chunk at a time)."""
+        meta, classes = predictions.meta, len(predictions.class_names)
+        threshold = np.broadcast_to(np.asarray(meta.get("threshold", 0.5), np.float32), (classes,))
+        min_area = np.broadcast_to(np.asarray(meta.get("min_area", 0), np.float64), (classes,))
+        above, inter, truth = pair_counts(predictions.arrays["probs"], predictions.targets,
+                                          np.stack([threshold, np.full(classes, 0.5, np.float32)], axis=1))
+        kept = above[:, :, 0] >= min_area
+        decided = counted_dice(np.where(kept, above[:, :, 0], 0), np.where(kept, inter[:, :, 0], 0), truth)
+        return {"dice_pairs": float(decided.mean()), "dice_pairs_raw": float(counted_dice(above[:, :, 1], inter[:, :, 1], truth).mean())}
 
     @classmethod
     def tune(cls, predictions: Predictions, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         """Per-class threshold and minimum area tuned for the pair Dice on the out-of-fold predictions, saved
         as out_dir/postprocess.json (for `predict --model.postprocess` and `ensemble`)."""
-        probs = predictions.arrays["probs"].astype(np.float32)
-        thresholds, areas, tuned = tune_postprocess(probs, predictions.targets)
-        raw = float(pair_dice(probs > 0.5, predictions.targets).mean())
+        counts = pair_counts(predictions.arrays["probs"], predictions.targets, THRESHOLDS)
+        thresholds, areas, tuned = search_postprocess(counts)
+        above, inter, truth = counts
+        half = THRESHOLDS.index(0.5)
+        raw = float(counted_dice(above[:, :, half], inter[:, :, half], truth).mean())
         path = save_decisions(out_dir, predictions.class_names, {"threshold": thresholds, "min_area": areas},
                               {"dice_pairs": tuned, "dice_pairs_raw": raw})
-        print(f"out-of-fold pair Dice of {len(probs)} images: {raw:.4f} at 0.5, {tuned:.4f} with per-class post-processing "
+        print(f"out-of-fold pair Dice of {len(predictions)} images: {raw:.4f} at 0.5, {tuned:.4f} with per-class post-processing "
               f"-> {path} (use: predict --model.postprocess {path})")
         return {"threshold": thresholds, "min_area": areas}, {"dice_pairs_raw": raw, "dice_pairs_tuned": tuned,
                                                               "postprocess": str(path)}

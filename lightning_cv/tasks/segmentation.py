@@ -34,6 +34,7 @@ from lightning_cv.report_plots import (
     mask_overlay,
     side_by_side,
 )
+from lightning_cv.stores import array_chunks
 from lightning_cv.submission import SUBMISSION, follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
@@ -78,6 +79,11 @@ def instance_rows(ids: np.ndarray, masks: Iterable[np.ndarray], order: str, samp
         keys = list(sample.iloc[:, 0])
         return pd.DataFrame([(k, r) for k, i in zip(keys, order_ids) for r in rows[i]], columns=columns)
     return pd.DataFrame([(i, r) for i in order_ids for r in rows[i]], columns=columns)
+
+
+def decided_classes(probs: np.ndarray) -> np.ndarray:
+    """(N, C, h, w) probabilities -> (N, h, w) class per pixel: above 0.5 for one sigmoid channel, else argmax."""
+    return (probs[:, 0].astype(np.float32) > 0.5).astype(np.int64) if probs.shape[1] == 1 else probs.argmax(axis=1)
 
 
 def foreground_dice(target: np.ndarray, pred: np.ndarray) -> float:
@@ -312,9 +318,9 @@ class SegmentationTask(CVTask):
     @classmethod
     def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
         """The share of each image predicted as foreground (at model resolution)."""
-        probs = predictions.arrays["probs"].astype(np.float32)
-        foreground = probs[:, 0] > 0.5 if probs.shape[1] == 1 else probs.argmax(axis=1) > 0
-        return pd.DataFrame({"foreground_share": foreground.reshape(len(probs), -1).mean(axis=1).round(4)})
+        shares = [(decided_classes(chunk) > 0).reshape(len(chunk), -1).mean(axis=1)
+                  for chunk in array_chunks(predictions.arrays["probs"])]
+        return pd.DataFrame({"foreground_share": np.concatenate(shares).round(4)})
 
     @classmethod
     def write_outputs(cls, predictions: Predictions, out_dir: Path, sample: pd.DataFrame | None,
@@ -335,11 +341,13 @@ class SegmentationTask(CVTask):
     @classmethod
     def score(cls, predictions: Predictions) -> dict[str, float]:
         """Dice and IoU of the foreground, pooled over every pixel of the rows (at model resolution)."""
-        probs, truth = predictions.arrays["probs"].astype(np.float32), predictions.targets.astype(np.int64)
-        pred = probs[:, 0] > 0.5 if probs.shape[1] == 1 else probs.argmax(axis=1)
-        fg_pred, fg_true = pred > 0, truth > 0
-        inter = np.logical_and(fg_pred, pred == truth).sum()
-        total = fg_pred.sum() + fg_true.sum()
+        inter = total = 0
+        start = 0
+        for chunk in array_chunks(predictions.arrays["probs"]):
+            pred, truth = decided_classes(chunk), np.asarray(predictions.targets[start:start + len(chunk)]).astype(np.int64)
+            start += len(chunk)
+            inter += int(np.logical_and(pred > 0, pred == truth).sum())
+            total += int((pred > 0).sum() + (truth > 0).sum())
         union = total - inter
         return {"dice": float(2 * inter / total) if total else 1.0, "iou": float(inter / union) if union else 1.0}
 
