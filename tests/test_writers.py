@@ -177,9 +177,10 @@ def test_a_row_of_another_shape_is_refused_and_strings_of_any_length_are_kept(tm
 
 
 def test_mask_scores_and_tuning_read_stored_maps_a_chunk_at_a_time(tmp_path, monkeypatch):
-    """Out-of-fold Dice, foreground shares and the tuned post-processing of maps stored on disk: read a few
-    images at a time, and equal to the same formulas on the whole arrays."""
+    """Out-of-fold Dice, foreground shares, the report's per-image overlaps and the tuned post-processing of
+    maps stored on disk: read a few images at a time, and equal to the same formulas on the whole arrays."""
     from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask, pair_dice
+    from lightning_cv.tasks.segmentation import overlaps
 
     monkeypatch.setattr(stores, "CHUNK_BYTES", 4 << 10)          # 2-4 of these 12 images per read
     largest = []
@@ -208,6 +209,10 @@ def test_mask_scores_and_tuning_read_stored_maps_a_chunk_at_a_time(tmp_path, mon
     assert scores["dice_pairs_raw"] == pytest.approx(pair_dice(probs.astype(np.float32) > 0.5, targets).mean())
     shares = MultiLabelSegmentationTask.oof_columns(stored)
     np.testing.assert_allclose(shares["share_b"], (probs[:, 1] > 0.5).reshape(12, -1).mean(-1).round(4))
+    in_memory = Predictions("seg-multilabel", ids, {"probs": probs, "size": size}, ["a", "b"], meta, targets)
+    whole = MultiLabelSegmentationTask.class_masks(in_memory, 1)         # the report's per-image statistics
+    for key, values in MultiLabelSegmentationTask.class_overlaps(stored)[1].items():
+        np.testing.assert_array_equal(values, overlaps(*whole)[key])
     tuned_meta, report = MultiLabelSegmentationTask.tune(stored, tmp_path)
     assert report["dice_pairs_tuned"] >= report["dice_pairs_raw"] == pytest.approx(scores["dice_pairs_raw"])
     assert MultiLabelSegmentationTask.score(stored.with_meta(**tuned_meta))["dice_pairs"] == pytest.approx(report["dice_pairs_tuned"])

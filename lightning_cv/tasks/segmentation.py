@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from lightning_cv.report_plots import (
     mask_overlay,
     side_by_side,
 )
-from lightning_cv.stores import array_chunks
+from lightning_cv.stores import array_chunks, chunk_rows
 from lightning_cv.submission import SUBMISSION, follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
@@ -367,11 +368,24 @@ class SegmentationTask(CVTask):
         return probs.argmax(axis=1) == c + 1, truth == c + 1
 
     @classmethod
+    def class_overlaps(cls, predictions: Predictions) -> list[dict[str, np.ndarray]]:
+        """overlaps() of each report class's masks, the maps read a chunk of images at a time."""
+        probs, classes = predictions.arrays["probs"], len(cls.report_classes(predictions))
+        step, parts = chunk_rows(probs, itemsize=4), []
+        for start in range(0, len(predictions), step):
+            part = predictions.take(np.arange(start, min(start + step, len(predictions))))
+            part = replace(part, arrays={**part.arrays, "probs": np.asarray(part.arrays["probs"])})  # one read
+            parts.append([overlaps(*cls.class_masks(part, c)) for c in range(classes)])
+        if not parts:
+            return [overlaps(np.zeros((0, 1)), np.zeros((0, 1))) for _ in range(classes)]
+        return [{k: np.concatenate([p[c][k] for p in parts]) for k in parts[0][c]} for c in range(classes)]
+
+    @classmethod
     def report_sections(cls, predictions: Predictions, images: ImageSource) -> list[Section]:
         """Per class: Dice / IoU over the images, empty-mask false positives and negatives; the images with
         the lowest mean Dice as image | truth | prediction overlays."""
         names = cls.report_classes(predictions)
-        stats = [overlaps(*cls.class_masks(predictions, c)) for c in range(len(names))]
+        stats = cls.class_overlaps(predictions)
         table = Table(["class", "images with it", "mean Dice", "median Dice", "mean IoU", "empty predicted as mask (FP)",
                        "mask predicted empty (FN)", "both empty"], [overlap_row(n, s) for n, s in zip(names, stats)])
         plots = [histogram({n: s[k] for n, s in zip(names, stats)}, f"{k} per image and class", k, value_range=(0, 1))
