@@ -29,11 +29,19 @@ from lightning_cv.tasks.registry import register_task
 from lightning_cv.tasks.segmentation import SegmentationTask
 
 
+def counted_dice(above: np.ndarray, inter: np.ndarray, truth: np.ndarray, min_area: Any = 0) -> np.ndarray:
+    """Pair Dice from pixel counts: 2|P∩T| / (|P| + |T|), 1 where both are empty; a prediction of fewer
+    than `min_area` pixels is emptied first (the post-processing)."""
+    kept = above >= min_area
+    above, inter = np.where(kept, above, 0), np.where(kept, inter, 0)
+    total = above + truth
+    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+
+
 def pair_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Dice of every (image, class) pair of (N, C, ...) 0/1 masks; an empty truth predicted empty scores 1."""
     pred, truth = pred.reshape(*pred.shape[:2], -1) > 0, truth.reshape(*truth.shape[:2], -1) > 0
-    inter, total = (pred & truth).sum(-1), pred.sum(-1) + truth.sum(-1)
-    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+    return counted_dice(pred.sum(-1), (pred & truth).sum(-1), truth.sum(-1))
 
 
 class PairDice(MeanOverImages):
@@ -61,22 +69,16 @@ def pair_counts(probs: Any, targets: np.ndarray, thresholds: Any) -> tuple[np.nd
     t = np.broadcast_to(t, (probs.shape[1], t.shape[-1]))[None, :, :, None]  # (1, C, T, 1)
     empty = np.zeros((0, *t.shape[1:3]), np.int64)
     above, inter, truth = [empty], [empty], [empty[:, :, 0]]
-    start = 0
-    for chunk in array_chunks(probs, chunk_rows(probs, itemsize=4 + t.shape[2])):  # float32 + a bool per threshold
+    step = chunk_rows(probs, itemsize=4 + t.shape[2])  # float32 + a bool per threshold
+    for start in range(0, len(probs), step):
+        chunk = probs[start:start + step]
         p = chunk.reshape(*chunk.shape[:2], 1, -1).astype(np.float32)
-        y = np.asarray(targets[start:start + len(chunk)]).reshape(*chunk.shape[:2], 1, -1) > 0
-        start += len(chunk)
+        y = np.asarray(targets[start:start + step]).reshape(*chunk.shape[:2], 1, -1) > 0
         hit = p > t
         above.append(hit.sum(-1))
         inter.append((hit & y).sum(-1))
         truth.append(y[:, :, 0].sum(-1))
     return np.concatenate(above), np.concatenate(inter), np.concatenate(truth)
-
-
-def counted_dice(above: np.ndarray, inter: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """pair_dice from pixel counts: 2|P∩T| / (|P| + |T|), 1 where both are empty."""
-    total = above + truth
-    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
 
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -93,8 +95,7 @@ def search_postprocess(counts: tuple[np.ndarray, np.ndarray, np.ndarray], thresh
         best = (-1.0, 0.5, 0)
         for i, threshold in enumerate(thresholds):
             for area in areas:
-                kept = above[:, c, i] >= area                            # smaller masks are emptied
-                dice = counted_dice(np.where(kept, above[:, c, i], 0), np.where(kept, inter[:, c, i], 0), truth[:, c])
+                dice = counted_dice(above[:, c, i], inter[:, c, i], truth[:, c], area)
                 best = max(best, (float(dice.mean()), threshold, area), key=lambda x: x[0])
         scores.append(best[0])
         best_t.append(best[1])
@@ -230,8 +231,7 @@ class MultiLabelSegmentationTask(SegmentationTask):
         min_area = np.broadcast_to(np.asarray(meta.get("min_area", 0), np.float64), (classes,))
         above, inter, truth = pair_counts(predictions.arrays["probs"], predictions.targets,
                                           np.stack([threshold, np.full(classes, 0.5, np.float32)], axis=1))
-        kept = above[:, :, 0] >= min_area
-        decided = counted_dice(np.where(kept, above[:, :, 0], 0), np.where(kept, inter[:, :, 0], 0), truth)
+        decided = counted_dice(above[:, :, 0], inter[:, :, 0], truth, min_area)
         return {"dice_pairs": float(decided.mean()), "dice_pairs_raw": float(counted_dice(above[:, :, 1], inter[:, :, 1], truth).mean())}
 
     @classmethod

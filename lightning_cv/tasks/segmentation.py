@@ -342,11 +342,10 @@ class SegmentationTask(CVTask):
     @classmethod
     def score(cls, predictions: Predictions) -> dict[str, float]:
         """Dice and IoU of the foreground, pooled over every pixel of the rows (at model resolution)."""
-        inter = total = 0
-        start = 0
-        for chunk in array_chunks(predictions.arrays["probs"]):
-            pred, truth = decided_classes(chunk), np.asarray(predictions.targets[start:start + len(chunk)]).astype(np.int64)
-            start += len(chunk)
+        probs, inter, total = predictions.arrays["probs"], 0, 0
+        step = chunk_rows(probs)
+        for start in range(0, len(probs), step):
+            pred, truth = decided_classes(probs[start:start + step]), np.asarray(predictions.targets[start:start + step])
             inter += int(np.logical_and(pred > 0, pred == truth).sum())
             total += int((pred > 0).sum() + (truth > 0).sum())
         union = total - inter
