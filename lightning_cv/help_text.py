@@ -41,6 +41,7 @@ def print_help(argv: Sequence[str], build: Callable[[], None]) -> None:
     """Print the help `build()` prints (it ends with SystemExit(0), as argparse's --help does), from the
     saved text when its key matches; a fresh text is saved for the next time."""
     from lightning_cv.cache import default_cache_dir  # the data cache's folder ($LIGHTNING_CV_CACHE ...)
+    from lightning_cv.io import atomic_path
 
     path = default_cache_dir() / "help" / f"{argv[0]}-{help_key(argv)}.txt"
     if path.is_file():
@@ -60,6 +61,5 @@ def print_help(argv: Sequence[str], build: Callable[[], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f"{argv[0]}-*.txt"):
             stale.unlink()
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
