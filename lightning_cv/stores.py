@@ -9,6 +9,7 @@ needs one: `len`, `shape`, `dtype`, indexing, iteration (a few rows read at a ti
 from __future__ import annotations
 
 import struct
+import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -206,6 +207,13 @@ class RowWriter:
             np.save(self.directory / f"{name}.npy", values, allow_pickle=False)
             arrays[name] = values
         return arrays
+
+
+def scratch_dir(parent: str | Path, name: str) -> Path:
+    """A new directory `.<name>-<random>` in `parent` (made if missing) for rows on their way to a file
+    there: this process's own, so processes writing beside each other (cluster jobs) never share one."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
 
 
 def read_rows(directory: str | Path) -> dict[str, Any]:

@@ -172,6 +172,69 @@ def test_parallel_fold_processes_get_their_own_gpu(tmp_path, monkeypatch):
     assert seen[0] != seen[1] and set(seen.values()) <= {"5", "7"}
 
 
+def _finished_fold(cv_dir: Path, k: int) -> Path:
+    """A fold whose fit ended (its best checkpoint and done.json); returns where its OOF predictions go."""
+    (cv_dir / f"fold{k}" / "checkpoints").mkdir(parents=True)
+    (cv_dir / f"fold{k}" / "checkpoints" / "best-epoch000.ckpt").write_bytes(b"")
+    (cv_dir / f"fold{k}" / cv_module.DONE).write_text("{}")
+    return cv_dir / f"fold{k}" / "oof" / cv_module.PREDICTIONS
+
+
+def test_a_fold_being_predicted_by_its_own_job_is_waited_for_not_predicted_twice(tmp_path, monkeypatch):
+    """Cluster jobs on one --out: fold 1's job is predicting fold 1 (done.json written, predictions not yet)
+    when fold 0's job comes to gather it; fold 0's job waits for them instead of predicting into the same
+    directory at the same time."""
+    import threading
+
+    from lightning_cv.folds import exclusive
+    from lightning_cv.predictions import Predictions
+
+    saved = _finished_fold(tmp_path, 1)
+    expected = Predictions("cls", np.array(["a", "b"]), {"probs": np.array([[0.2, 0.8], [0.6, 0.4]], np.float32)}, ["x", "y"])
+    held, release = threading.Event(), threading.Event()
+
+    def fold_1_job():
+        with exclusive(tmp_path / "fold1" / cv_module.PREDICT_LOCK):
+            held.set()
+            release.wait(5)
+            saved.parent.mkdir()
+            expected.save(saved)
+
+    def predict_again(*args, **kwargs):
+        raise AssertionError("fold 1 predicted a second time, beside its own job")
+
+    monkeypatch.setattr(cv_module, "predict_checkpoint", predict_again)
+    job = threading.Thread(target=fold_1_job)
+    job.start()
+    held.wait(5)
+    threading.Timer(0.3, release.set).start()
+    got, status = cv_module._fold_outcome(Path("cfg.yaml"), [], tmp_path, 1, {0: "trained"}, "none", False, train=True)
+    job.join()
+    assert status == "ok (best-epoch000.ckpt)"
+    np.testing.assert_array_equal(got.ids, expected.ids)
+    np.testing.assert_array_equal(got.arrays["probs"], expected.arrays["probs"])
+
+
+def test_a_fold_trained_here_reuses_only_predictions_made_after_its_checkpoint(tmp_path, monkeypatch):
+    """The job that trained a fold predicts it, unless another job already did with its new checkpoint."""
+    import os
+
+    from lightning_cv.predictions import Predictions
+
+    saved = _finished_fold(tmp_path, 0)
+    saved.parent.mkdir()
+    Predictions("cls", np.array(["a"]), {"probs": np.array([[0.3, 0.7]], np.float32)}, ["x", "y"]).save(saved)
+    made: list[Path] = []
+    monkeypatch.setattr(cv_module, "predict_checkpoint", lambda config, overrides, ckpt, out_dir, *a: made.append(out_dir))
+    ckpt = tmp_path / "fold0" / "checkpoints" / "best-epoch000.ckpt"
+    os.utime(saved, (ckpt.stat().st_mtime + 5,) * 2)
+    cv_module._fold_outcome(Path("cfg.yaml"), [], tmp_path, 0, {0: "trained"}, "none", False, train=True)
+    assert made == []
+    os.utime(saved, (ckpt.stat().st_mtime - 5,) * 2)  # made by an earlier checkpoint
+    cv_module._fold_outcome(Path("cfg.yaml"), [], tmp_path, 0, {0: "trained"}, "none", False, train=True)
+    assert made == [tmp_path / "fold0" / "oof"]
+
+
 @pytest.mark.slow
 def test_fold_processes_started_together_share_one_split(data_root, tmp_path):
     """A SLURM array's jobs: `cv --fold 0` and `cv --fold 1` start at once on the same --out; folds.csv is made

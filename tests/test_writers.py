@@ -226,3 +226,11 @@ def test_mask_scores_and_tuning_read_stored_maps_a_chunk_at_a_time(tmp_path, mon
     assert SegmentationTask.score(stored) == pytest.approx({"dice": 2 * inter / total, "iou": inter / (total - inter)})
     np.testing.assert_allclose(SegmentationTask.oof_columns(stored)["foreground_share"], pred.reshape(12, -1).mean(-1).round(4))
     assert largest and max(largest) < 12
+
+
+def test_scratch_directories_beside_one_file_are_each_process_own(tmp_path):
+    """Two gatherings into one CV directory (cluster jobs) get different scratch directories, made with
+    their parent, so neither removes the other's rows."""
+    first, second = stores.scratch_dir(tmp_path / "cv", "oof-rows"), stores.scratch_dir(tmp_path / "cv", "oof-rows")
+    assert first != second and first.is_dir() and second.is_dir() and first.parent == tmp_path / "cv"
+    assert first.name.startswith(".oof-rows-")

@@ -21,19 +21,19 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.file_checks import CHECKED_FILES, CHECKED_FILES_ENV, remember_checks
-from lightning_cv.folds import FOLD_COL, load_or_create_folds
+from lightning_cv.folds import FOLD_COL, exclusive, load_or_create_folds
 from lightning_cv.io import atomic_path, write_csv
 from lightning_cv.loggers import log_cv_summary
 from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
 from lightning_cv.provenance import finish_provenance, write_provenance
-from lightning_cv.stores import RowWriter, gather_rows, is_map
+from lightning_cv.stores import RowWriter, gather_rows, is_map, scratch_dir
 from lightning_cv.tasks import TaskEntry, task_for
 from lightning_cv.tta import TTAMode
 
@@ -167,6 +167,8 @@ def wandb_group(task: str, cv_dir: Path) -> str:
 
 
 DONE = "done.json"  # in a fold's directory once its fit process ended well
+PREDICT_LOCK = "predict.lock"  # held while a fold's predictions are made or read
+Reuse = Literal["any", "newer", "none"]
 
 
 def _fold_command(config: Path, overrides: list[str], cv_dir: Path, k: int, restart: bool) -> list[str] | None:
@@ -264,23 +266,27 @@ def _run_parallel(planned: list[tuple[int, list[str]]], env: dict[str, str], par
 
 
 def _fold_predictions(config: Path, overrides: list[str], cv_dir: Path, k: int, tta: str, predict_test: bool,
-                      reuse: bool) -> tuple[Predictions | None, str]:
+                      reuse: Reuse) -> tuple[Predictions | None, str]:
     """A fold's out-of-fold predictions (and test predictions) with its best checkpoint: (predictions or
-    None, status). `reuse`: read the saved ones of a fold that was not retrained."""
+    None, status). `reuse` the saved ones: "any" (a fold that was not retrained), "newer" (those made
+    after its best checkpoint, by another process) or "none" (predict again)."""
     fold_dir = cv_dir / f"fold{k}"
     ckpt = best_checkpoint(fold_dir)
     if ckpt is None:
         return None, "not trained"
     saved = fold_dir / "oof" / PREDICTIONS
-    if reuse and saved.is_file():
-        return load_predictions(saved), f"ok ({ckpt.name})"
-    fold_args = ["--data.fold", str(k), "--data.folds_csv", str(cv_dir / "folds.csv")]
-    oof = predict_checkpoint(config, overrides, ckpt, fold_dir / "oof", tta, [*fold_args, "--data.predict_split", "val"])
-    if predict_test:
-        try:
-            predict_checkpoint(config, overrides, ckpt, fold_dir / "test", tta, fold_args)
-        except DataError as err:
-            print(f"fold {k}: no test predictions ({err})", file=sys.stderr)
+    # One process at a time predicts a fold (cluster jobs on one --out: the fold's own job may be
+    # predicting it while another job, seeing it finished, comes to gather it).
+    with exclusive(fold_dir / PREDICT_LOCK):
+        if saved.is_file() and (reuse == "any" or reuse == "newer" and saved.stat().st_mtime >= ckpt.stat().st_mtime):
+            return load_predictions(saved), f"ok ({ckpt.name})"
+        fold_args = ["--data.fold", str(k), "--data.folds_csv", str(cv_dir / "folds.csv")]
+        oof = predict_checkpoint(config, overrides, ckpt, fold_dir / "oof", tta, [*fold_args, "--data.predict_split", "val"])
+        if predict_test:
+            try:
+                predict_checkpoint(config, overrides, ckpt, fold_dir / "test", tta, fold_args)
+            except DataError as err:
+                print(f"fold {k}: no test predictions ({err})", file=sys.stderr)
     return oof, f"ok ({ckpt.name})"
 
 
@@ -292,7 +298,8 @@ def _fold_outcome(config: Path, overrides: list[str], cv_dir: Path, k: int, ran:
         return None, ran[k]
     if train and k not in ran and not (cv_dir / f"fold{k}" / DONE).is_file():
         return None, "not finished"
-    return _fold_predictions(config, overrides, cv_dir, k, tta, predict_test, reuse=train and k not in ran)
+    return _fold_predictions(config, overrides, cv_dir, k, tta, predict_test,
+                             reuse="none" if not train else "newer" if k in ran else "any")
 
 
 def gather_oof(ids: list[str], parts: list[Predictions], store: Path | None = None) -> tuple[Predictions, np.ndarray]:
@@ -370,7 +377,7 @@ def _score_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | Non
                entry: TaskEntry) -> tuple[dict[str, Any], bool]:
     """Out-of-fold predictions of every fold together: tuned decisions (the task's), oof.npz and oof.csv.
     Returns (the tuning report, whether every row has a prediction)."""
-    store = cv_dir / ".oof-rows"
+    store = scratch_dir(cv_dir, "oof-rows")  # cluster jobs may gather at once
     try:
         oof, seen = gather_oof(table[key].astype(str).tolist(), list(parts.values()), store)
         done = np.flatnonzero(seen > 0)

@@ -22,6 +22,7 @@ from lightning_cv.decisions import found_decisions, tuned_file
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.io import write_csv
 from lightning_cv.predictions import PREDICTIONS, align, find_predictions, load_predictions
+from lightning_cv.stores import scratch_dir
 from lightning_cv.tasks import get_task
 from lightning_cv.thresholds import load_thresholds
 from lightning_cv.tta import TTAMode
@@ -76,7 +77,7 @@ def ensemble(
     predictions = [p.with_meta(**tuned).with_meta(threshold=threshold, rle_order=rle_order, thresholds=decided)
                    for p in predictions]
     out = Path(out)
-    store = out.parent / f".{out.stem}-rows"  # maps are combined a chunk at a time into files here
+    store = scratch_dir(out.parent, f"{out.stem}-rows")  # maps are combined here a chunk at a time
     try:
         combined = get_task(first.task).module.combine(predictions, method, weights, store)
         sample = pd.read_csv(sample_submission, dtype=str, keep_default_na=False) if sample_submission else None
