@@ -278,7 +278,7 @@ def _fold_predictions(config: Path, overrides: list[str], cv_dir: Path, k: int, 
     # One process at a time predicts a fold (cluster jobs on one --out: the fold's own job may be
     # predicting it while another job, seeing it finished, comes to gather it).
     with exclusive(fold_dir / PREDICT_LOCK):
-        if saved.is_file() and (reuse == "any" or reuse == "newer" and saved.stat().st_mtime >= ckpt.stat().st_mtime):
+        if saved.is_file() and (reuse == "any" or (reuse == "newer" and saved.stat().st_mtime >= ckpt.stat().st_mtime)):
             return load_predictions(saved), f"ok ({ckpt.name})"
         fold_args = ["--data.fold", str(k), "--data.folds_csv", str(cv_dir / "folds.csv")]
         oof = predict_checkpoint(config, overrides, ckpt, fold_dir / "oof", tta, [*fold_args, "--data.predict_split", "val"])
