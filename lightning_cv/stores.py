@@ -8,6 +8,8 @@ needs one: `len`, `shape`, `dtype`, indexing, iteration (a few rows read at a ti
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -209,11 +211,17 @@ class RowWriter:
         return arrays
 
 
-def scratch_dir(parent: str | Path, name: str) -> Path:
+@contextlib.contextmanager
+def scratch_dir(parent: str | Path, name: str) -> Iterator[Path]:
     """A new directory `.<name>-<random>` in `parent` (made if missing) for rows on their way to a file
-    there: this process's own, so processes writing beside each other (cluster jobs) never share one."""
+    there, removed after the block: this process's own, so processes writing beside each other (cluster
+    jobs) never share one."""
     Path(parent).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
+    path = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def read_rows(directory: str | Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
-from lightning_cv.stores import DiskRows, RowWriter, gather_rows, read_rows
+from lightning_cv.stores import DiskRows, RowWriter, gather_rows, read_rows, scratch_dir
 from lightning_cv.submission import read_sample, sample_for
 
 
@@ -104,20 +104,20 @@ class PredictionWriter(BasePredictionWriter):
             finally:
                 for rank in range(trainer.world_size):
                     shutil.rmtree(self.shard_dir(rank), ignore_errors=True)
-                shutil.rmtree(self.output_dir / ".predict-merged", ignore_errors=True)
         trainer.strategy.barrier()
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Merge the shards, save predictions.npz, then the task's readable files from it."""
         shards = [read_rows(self.shard_dir(rank)) for rank in range(trainer.world_size)]
-        merged = merge_shards(shards, self.output_dir / ".predict-merged")
-        ids = np.asarray(merged.pop("id")).astype(str)
         datamodule = trainer.datamodule
         task = getattr(datamodule, "task_name", None) or type(pl_module).__name__
-        result = Predictions(task, ids, merged, list(pl_module.class_names), pl_module.prediction_meta(datamodule))
-        if getattr(datamodule, "predict_split", "test") == "val":
-            result.targets = datamodule.targets("predict", result.ids)
-        result.save(self.output_dir / PREDICTIONS)
+        with scratch_dir(self.output_dir, "predict-merged") as merged_dir:
+            merged = merge_shards(shards, merged_dir)
+            ids = np.asarray(merged.pop("id")).astype(str)
+            result = Predictions(task, ids, merged, list(pl_module.class_names), pl_module.prediction_meta(datamodule))
+            if getattr(datamodule, "predict_split", "test") == "val":
+                result.targets = datamodule.targets("predict", result.ids)
+            result.save(self.output_dir / PREDICTIONS)
         result = load_predictions(self.output_dir / PREDICTIONS)  # maps read back one chunk at a time
         sample = sample_for(datamodule)
         type(pl_module).write_outputs(result, self.output_dir, read_sample(sample) if sample else None, sample or "")

@@ -230,7 +230,9 @@ def test_mask_scores_and_tuning_read_stored_maps_a_chunk_at_a_time(tmp_path, mon
 
 def test_scratch_directories_beside_one_file_are_each_process_own(tmp_path):
     """Two gatherings into one CV directory (cluster jobs) get different scratch directories, made with
-    their parent, so neither removes the other's rows."""
-    first, second = stores.scratch_dir(tmp_path / "cv", "oof-rows"), stores.scratch_dir(tmp_path / "cv", "oof-rows")
-    assert first != second and first.is_dir() and second.is_dir() and first.parent == tmp_path / "cv"
-    assert first.name.startswith(".oof-rows-")
+    their parent, so neither removes the other's rows; each is removed after its block."""
+    with stores.scratch_dir(tmp_path / "cv", "oof-rows") as first, stores.scratch_dir(tmp_path / "cv", "oof-rows") as second:
+        assert first != second and first.is_dir() and second.is_dir() and first.parent == tmp_path / "cv"
+        assert first.name.startswith(".oof-rows-")
+        (first / "probs.npy").write_bytes(b"rows")
+    assert not first.exists() and not second.exists() and list((tmp_path / "cv").iterdir()) == []

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -377,8 +376,7 @@ def _score_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | Non
                entry: TaskEntry) -> tuple[dict[str, Any], bool]:
     """Out-of-fold predictions of every fold together: tuned decisions (the task's), oof.npz and oof.csv.
     Returns (the tuning report, whether every row has a prediction)."""
-    store = scratch_dir(cv_dir, "oof-rows")  # cluster jobs may gather at once
-    try:
+    with scratch_dir(cv_dir, "oof-rows") as store:  # this process's own: cluster jobs may gather at once
         oof, seen = gather_oof(table[key].astype(str).tolist(), list(parts.values()), store)
         done = np.flatnonzero(seen > 0)
         report: dict[str, Any] = {}
@@ -386,8 +384,6 @@ def _score_oof(cv_dir: Path, table: pd.DataFrame, key: str, label_col: str | Non
             meta, report = entry.module.tune(oof.take(done), cv_dir)
             oof = oof.with_meta(**meta)
         write_oof(cv_dir, table, key, label_col, oof, seen, entry)
-    finally:
-        shutil.rmtree(store, ignore_errors=True)
     missing = int((seen == 0).sum())
     if missing:
         print(f"{missing} of {len(seen)} rows have no out-of-fold prediction (failed or untrained folds)", file=sys.stderr)

@@ -10,7 +10,6 @@ How predictions combine and become a submission is the task's (`CVTask.combine`,
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -77,15 +76,12 @@ def ensemble(
     predictions = [p.with_meta(**tuned).with_meta(threshold=threshold, rle_order=rle_order, thresholds=decided)
                    for p in predictions]
     out = Path(out)
-    store = scratch_dir(out.parent, f"{out.stem}-rows")  # maps are combined here a chunk at a time
-    try:
+    with scratch_dir(out.parent, f"{out.stem}-rows") as store:  # maps are combined here a chunk at a time
         combined = get_task(first.task).module.combine(predictions, method, weights, store)
         sample = pd.read_csv(sample_submission, dtype=str, keep_default_na=False) if sample_submission else None
         frame = get_task(first.task).module.submission(combined, sample, sample_submission or "sample submission")
         write_csv(frame, out)
         combined.save(out.with_suffix(".npz"))
-    finally:
-        shutil.rmtree(store, ignore_errors=True)
     print(f"{method} of {len(files)} prediction sets ({', '.join(str(f) for f in files)}) -> {out} ({len(frame)} rows)")
     return out
 
