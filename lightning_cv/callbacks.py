@@ -1,5 +1,6 @@
 """Callbacks: validation pictures (W&B + PNG), the confusion matrix, an EMA of the weights (Lightning's),
-last.ckpt written once per save point, and a model summary without a forward pass."""
+last.ckpt written once per save point, the train/val split as split.csv, and a model summary without a
+forward pass."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.model_summary import get_human_readable_count, summarize
 from torch.optim.swa_utils import AveragedModel
 
-from lightning_cv.io import write_image
+from lightning_cv.io import write_csv, write_image
 from lightning_cv.pictures import draw_confusion
 
 
@@ -186,6 +187,18 @@ def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+class SplitRecord(L.Callback):
+    """`split.csv` in the run directory at the start of fit: each row's id and split (train, val, or pseudo
+    for pseudo-labelled test images), so what a hold-out run validated on is known afterwards."""
+
+    filename = "split.csv"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        split = getattr(trainer.datamodule, "split", None)
+        if trainer.is_global_zero and split is not None:
+            write_csv(split, Path(trainer.default_root_dir) / self.filename)
 
 
 class ParameterSummary(ModelSummary):

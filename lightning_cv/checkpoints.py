@@ -11,11 +11,31 @@ import torch
 import yaml
 
 from lightning_cv.errors import MissingFileError, UserInputError
-from lightning_cv.tasks.base import CVTask
+from lightning_cv.tasks.base import INFERENCE_KEY, CVTask
 
 # Hyperparameters that would fetch or read pretrained weights: the checkpoint already holds the weights.
 OFFLINE_OVERRIDES = {"pretrained": False, "weights": None, "encoder_weights": None}
 NOT_MODEL_ARGS = ("optimizer", "scheduler")
+# Where the DataModule's options are saved (LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY).
+DATA_KEY = "datamodule_hyper_parameters"
+# Data options of the machine or of one command, not of the model: the recipe leaves them to each command.
+NOT_RECIPE = ("num_workers", "cache_dir", "predict_split", "sample_submission")
+# Data options that change what the model sees: a command line giving another value is told so.
+SEEN_OPTIONS = ("image_size", "channels", "channel_suffixes", "window", "keep_aspect")
+
+
+def checkpoint_recipe(ckpt_path: str | Path) -> dict[str, Any] | None:
+    """The config a checkpoint predicts with, as `fit` saved it: its task class and the inference options it
+    was trained with, its DataModule class and options (the facts read from the training files included).
+    None for a checkpoint without one (trained outside the CLI, or before checkpoints held recipes)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    data = dict(checkpoint.get(DATA_KEY) or {})
+    model_class, data_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path"), data.get("_class_path")
+    if not model_class or not data_class:
+        return None
+    options = {k: v for k, v in data.items() if not k.startswith("_") and k not in NOT_RECIPE}
+    return {"model": {"class_path": model_class, "init_args": dict(checkpoint.get(INFERENCE_KEY) or {})},
+            "data": {"class_path": data_class, "init_args": options}}
 
 
 def _import(class_path: str) -> type:
@@ -55,8 +75,9 @@ def init_arguments(cls: type) -> set[str]:
 def load_task(ckpt_path: Path, config: Path | None = None) -> CVTask:
     """Rebuild a task from a checkpoint, in eval mode on the CPU, without fetching pretrained weights.
 
-    The checkpoint's hyperparameters (written by `fit`, including the linked number of classes) win;
-    the training config supplies the class and any argument the checkpoint lacks.
+    The checkpoint's hyperparameters (written by `fit`, including the linked number of classes) and the
+    inference options it was trained with win; the training config supplies the class and any argument
+    the checkpoint lacks.
     """
     if not ckpt_path.is_file():
         raise MissingFileError(f"--ckpt_path: checkpoint {ckpt_path} does not exist")
@@ -70,7 +91,8 @@ def load_task(ckpt_path: Path, config: Path | None = None) -> CVTask:
         raise UserInputError(f"{ckpt_path} does not name its task class: pass the training config with --config")
     cls = _import(class_path)
     accepted = init_arguments(cls) - set(NOT_MODEL_ARGS)
-    kwargs = {k: v for k, v in {**init_args, **hparams}.items() if k in accepted}
+    trained = checkpoint.get(INFERENCE_KEY) or {}  # the inference options of its fit (threshold, TTA ...)
+    kwargs = {k: v for k, v in {**init_args, **trained, **hparams}.items() if k in accepted}
     kwargs.update({k: v for k, v in OFFLINE_OVERRIDES.items() if k in accepted})
     task = cls(**kwargs)
     task.load_state_dict(checkpoint["state_dict"])

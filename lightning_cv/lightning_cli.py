@@ -8,6 +8,7 @@ writer, linked data facts, a check that a checkpoint belongs to the configured t
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 import uuid
@@ -26,9 +27,10 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cv.callbacks import LastCheckpoint, ParameterSummary, ValidationPictures
-from lightning_cv.checkpoints import OFFLINE_OVERRIDES
+from lightning_cv.callbacks import LastCheckpoint, ParameterSummary, SplitRecord, ValidationPictures
+from lightning_cv.checkpoints import OFFLINE_OVERRIDES, SEEN_OPTIONS, checkpoint_recipe
 from lightning_cv.errors import UserInputError
 from lightning_cv.loggers import RunCSVLogger
 from lightning_cv.provenance import finish_provenance, write_provenance
@@ -58,6 +60,46 @@ def model_options_given(args: Any) -> set[str]:
             key = token[len("--model."):].split("=", 1)[0]
             names.add(key.removeprefix("init_args.").split(".", 1)[0])
     return names
+
+
+def option_value(args: list[str], name: str) -> str | None:
+    """The value of `--name value` / `--name=value` on a command line, or None."""
+    for i, token in enumerate(args):
+        key, eq, value = token.partition("=")
+        if key == name:
+            return value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return None
+
+
+# The commands that run a checkpoint: it brings its recipe (the data options and inference options of its fit).
+RECIPE_VERBS = ("validate", "test", "predict")
+
+
+def with_recipe(args: list[str], recipe: dict[str, Any]) -> list[str]:
+    """The command line with the recipe as a config after the user's config files and before the other
+    options: the recipe wins over a config file, an option written on the command line wins over the recipe."""
+    configs: list[str] = []
+    rest: list[str] = []
+    i = 1
+    while i < len(args):
+        if args[i] == "--config" and i + 1 < len(args):
+            configs += args[i : i + 2]
+            i += 2
+            continue
+        (configs if args[i].startswith("--config=") else rest).append(args[i])
+        i += 1
+    return [args[0], *configs, "--config", json.dumps(recipe), *rest]
+
+
+def configured_task(args: list[str]) -> str | None:
+    """The model class_path of the last config file on a command line that names one."""
+    found = None
+    for i, token in enumerate(args):
+        path = token.partition("=")[2] if token.startswith("--config=") else args[i + 1] if token == "--config" and i + 1 < len(args) else None
+        if path and Path(path).is_file():
+            model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+            found = model.get("class_path", found) if isinstance(model, dict) else found
+    return found
 
 
 RUN_DIR_ENV = "LIGHTNING_CV_RUN_DIR"
@@ -101,9 +143,22 @@ class LightningCV(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Lightning then rebuilds the model from the checkpoint's hyperparameters. Checked first: the
         checkpoint is of the configured task, and no architecture option given on the command line
-        contradicts it (one-line errors); the prediction options are kept for `before_instantiate_classes`."""
-        super().parse_arguments(parser, args)
+        contradicts it (one-line errors); the prediction options are kept for `before_instantiate_classes`.
+
+        A checkpoint's recipe (`checkpoints.checkpoint_recipe`) comes before the other options: validate, test
+        and predict need no --config, and predict with a config of other sizes still sees what fit saw."""
         self._argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        ckpt = option_value(self._argv, "--ckpt_path") if self._argv[:1] and self._argv[0] in RECIPE_VERBS else None
+        recipe = checkpoint_recipe(ckpt) if ckpt and Path(ckpt).is_file() else None
+        if recipe is None:
+            super().parse_arguments(parser, args)
+        else:
+            ours, theirs = configured_task(self._argv), recipe["model"]["class_path"]
+            if ours and _short(ours) != _short(theirs):
+                raise UserInputError(f"checkpoint {ckpt} is a {_short(theirs)}, but the config asks for a {_short(ours)}: "
+                                     "drop --config (the checkpoint holds its recipe), or give the config it was trained with")
+            self.config = parser.parse_args(with_recipe(self._argv, recipe))
+            self._note_other_inputs(recipe, ckpt)
         self._prediction_options: dict[str, Any] = {}
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -127,6 +182,15 @@ class LightningCV(LightningCLI):
                     f"--model.{name} {init_args[name]!r} contradicts checkpoint {ckpt_path}, trained with "
                     f"{name} {hparams[name]!r}: the checkpoint defines the architecture; drop the option"
                 )
+
+    def _note_other_inputs(self, recipe: dict[str, Any], ckpt: str) -> None:
+        """One line per option of the command line that changes what the model sees from what fit saw."""
+        data = self.config[self._argv[0]].data.init_args
+        trained = recipe["data"]["init_args"]
+        for name in SEEN_OPTIONS:
+            given = {f"--data.{name}", f"--data.init_args.{name}"} & {t.split("=", 1)[0] for t in self._argv}
+            if given and name in trained and name in data and data[name] != trained[name]:
+                rank_zero_info(f"note: --data.{name} {data[name]!r}: {ckpt} was trained with {trained[name]!r}")
 
     def before_instantiate_classes(self) -> None:
         """With a checkpoint, the model is built for its state dict: no pretrained weights are fetched or
@@ -176,8 +240,8 @@ class LightningCV(LightningCLI):
         return loggers
 
     def default_callbacks(self, run_dir: Path, configured: list, logged: bool = True) -> list:
-        """Checkpoints and the learning rate of every parameter group (fit), validation pictures, the task's
-        prediction writer, a progress bar on a TTY."""
+        """Checkpoints, the learning rate of every parameter group and split.csv (fit), validation pictures,
+        the task's prediction writer, a progress bar on a TTY."""
         extra: list = []
         if self.subcommand == "fit" and logged and not any(isinstance(c, LearningRateMonitor) for c in configured):
             extra.append(LearningRateMonitor(logging_interval="step"))
@@ -191,6 +255,8 @@ class LightningCV(LightningCLI):
             )
             extra += [best, LastCheckpoint(best, dirpath=run_dir / "checkpoints", filename="last",
                                            enable_version_counter=False)]
+        if self.subcommand == "fit":
+            extra.append(SplitRecord())
         if self.subcommand in ("fit", "validate"):
             extra.append(ValidationPictures())
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in configured):

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class TaskSpec:
     """name: registry key; config: the task's YAML; output_shape(n): forward's output shape for a
-    batch of n; metric_keys: what validation logs; predict_file: what `predict` writes in its run dir."""
+    batch of n; metric_keys: what validation logs; predict_file: what `predict` writes in its run dir;
+    recipe_args: fit options off the config's defaults (size, layout, decisions) that a checkpoint must carry
+    to predict, ensemble and package (tests give them to fit only, and compare with repeating them)."""
 
     name: str
     config: str
@@ -31,6 +33,7 @@ class TaskSpec:
     metric_keys: list[str]
     predict_file: str
     smoke_args: list[str] = field(default_factory=list)
+    recipe_args: list[str] = field(default_factory=list)
 
 
 def _cls_module() -> ClassificationTask:
@@ -178,22 +181,27 @@ def _seg_multilabel_data(root: Path) -> Path:
 SPECS = [
     TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
              ["val/acc", "val/f1"], "predictions.csv",
-             ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"]),
+             ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"],
+             ["--data.image_size", "40", "--data.channels", "1", "--model.tta", "hflip"]),
     TaskSpec("mnist", "configs/mnist.yaml", _mnist_module, _mnist_batch, _mnist_data, lambda n: (n, 10),
-             ["val/acc", "val/f1"], "predictions.csv", ["--data.batch_size", "64"]),
+             ["val/acc", "val/f1"], "predictions.csv", ["--data.batch_size", "64"], ["--data.image_size", "32"]),
     TaskSpec("seg", "configs/seg.yaml", _seg_module, _seg_batch, _seg_data, lambda n: (n, 1, 32, 32),
              ["val/dice", "val/iou", "val/pixel_acc"], "submission.csv",
-             ["--model.encoder", "tu-test_resnet", "--data.image_size", "32", "--data.batch_size", "8"]),
+             ["--model.encoder", "tu-test_resnet", "--data.image_size", "32", "--data.batch_size", "8"],
+             ["--data.image_size", "48", "--data.rle_csv", "train_masks.csv", "--model.threshold", "0.3"]),
     TaskSpec("bbox", "configs/bbox.yaml", _bbox_module, _bbox_batch, _bbox_data, lambda n: (n, 3),
              ["val/box_iou", "val/hit50"], "boxes.csv",
-             ["--model.backbone", "test_resnet", "--data.image_size", "32", "--data.batch_size", "8"]),
+             ["--model.backbone", "test_resnet", "--data.image_size", "32", "--data.batch_size", "8"],
+             ["--data.image_size", "48"]),
     TaskSpec("multilabel", "configs/multilabel.yaml", _multilabel_module, _multilabel_batch, _multilabel_data,
              lambda n: (n, 4), ["val/f2", "val/f2_macro", "val/acc"], "predictions.csv",
-             ["--data.image_size", "32", "--data.batch_size", "8"]),
+             ["--data.image_size", "32", "--data.batch_size", "8"], ["--data.image_size", "40", "--model.tta", "hflip"]),
     TaskSpec("seg-multilabel", "configs/seg-multilabel.yaml", _seg_multilabel_module, _seg_multilabel_batch,
              _seg_multilabel_data, lambda n: (n, 3, 32, 32), ["val/dice_pairs", "val/dice"], "submission.csv",
-             ["--model.encoder", "tu-test_resnet", "--data.image_size", "[32, 64]", "--data.batch_size", "4"]),
+             ["--model.encoder", "tu-test_resnet", "--data.image_size", "[32, 64]", "--data.batch_size", "4"],
+             ["--data.image_size", "32", "--data.keep_aspect", "true", "--model.threshold", "0.3"]),
     TaskSpec("regression", "configs/regression.yaml", _regression_module, _regression_batch, _regression_data,
              lambda n: (n, 2), ["val/rmse", "val/mae"], "predictions.csv",
-             ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"]),
+             ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"],
+             ["--data.image_size", "40", "--model.tta", "hflip"]),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from specs import ROOT, SPECS
@@ -13,8 +14,8 @@ from lightning_cv.cli import build_cli
 def test_fit_checkpoint_predict(spec, data_root, tmp_path):
     data_dir = spec.make_data(data_root)
     run_dir = tmp_path / "run"
-    common = ["--config", str(ROOT / spec.config), "--data.data_dir", str(data_dir), *spec.smoke_args,
-              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    common = ["--config", str(ROOT / spec.config), "--data.data_dir", str(data_dir), *spec.smoke_args, *spec.recipe_args, *quiet]
     cli = build_cli(["fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
                      "--trainer.limit_val_batches", "2", "--trainer.default_root_dir", str(run_dir)])
     assert (run_dir / "config.yaml").is_file()
@@ -32,9 +33,15 @@ def test_fit_checkpoint_predict(spec, data_root, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(restored(x), model(x))
 
-    pred_dir = tmp_path / "pred"
+    split = pd.read_csv(run_dir / "split.csv", dtype=str, keep_default_na=False)
+    assert set(split["split"]) == {"train", "val"} and not split["id"].duplicated().any()
+
+    # The checkpoint alone predicts what the fully repeated command does, byte for byte.
+    pred_dir, alone_dir = tmp_path / "pred", tmp_path / "alone"
     build_cli(["predict", *common, "--ckpt_path", str(last), "--trainer.default_root_dir", str(pred_dir)])
     assert (pred_dir / spec.predict_file).is_file()
+    build_cli(["predict", "--ckpt_path", str(last), *quiet, "--trainer.default_root_dir", str(alone_dir)])
+    assert (alone_dir / spec.predict_file).read_bytes() == (pred_dir / spec.predict_file).read_bytes()
 
 
 def test_top_level_help_is_quick_and_lists_every_command():

@@ -67,8 +67,10 @@ def test_checkpoint_for_other_classes_names_both(three_class_ckpt, tmp_path, cap
     _, ckpt = three_class_ckpt
     data = _cls_data(tmp_path / "five", ["a", "b", "c", "d", "e"])
     run = tmp_path / "run"
+    # predict takes the classes from the checkpoint's recipe unless the command line gives others.
+    classes = ["--data.classes", "[a, b, c, d, e]"] if verb == "predict" else []
     err = _error(capsys, [verb, *FIT, "--data.data_dir", str(data), "--ckpt_path", str(ckpt), "--trainer.max_epochs", "2",
-                          "--trainer.default_root_dir", str(run)])
+                          *classes, "--trainer.default_root_dir", str(run)])
     assert str(ckpt) in err
     assert "trained for 3 classes ['cat', 'dog', 'fox']" in err and "the data has 5 ['a', 'b', 'c', 'd', 'e']" in err
     assert not (run / "predictions.csv").exists() and not (run / "checkpoints").exists()
@@ -78,7 +80,7 @@ def test_same_count_other_class_names(three_class_ckpt, tmp_path, capsys):
     _, ckpt = three_class_ckpt
     data = _cls_data(tmp_path / "other", ["cat", "dog", "owl"])
     err = _error(capsys, ["predict", *FIT, "--data.data_dir", str(data), "--ckpt_path", str(ckpt),
-                          "--trainer.default_root_dir", str(tmp_path / "run")])
+                          "--data.classes", "[cat, dog, owl]", "--trainer.default_root_dir", str(tmp_path / "run")])
     assert "['cat', 'dog', 'fox']" in err and "['cat', 'dog', 'owl']" in err
 
 

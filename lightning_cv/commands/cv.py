@@ -29,6 +29,7 @@ from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.file_checks import CHECKED_FILES, CHECKED_FILES_ENV, remember_checks
 from lightning_cv.folds import FOLD_COL, exclusive, load_or_create_folds
 from lightning_cv.io import atomic_path, write_csv
+from lightning_cv.lightning_cli import option_value
 from lightning_cv.loggers import log_cv_summary
 from lightning_cv.predictions import PREDICTIONS, Predictions, load_predictions
 from lightning_cv.provenance import finish_provenance, write_provenance
@@ -83,16 +84,18 @@ def best_checkpoint(run_dir: Path) -> Path | None:
     return folder / "last.ckpt" if (folder / "last.ckpt").is_file() else None
 
 
-def predict_checkpoint(config: Path, overrides: list[str], ckpt: Path, out_dir: Path, tta: str, extra: list[str]) -> Predictions:
+def predict_checkpoint(config: Path | None, overrides: list[str], ckpt: Path, out_dir: Path, tta: str,
+                       extra: list[str]) -> Predictions:
     """Run `predict` with a checkpoint (its writer's files, predictions.npz among them, go to out_dir) and
-    return the predictions (with their targets when predicting held-out rows, --data.predict_split val)."""
+    return the predictions (with their targets when predicting held-out rows, --data.predict_split val).
+    Without `config`, the checkpoint's recipe alone."""
     import warnings
 
     from lightning_cv.cli import build_cli
 
     # In-process LightningCLI calls: the parent's own command line is not the one parsed here.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    args = ["predict", "--config", str(config), *overrides, *extra, "--ckpt_path", str(ckpt),
+    args = ["predict", *(["--config", str(config)] if config else []), *overrides, *extra, "--ckpt_path", str(ckpt),
             "--trainer.default_root_dir", str(out_dir), "--trainer.enable_progress_bar", "false"]
     if tta != "none":
         args += ["--model.tta", tta]
@@ -124,15 +127,6 @@ def _out_from_overrides(out: Path | None, overrides: list[str]) -> Path | None:
             raise UserInputError(f"--trainer.default_root_dir {value} and --out {out} name two CV directories: give one")
         return Path(value)
     return out
-
-
-def _option(overrides: list[str], name: str) -> str | None:
-    """The value of `--name value` / `--name=value` among the options passed on to fit, or None."""
-    for i, token in enumerate(overrides):
-        key, eq, value = token.partition("=")
-        if key == name:
-            return value if eq else (overrides[i + 1] if i + 1 < len(overrides) else None)
-    return None
 
 
 def _fold_assignment(cv_dir: Path, datamodule: Any, folds: int, fold: int | None,
@@ -426,7 +420,7 @@ def _write_results(cv_dir: Path, results: dict[str, Any], task: str, overrides: 
         tmp.write_text(json.dumps(results, indent=2))
     finish_provenance(cv_dir)
     _print_table(cv_dir, results["per_fold"], results["summary"])
-    project = _option(overrides, "--wandb_project") or os.environ.get("WANDB_PROJECT", f"lightning-cv-{task}")
+    project = option_value(overrides, "--wandb_project") or os.environ.get("WANDB_PROJECT", f"lightning-cv-{task}")
     log_cv_summary(cv_dir, project, wandb_group(task, cv_dir), results)
 
 

@@ -3,7 +3,7 @@ or predict with checkpoints first.
 
     lightning-cv ensemble runs/cls/cv-*/ runs/cls/<run>/predict-* --method mean --out submission.csv \\
         --sample_submission data/cls/sample_submission.csv
-    lightning-cv ensemble runs/cls/a/checkpoints/last.ckpt runs/cls/b/checkpoints/last.ckpt --config configs/cls.yaml
+    lightning-cv ensemble runs/cls/a/checkpoints/last.ckpt runs/cls/b/checkpoints/last.ckpt --data.predict_dir data/cls/test
 
 How predictions combine and become a submission is the task's (`CVTask.combine`, `CVTask.submission`).
 """
@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from lightning_cv.checkpoints import checkpoint_recipe
 from lightning_cv.decisions import found_decisions, tuned_file
 from lightning_cv.errors import DataError, MissingFileError, UserInputError
 from lightning_cv.io import write_csv
@@ -60,8 +61,9 @@ def ensemble(
             or one number. Default: the thresholds.json of a CV run among `paths`, else the predictions' own.
         postprocess: decisions `cv` tunes on out-of-fold predictions (postprocess.json: per-class mask
             threshold and minimum area, grade cut points). Default: the postprocess.json of a CV run among `paths`.
-        config: the training config, to predict with the `.ckpt` files among `paths` first (any further
-            option, e.g. --data.predict_dir DIR, is passed on to those predictions).
+        config: a config for the `.ckpt` files among `paths`, which are predicted first; not needed for a
+            checkpoint of `lightning-cv fit`, which holds its recipe (any further option, e.g. --data.predict_dir
+            DIR, is passed on to those predictions and wins).
         tta: test-time augmentation for those checkpoint predictions: none, hflip, flip, d4.
     """
     files = [f for p in paths for f in (
@@ -114,12 +116,13 @@ def predict_with_checkpoint(ckpt: Path, config: Path | None, tta: str, overrides
 
     if not ckpt.is_file():
         raise MissingFileError(f"{ckpt}: checkpoint not found")
-    if config is None:
-        raise UserInputError(f"{ckpt}: predicting with a checkpoint needs --config (the config it was trained with)")
+    if config is None and checkpoint_recipe(ckpt) is None:
+        raise UserInputError(f"{ckpt} holds no data recipe (not written by `lightning-cv fit`): pass --config, the "
+                             "config it was trained with")
     name = f"predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}"
     if ckpt.parent.name == "checkpoints":
         out_dir = ckpt.parent.parent / name
     else:
         out_dir = Path(out).parent / f"{Path(out).stem}-predictions" / f"{ckpt.parent.name}-{name}"
-    predict_checkpoint(Path(config), overrides, ckpt, out_dir, tta, [])
+    predict_checkpoint(config, overrides, ckpt, out_dir, tta, [])
     return out_dir / PREDICTIONS

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_cv.checkpoints import load_task
+from lightning_cv.checkpoints import checkpoint_recipe, load_task
 from lightning_cv.errors import UserInputError
 from lightning_cv.tasks.base import CVTask
 
@@ -24,8 +24,9 @@ def _size_divisor(height: int, width: int) -> int:
     return next((d for d in (32, 16, 8) if height % d == 0 and width % d == 0), 1)
 
 
-def export_onnx(task: CVTask, out: Path) -> Path:
-    """Write `task.forward` as a single-file ONNX model with a dynamic batch (and size, if the task says so)."""
+def export_onnx(task: CVTask, out: Path, data_options: dict[str, Any] | None = None) -> Path:
+    """Write `task.forward` as a single-file ONNX model with a dynamic batch (and size, if the task says so);
+    `data_options` (the checkpoint's data recipe: image size, RLE order ...) go into its metadata."""
     example = task.example_input_array
     if example is None:
         raise UserInputError(f"{type(task).__name__} has no example_input_array to trace the export with")
@@ -49,11 +50,11 @@ def export_onnx(task: CVTask, out: Path) -> Path:
             # rejects ("Duplicate definition of name (mean)": the normalisation buffer vs a pooling node).
             dynamic_shapes=(dims,), dynamo=True, external_data=False, optimize=True, verbose=False,
         )
-    _write_metadata(task, out, example)
+    _write_metadata(task, out, example, data_options or {})
     return out
 
 
-def _write_metadata(task: CVTask, out: Path, example: torch.Tensor) -> None:
+def _write_metadata(task: CVTask, out: Path, example: torch.Tensor, data_options: dict[str, Any]) -> None:
     """What a torch-free runtime needs: input size, classes, and how to read the outputs."""
     import onnx
 
@@ -66,6 +67,8 @@ def _write_metadata(task: CVTask, out: Path, example: torch.Tensor) -> None:
         "dynamic_spatial": json.dumps(bool(task.dynamic_spatial)),
         "activation": task.activation,  # softmax: one class per image; sigmoid: independent tags
         "input": "float32 RGB in [0, 1], NCHW",
+        # How the images were read and the submission written in training (resize, channels, RLE order ...).
+        "data_options": json.dumps(data_options, default=str),
         # The task's decisions (e.g. multi-label thresholds), as `predict` would save them.
         **{key: json.dumps(value) for key, value in task.prediction_meta(None).items()},
     })
@@ -117,7 +120,8 @@ def export(
         atol: largest accepted absolute difference between the two.
     """
     task = load_task(Path(ckpt_path), Path(config) if config else None)
-    out = export_onnx(task, Path(out))
+    recipe = checkpoint_recipe(ckpt_path)
+    out = export_onnx(task, Path(out), recipe["data"]["init_args"] if recipe else None)
     print(f"exported {type(task).__name__} to {out} ({out.stat().st_size / 1e6:.1f} MB)")
     if check:
         inputs = sample_inputs(task)

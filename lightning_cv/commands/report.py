@@ -143,6 +143,17 @@ def _data_line(config: dict[str, Any], predictions: Predictions | None) -> str:
     return "; ".join(parts)
 
 
+def _split_line(run: Run) -> str:
+    """The rows of a fit's split.csv by split (a CV run's splits are its folds.csv)."""
+    if run.is_cv:
+        return f"{len(run.folds)} folds ({run.path / 'folds.csv'})"
+    path = run.path / "split.csv"
+    if not path.is_file():
+        return "not recorded (no split.csv)"
+    counts = pd.read_csv(path, dtype=str, keep_default_na=False)["split"].value_counts()
+    return ", ".join(f"{n} {name}" for name, n in counts.items()) + f" ({path})"
+
+
 def _command(run: Run) -> str:
     if run.provenance and run.provenance.get("command"):
         return str(run.provenance["command"])
@@ -174,6 +185,7 @@ def header(run: Run) -> list[tuple[str, str]]:
         ("task", f"{entry.name}: {entry.summary}" if entry else "unknown"),
         ("run", f"{run.path} ({kind})"),
         ("data", _data_line(run.config, run.predictions)),
+        ("split", _split_line(run)),
         ("model", _model_line(run.config, entry)),
         ("command", _command(run)),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"),

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, image_hw, resize, seed_worker
@@ -40,11 +40,30 @@ def default_num_workers() -> int:
     return 0 if cpus <= 2 else min(8, cpus - 1)
 
 
-def list_images(directory: Path, channel_suffix: str | None = None) -> list[Path]:
+def input_path(data_dir: Path, name: str) -> Path:
+    """An input file given relative to the data folder (the training config's way), else as written
+    (absolute, or relative to the working directory: a test folder's sample submission)."""
+    path = Path(name)
+    if path.is_absolute() or (data_dir / path).exists() or not path.exists():
+        return data_dir / path
+    return path
+
+
+def no_images_hint(directory: Path, option: str) -> str:
+    """What to try when `directory` holds no images: the option that names it, and its subfolders (TGS's
+    `train/images` and `train/masks`)."""
+    folders = sorted(p.name for p in directory.iterdir() if p.is_dir())[:4] if directory.is_dir() else []
+    hint = f"point {option} at the folder that holds them"
+    if folders:
+        hint += f"; it has folders {', '.join(f'{f}/' for f in folders)}: e.g. {option} {directory.name}/{folders[0]}"
+    return hint
+
+
+def list_images(directory: Path, channel_suffix: str | None = None, option: str = "--data.image_dir") -> list[Path]:
     """The images of a folder, sorted; with `channel_suffix` (per-channel files), the stems of the files
-    that end with it (`<id>_red.png` -> `<id>`)."""
+    that end with it (`<id>_red.png` -> `<id>`). `option` names the option that points at the folder."""
     if not directory.is_dir():
-        raise DataError(f"{directory}: image directory not found")
+        raise DataError(f"{directory}: image directory not found ({option})")
     if channel_suffix:
         paths = sorted(p.with_name(p.name[: -len(channel_suffix)]) for p in directory.glob(f"*{channel_suffix}"))
         if not paths:
@@ -52,8 +71,19 @@ def list_images(directory: Path, channel_suffix: str | None = None) -> list[Path
         return paths
     paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
-        raise DataError(f"{directory}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+        raise DataError(f"{directory}: no images ({', '.join(IMAGE_EXTENSIONS)}) found: {no_images_hint(directory, option)}")
     return paths
+
+
+def check_group_pattern(pattern: str | None) -> None:
+    """--data.group_pattern is a regular expression with one group (else a one-line UserInputError)."""
+    if pattern is None:
+        return
+    try:
+        if re.compile(pattern).groups != 1:
+            raise re.error("needs exactly one (group)")
+    except re.error as err:
+        raise UserInputError(f"--data.group_pattern {pattern!r}: {err} (e.g. '^([^_]+)_' for Carvana's car id)") from None
 
 
 def check_holdout(n: int, val_fraction: float) -> None:
@@ -65,12 +95,22 @@ def check_holdout(n: int, val_fraction: float) -> None:
 
 
 def holdout_split(
-    n: int, val_fraction: float, seed: int, stratify: Sequence[Any] | None = None, names: Sequence[str] | None = None
+    n: int, val_fraction: float, seed: int, stratify: Sequence[Any] | None = None, names: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-seed train/val indices, stratified by `stratify` (class indices into `names`) when given."""
+    """Fixed-seed train/val indices, stratified by `stratify` (class indices into `names`) when given; with
+    `groups`, every group on one side (the first of round(1 / val_fraction) grouped folds, as `cv` makes them)."""
     check_holdout(n, val_fraction)
     indices = np.arange(n)
-    if stratify is not None:
+    if groups is not None:
+        n_splits = max(2, int(round(1 / val_fraction)))
+        if len(set(groups)) < n_splits:
+            raise DataError(f"{len(set(groups))} groups (--data.group_pattern) cannot hold out a {val_fraction:g} share "
+                            f"of the rows: needs at least {n_splits} groups")
+        labels = np.zeros(n) if stratify is None else np.asarray(stratify)
+        splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+        train, val = next(splitter.split(indices, labels, np.asarray(groups)))
+    elif stratify is not None:
         values, counts = np.unique(np.asarray(stratify), return_counts=True)
         if (counts < 2).any():
             rare = ", ".join(str(names[v] if names else v) for v in values[counts < 2])
@@ -177,6 +217,9 @@ class CVDataModule(L.LightningDataModule):
         window: Window = None,
     ):
         super().__init__()
+        # The recipe a checkpoint carries (`datamodule_hyper_parameters`): every option, and at fit the facts
+        # read from the training files (`recipe_facts`), so predicting needs neither the config nor those files.
+        self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.image_size = image_size
         try:
@@ -192,7 +235,7 @@ class CVDataModule(L.LightningDataModule):
         self.fold = fold
         self.folds_csv = Path(folds_csv) if folds_csv else None
         self.predict_split = predict_split
-        self.sample_submission = self.data_dir / sample_submission if sample_submission else None
+        self.sample_submission = input_path(self.data_dir, sample_submission) if sample_submission else None
         self.cache = check_mode(cache)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         if sampler not in ("none", "balanced"):
@@ -205,22 +248,25 @@ class CVDataModule(L.LightningDataModule):
         self.channels = len(self.channel_suffixes) if self.channel_suffixes else channels
         self.window = window
         self.decoder = ImageReader(self.channels, check_window(window), self.channel_suffixes)
-        if group_pattern is not None:
-            try:
-                if re.compile(group_pattern).groups != 1:
-                    raise re.error("needs exactly one (group)")
-            except re.error as err:
-                raise UserInputError(f"--data.group_pattern {group_pattern!r}: {err} (e.g. '^([^_]+)_' for Carvana's car id)") from None
+        check_group_pattern(group_pattern)
         self.datasets: dict[str, Dataset] = {}
+        self.split: pd.DataFrame | None = None  # id, split (train / pseudo / val) once set up for fit
         self._reported = False
 
     # -- the setup template ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.hparams.update(self.recipe_facts())
         if stage in ("fit", "validate") and "val" not in self.datasets:
             rows = self.labelled_rows()
             train, val = self.split_rows(rows)
-            self.datasets["train"] = self.train_dataset(self.training_rows(rows.take(train)))
+            training = self.training_rows(rows.take(train))
+            self.datasets["train"] = self.train_dataset(training)
             self.datasets["val"] = self.build_dataset(rows.take(val), None)
+            # Which row trained and which validated (rows a task adds, pseudo labels, after the training split).
+            self.split = pd.DataFrame({"id": [*training.ids, *rows.take(val).ids],
+                                       "split": ["train"] * len(train) + ["pseudo"] * (len(training) - len(train))
+                                       + ["val"] * len(val)})
         if stage == "test" and "test" not in self.datasets:
             self.datasets["test"] = self.build_dataset(self.test_rows(), None)
         if stage == "predict" and "predict" not in self.datasets:
@@ -234,6 +280,11 @@ class CVDataModule(L.LightningDataModule):
             self.check_sample(read_sample(sample), sample)
 
     # -- hooks: what a task's data is -----------------------------------------------------------------------
+    def recipe_facts(self) -> dict[str, Any]:
+        """Options whose defaults are read from the training files (the classes ...), as the values read:
+        saved with the checkpoint, so predicting with it never reads those files again."""
+        return {"classes": list(self.class_names)} if "classes" in self.hparams else {}
+
     def labelled_rows(self) -> Rows:
         """Every training row with its target, checked (files exist, values are valid)."""
         raise NotImplementedError
@@ -244,7 +295,7 @@ class CVDataModule(L.LightningDataModule):
 
     def unlabelled_rows(self, directory: Path) -> Rows:
         """The images of a folder, for `predict`; extra `size`: each image's (height, width)."""
-        paths = list_images(directory, self.channel_suffixes[0] if self.channel_suffixes else None)
+        paths = list_images(directory, self.channel_suffixes[0] if self.channel_suffixes else None, "--data.predict_dir")
         return Rows([p.name for p in paths], paths, None, {"size": [self.decoder.check(p) for p in paths]})
 
     def training_rows(self, rows: Rows) -> Rows:
@@ -264,8 +315,10 @@ class CVDataModule(L.LightningDataModule):
         return None
 
     def holdout(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
-        """Fixed-seed train / val indices."""
-        return holdout_split(len(rows), self.val_fraction, self.seed, stratify=self.stratify(rows), names=self.class_names)
+        """Fixed-seed train / val indices; with --data.group_pattern, no group on both sides."""
+        groups = self.fold_groups(pd.Series(rows.ids))
+        return holdout_split(len(rows), self.val_fraction, self.seed, stratify=self.stratify(rows), names=self.class_names,
+                             groups=None if groups is None else groups.tolist())
 
     def check_sample(self, sample: pd.DataFrame, source: Path) -> None:
         """Before the model runs: every id of the sample must be among the images to predict."""

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from lightning_cv.data.base import Rows, check_holdout
+from lightning_cv.data.base import Rows, check_holdout, holdout_split
 from lightning_cv.data.classification import ClassificationDataModule
 from lightning_cv.errors import UserInputError
 from lightning_cv.folds import iterative_stratification
@@ -58,5 +59,9 @@ class MultiLabelDataModule(ClassificationDataModule):
         return encode_tags(labels, self.class_names, source)
 
     def holdout(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
-        """A hold-out stratified over the tags (iterative stratification of the 0/1 rows)."""
+        """A hold-out stratified over the tags (iterative stratification of the 0/1 rows); with
+        --data.group_pattern, grouped instead (as `cv`, which does not stratify grouped multi-label folds either)."""
+        groups = self.fold_groups(pd.Series(rows.ids))
+        if groups is not None:
+            return holdout_split(len(rows), self.val_fraction, self.seed, groups=groups.tolist())
         return multilabel_holdout(np.asarray(rows.targets), self.val_fraction, self.seed)

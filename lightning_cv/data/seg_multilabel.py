@@ -107,6 +107,10 @@ class MultiLabelSegmentationDataModule(SegmentationDataModule):
                 entry.append(str(rle).strip())
         return {image: dict(labels) for image, labels in found.items()}
 
+    def recipe_facts(self) -> dict[str, Any]:
+        """The classes (a sigmoid channel each); instances are a binary-mask table's fact, not this one's."""
+        return {"classes": list(self.class_names)}
+
     @cached_property
     def class_names(self) -> list[str]:
         if self.classes:

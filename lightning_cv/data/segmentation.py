@@ -192,6 +192,8 @@ class SegmentationDataModule(CVDataModule):
         keep_aspect: resize by the long side (each image fitted into image_size, aspect kept) and pad the
             rest (bottom/right, background in the mask) instead of stretching to image_size; the padding is
             dropped again when predictions are mapped back to each image's size.
+        instances: one submission row per predicted instance (a connected region), as Airbus lists ships;
+            default: when the RLE table lists several rows for an image. Saved with the checkpoint.
         crop: train on a random crop of this side, or [height, width] (multiples of 32, at most image_size),
             of each resized image (before the training augmentations); validation and prediction see whole
             images, tiled by --model.tile_size when given and larger.
@@ -215,6 +217,7 @@ class SegmentationDataModule(CVDataModule):
         classes: list[str] | None = None,
         keep_aspect: bool = False,
         crop: int | list[int] | None = None,
+        instances: bool | None = None,
         **kwargs: Any,
     ):
         # The other standard options (fold, cache, predict_dir, ...) are CVDataModule's (via **kwargs).
@@ -229,6 +232,7 @@ class SegmentationDataModule(CVDataModule):
         self.classes = classes
         self.keep_aspect = keep_aspect
         self.crop = crop
+        self.instances = instances
         self.crop_hw = None if crop is None else crop_hw(crop, self.image_hw)
 
     # -- images and their masks ------------------------------------------------------------------
@@ -274,6 +278,8 @@ class SegmentationDataModule(CVDataModule):
     def instance_rows(self) -> bool:
         """The RLE table lists instances (several rows of an image): submissions then get a row per
         predicted instance, as the table has."""
+        if self.instances is not None:
+            return self.instances
         return self.rle_csv is not None and self.rle_csv.is_file() and any(len(r) > 1 for r in self.rle_rows.values())
 
     def _mask_source(self, image: Path) -> Path | str:
@@ -289,11 +295,14 @@ class SegmentationDataModule(CVDataModule):
     # -- linked to the model ---------------------------------------------------------------------
     @cached_property
     def class_names(self) -> list[str]:
-        if self.rle_csv is not None:
-            self._check_binary_table()
+        if self.rle_csv is not None and self.classes and len(self.classes) != 2:
+            raise UserInputError(f"--data.classes {list(self.classes)}: run-length encoded masks are binary (2 classes: "
+                                 "background, mask); a mask per class is multi-label segmentation: --config "
+                                 "configs/seg-multilabel.yaml (task seg-multilabel)")
         if self.classes:
             return list(self.classes)
         if self.rle_csv is not None:
+            self._check_binary_table()
             num_classes = 2  # run-length encoding is binary
         else:
             images = self.images
@@ -316,16 +325,15 @@ class SegmentationDataModule(CVDataModule):
         """An RLE table holds binary masks (each image's rows: its instances); a table with a class per mask
         is multi-label segmentation, another task, said in one line rather than trained as one class."""
         assert self.rle_csv is not None
-        if self.classes and len(self.classes) != 2:
-            raise UserInputError(f"--data.classes {list(self.classes)}: run-length encoded masks are binary (2 classes: "
-                                 "background, mask); a mask per class is multi-label segmentation: --config "
-                                 "configs/seg-multilabel.yaml (task seg-multilabel)")
         if not self.rle_csv.is_file():
             return  # setup names the missing file
         layout = per_class_layout(read_table(self.rle_csv, [self.id_col, self.rle_col]), self.id_col, self.rle_col)
         if layout:
             raise DataError(f"{self.rle_csv}: {layout}: a mask per class is multi-label segmentation (a sigmoid channel "
                             "per class): --config configs/seg-multilabel.yaml (task seg-multilabel)")
+
+    def recipe_facts(self) -> dict[str, Any]:
+        return {**super().recipe_facts(), "instances": self.instance_rows}
 
     def fold_table(self) -> tuple[pd.DataFrame, str, str | None]:
         """Training images by id (file stem); folds are not stratified."""
@@ -355,6 +363,8 @@ class SegmentationDataModule(CVDataModule):
 
     def labelled_rows(self) -> Rows:
         """Training images by stem, with their mask source (file or RLE) and size, every pair checked."""
+        if self.rle_csv is not None:
+            self._check_binary_table()
         images = self.images
         sources = [self._mask_source(p) for p in images]
         sizes = [self._check(p, s) for p, s in zip(images, sources)]

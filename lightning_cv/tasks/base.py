@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from lightning_cv.report_plots import ImageSource, Section
 
 SPLITS = ("train", "val", "test")
+# Where a checkpoint keeps the inference options its model was trained with.
+INFERENCE_KEY = "inference_options"
 # Metric names where lower is better (the monitored metric's default mode).
 LOWER_IS_BETTER = ("loss", "rmse", "mae", "logloss")
 
@@ -133,8 +135,11 @@ class CVTask(L.LightningModule):
         monitor_mode: Literal["min", "max"] | None = None,
     ):
         super().__init__()
-        # Every __init__ in the chain is collected: the task's own arguments are in self.hparams too.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", *self.inference_options])
+        # Every __init__ in the chain is collected: the task's own arguments are in self.hparams too. The
+        # inference options are kept apart (`INFERENCE_KEY` of the checkpoint): defaults a command line replaces.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.inference_defaults = {k: self.hparams[k] for k in self.inference_options if k in self.hparams}
+        self.remove_ignored_hparams(list(self.inference_options))
         self.channels_last = channels_last
         self.use_compile = compile  # `compile` is nn.Module's own method
         self.num_classes = num_classes
@@ -365,6 +370,10 @@ class CVTask(L.LightningModule):
         return {"id": batch["id"], **self.predict_outputs(self.predict_forward(batch["image"]), batch)}
 
     # -- loading ----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The inference options the model was trained with (threshold, TTA ...), part of its recipe."""
+        checkpoint[INFERENCE_KEY] = dict(self.inference_defaults)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint of another task, class list or architecture is a one-line UserInputError naming
         both sides, raised before the weights are copied (instead of a tensor-shape traceback)."""
