@@ -4,24 +4,32 @@
         --ckpt_path … --tta flip --out kaggle-dataset
 
 The folder holds `models/` (the checkpoints and the config they predict with), `wheels/` (this project's
-wheel and the dependency wheels a Kaggle GPU image lacks; torch is not bundled), `predict.py` and
-`inference.ipynb`. In the notebook, `python predict.py --images TEST_DIR --sample_submission FILE --out
-submission.csv` installs the wheels only when lightning_cv is not importable (`pip install --no-index`),
-then predicts with the fold ensemble and TTA it was packaged with: the same code as `lightning-cv ensemble`.
+wheel and its whole runtime dependency closure at the versions installed here, less torch, torchvision, numpy
+and what they require, which every Kaggle image has), `predict.py` and `inference.ipynb`. In the notebook,
+`python predict.py --images TEST_DIR --sample_submission FILE --out submission.csv` installs lightning-cv
+from wheels/ only when lightning_cv is not importable (`pip install --no-index --find-links wheels`: pip keeps
+what the image already has when its version fits), then predicts with the fold ensemble and TTA it was
+packaged with: the same code as `lightning-cv ensemble`.
 """
 
 from __future__ import annotations
 
+import email.parser
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
 import torch
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import lightning_cv
 from lightning_cv.checkpoints import init_arguments
@@ -29,10 +37,13 @@ from lightning_cv.errors import MissingFileError, UserInputError
 from lightning_cv.tasks import get_task, task_names
 from lightning_cv.tta import TTAMode
 
-# Inference needs these beside torch / torchvision and what a Kaggle GPU image has (numpy, pandas,
-# OpenCV, scikit-learn ...): bundled at the versions installed here.
-BUNDLED = ("lightning", "lightning-utilities", "torchmetrics", "timm", "segmentation-models-pytorch",
-           "albumentations", "albucore", "jsonargparse", "docstring-parser", "typeshed-client", "rich")
+# Every Kaggle image has these (CUDA builds on GPU images): they and what they require are never bundled.
+PREINSTALLED = ("torch", "torchvision", "numpy")
+# Folders of a checkout that no build reads (data, runs, environments, caches), relative to its root: a folder
+# of the same name deeper down (lightning_cv/data/, the template's data/) is source.
+CHECKOUT_JUNK = frozenset({".git", ".venv", "venv", "build", "dist", "data", "runs", "wandb", ".cache", ".pytest_cache",
+                           ".ruff_cache", "bench/work"})
+ANYWHERE_JUNK = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc", "*.ckpt", "*.onnx", "*.onnx.data")
 CONFIG = "config.yaml"
 INFERENCE_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
 
@@ -55,9 +66,11 @@ parser.add_argument("--sample_submission", default=None, help="the competition's
 parser.add_argument("--out", default="submission.csv", help="the submission to write")
 args = parser.parse_args()
 
-if importlib.util.find_spec("lightning_cv") is None:  # no network: install what the package brought
-    wheels = sorted(str(p) for p in (HERE / "wheels").glob("*.whl"))
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", *wheels])
+if importlib.util.find_spec("lightning_cv") is None:
+    # No network: pip resolves lightning-cv from the bundled wheels and keeps what is installed when it fits.
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(HERE / "wheels"),
+                           "--quiet", "lightning-cv=={version}"])
+    importlib.invalidate_caches()
 
 from lightning_cv.cli import main  # noqa: E402
 
@@ -108,7 +121,19 @@ def packaged_config(config: Path, ckpt: Path) -> str:
     return yaml.safe_dump(resolved, sort_keys=False)
 
 
-def project_wheel(out: Path) -> None:
+def checkout_ignore(root: Path, also: Iterable[str] = ()) -> Callable[[str, list[str]], set[str]]:
+    """A `copytree` ignore for a checkout: CHECKOUT_JUNK (and `also`, paths relative to `root`) only where they
+    are, ANYWHERE_JUNK everywhere."""
+    skip = CHECKOUT_JUNK | set(also)
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        where = Path(folder).relative_to(root)
+        return set(ANYWHERE_JUNK(folder, names)) | {n for n in names if (where / n).as_posix() in skip}
+
+    return ignore
+
+
+def project_wheel(out: Path) -> Path:
     """This project's wheel: built from a copy of the checkout when there is one (setuptools writes build/
     into the tree it builds), else downloaded."""
     source = Path(lightning_cv.__file__).resolve().parent.parent
@@ -116,21 +141,81 @@ def project_wheel(out: Path) -> None:
         target: str | Path = f"lightning-cv=={lightning_cv.__version__}"
         if (source / "pyproject.toml").is_file():
             target = Path(tmp) / "src"
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns(
-                ".git", ".venv", "build", "runs", "data", "wandb", "*.egg-info", "__pycache__", "*.ckpt"))
+            inside = [out.resolve().relative_to(source).parts[0]] if out.resolve().is_relative_to(source) else []
+            shutil.copytree(source, target, ignore=checkout_ignore(source, inside))  # not the package being written
         subprocess.check_call([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
                                "--wheel-dir", str(out), str(target)])
+    return next(out.glob(f"lightning_cv-{lightning_cv.__version__}-*.whl"))
 
 
-def dependency_wheels(out: Path) -> None:
-    """The BUNDLED packages at their installed versions, as wheels (needs the package index)."""
-    pins = [f"{name}=={metadata.version(name)}" for name in BUNDLED]
-    try:
-        subprocess.check_call([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                               "--quiet", "--dest", str(out), *pins])
-    except subprocess.CalledProcessError as err:
-        raise UserInputError(f"could not download the dependency wheels ({err}); package where the package index is "
-                             "reachable, or pass --dependencies false and install them in the notebook") from None
+def requirement_closure(requirements: Iterable[str], wanted_by: str = "lightning-cv") -> dict[str, str]:
+    """The installed distributions `requirements` need at run time, recursively: {canonical name: installed
+    version}. Markers are evaluated here, with the extras a requirement names (jsonargparse[signatures]) and no
+    others; an installed version outside a requirement's range is an error (pip would refuse it in the notebook)."""
+    found: dict[str, str] = {}
+    # (requirement, who requires it, the extras that one was required with)
+    todo = [(Requirement(line), wanted_by, frozenset()) for line in requirements]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        req, parent, parent_extras = todo.pop()
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in parent_extras or {""}):
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            raise UserInputError(f"{req.name}, which {parent} requires, is not installed here: install it (pip install "
+                                 f"'{req}', or `make install` after a pyproject change), then package again") from None
+        if not req.specifier.contains(dist.version, prereleases=True):
+            raise UserInputError(f"{req.name} {dist.version} is installed here but {parent} requires '{req}': install "
+                                 "a version that fits (`make install` after a pyproject change), then package again")
+        name, extras = canonicalize_name(req.name), frozenset(req.extras)
+        found[name] = dist.version
+        if (name, extras) not in seen:
+            seen.add((name, extras))
+            todo += [(Requirement(line), name, extras) for line in dist.requires or []]
+    return found
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    """The Requires-Dist lines of a wheel's METADATA: pyproject's dependencies (an extra's with its marker)."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.parser.Parser().parsestr(archive.read(name).decode()).get_all("Requires-Dist") or []
+
+
+def dependency_pins(requirements: Iterable[str]) -> list[str]:
+    """`name==version` (installed here) of what `requirements` need at run time, less what PREINSTALLED needs."""
+    preinstalled = requirement_closure(PREINSTALLED, wanted_by="the Kaggle image")
+    needed = requirement_closure(requirements)
+    return [f"{name}=={version}" for name, version in sorted(needed.items()) if name not in preinstalled]
+
+
+def dependency_wheels(wheel: Path, out: Path) -> None:
+    """The wheels of the project wheel's `dependency_pins`, for this platform and Python, in one `pip download`
+    (needs the package index)."""
+    pins = dependency_pins(wheel_requirements(wheel))
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                           "--progress-bar", "off", "--dest", str(out), *pins], capture_output=True, text=True)
+    if done.returncode:
+        raise UserInputError(download_error(done.stderr))
+
+
+def download_error(stderr: str) -> str:
+    """One line from a failed `pip download`: what failed and what to do."""
+    unreachable = re.search(r"NewConnectionError|Failed to establish a new connection|Temporary failure in name "
+                            r"resolution|Network is unreachable|ProxyError|ConnectTimeout", stderr)
+    missing = re.search(r"No matching distribution found for (\S+)", stderr)
+    fallback = "or pass --dependencies false and install lightning-cv's dependencies in the notebook"
+    if unreachable:
+        return (f"could not download the dependency wheels: the package index is unreachable; package where it is "
+                f"(or point pip to a mirror: PIP_INDEX_URL / PIP_FIND_LINKS), {fallback}")
+    if missing:
+        return (f"could not download the dependency wheels: found no wheel of {missing[1]} for this platform and "
+                f"Python (pip download --only-binary :all:); install a version that has one (or put a wheel you built "
+                f"in a folder named by PIP_FIND_LINKS) and package again, {fallback}")
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    last = errors[-1].removeprefix("ERROR: ") if errors else "pip download failed"
+    return f"could not download the dependency wheels ({last}); {fallback}"
 
 
 def package(
@@ -149,7 +234,8 @@ def package(
         ckpt_path: the checkpoints to ensemble (repeat the option: one per fold or model).
         out: the folder to write.
         tta: test-time augmentation predict.py applies: none, hflip, flip, d4.
-        dependencies: also bundle the dependency wheels a Kaggle GPU image lacks (downloads them).
+        dependencies: also bundle the wheels of every package lightning-cv needs at run time, less torch,
+            torchvision, numpy and what they require (downloads them).
         overwrite: replace an existing folder.
     """
     out, config = Path(out), Path(config)
@@ -165,10 +251,10 @@ def package(
         inference_checkpoint(Path(source), out / "models" / name)
     (out / "models" / CONFIG).write_text(packaged_config(config, Path(ckpt_path[0])))
     (out / "wheels").mkdir()
-    project_wheel(out / "wheels")
+    wheel = project_wheel(out / "wheels")
     if dependencies:
-        dependency_wheels(out / "wheels")
-    (out / "predict.py").write_text(PREDICT.format(models=names, tta=tta, config=CONFIG))
+        dependency_wheels(wheel, out / "wheels")
+    (out / "predict.py").write_text(PREDICT.format(models=names, tta=tta, config=CONFIG, version=lightning_cv.__version__))
     (out / "inference.ipynb").write_text(json.dumps(notebook(out.name), indent=1))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     print(f"wrote {out} ({len(names)} models, {len(list((out / 'wheels').glob('*.whl')))} wheels, {size:.0f} MB): upload it "
