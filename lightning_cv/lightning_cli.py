@@ -27,7 +27,6 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_cv.callbacks import LastCheckpoint, ParameterSummary, SplitRecord, ValidationPictures
 from lightning_cv.checkpoints import OFFLINE_OVERRIDES, SEEN_OPTIONS, checkpoint_recipe
@@ -190,7 +189,8 @@ class LightningCV(LightningCLI):
         for name in SEEN_OPTIONS:
             given = {f"--data.{name}", f"--data.init_args.{name}"} & {t.split("=", 1)[0] for t in self._argv}
             if given and name in trained and name in data and data[name] != trained[name]:
-                rank_zero_info(f"note: --data.{name} {data[name]!r}: {ckpt} was trained with {trained[name]!r}")
+                if self.trainer_is_global_zero():
+                    print(f"note: --data.{name} {data[name]!r}: {ckpt} was trained with {trained[name]!r}", file=sys.stderr)
 
     def before_instantiate_classes(self) -> None:
         """With a checkpoint, the model is built for its state dict: no pretrained weights are fetched or

@@ -34,6 +34,7 @@ class TaskSpec:
     predict_file: str
     smoke_args: list[str] = field(default_factory=list)
     recipe_args: list[str] = field(default_factory=list)
+    test_dir: str = "test"  # the demo's test images, under its data folder
 
 
 def _cls_module() -> ClassificationTask:
@@ -199,7 +200,7 @@ SPECS = [
     TaskSpec("seg-multilabel", "configs/seg-multilabel.yaml", _seg_multilabel_module, _seg_multilabel_batch,
              _seg_multilabel_data, lambda n: (n, 3, 32, 32), ["val/dice_pairs", "val/dice"], "submission.csv",
              ["--model.encoder", "tu-test_resnet", "--data.image_size", "[32, 64]", "--data.batch_size", "4"],
-             ["--data.image_size", "32", "--data.keep_aspect", "true", "--model.threshold", "0.3"]),
+             ["--data.image_size", "32", "--data.keep_aspect", "true", "--model.threshold", "0.3"], "test_images"),
     TaskSpec("regression", "configs/regression.yaml", _regression_module, _regression_batch, _regression_data,
              lambda n: (n, 2), ["val/rmse", "val/mae"], "predictions.csv",
              ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"],

@@ -161,8 +161,10 @@ def test_package_installs_and_predicts_in_a_python_with_only_torch(tmp_path):
     build_cli(["fit", "--config", str(config), *options, "--data.batch_size", "8", "--trainer.default_root_dir",
                str(run), *SHORT])
     ckpt = run / "checkpoints" / "last.ckpt"
+    (data / "train").rename(tmp_path / "train-elsewhere")  # a notebook has the test images only
+    (data / "train.csv").unlink()
     dataset = tmp_path / "dataset"
-    main(["package", "--config", str(config), "--ckpt_path", str(ckpt), "--tta", "flip", "--out", str(dataset)])
+    main(["package", "--ckpt_path", str(ckpt), "--tta", "flip", "--out", str(dataset)])  # the checkpoint's recipe
     wheels = sorted(p.name for p in (dataset / "wheels").iterdir())
     assert len(wheels) == len(dependency_pins(pyproject_requirements())) + 1
     assert all(w.endswith(".whl") for w in wheels) and not [w for w in wheels if w.startswith(("torch-", "numpy-"))]

@@ -1,9 +1,10 @@
 """`lightning-cv package`: a folder to upload as a Kaggle dataset, for code competitions (internet off).
 
-    lightning-cv package --config configs/cls.yaml --ckpt_path runs/cls/cv-…/fold0/checkpoints/best-….ckpt \\
-        --ckpt_path … --tta flip --out kaggle-dataset
+    lightning-cv package --ckpt_path runs/cls/cv-…/fold0/checkpoints/best-….ckpt --ckpt_path … --tta flip \\
+        --out kaggle-dataset
 
-The folder holds `models/` (the checkpoints and the config they predict with), `wheels/` (this project's
+The folder holds `models/` (the checkpoints, each with the recipe of its fit: image size, layout, classes,
+RLE order, decisions), `wheels/` (this project's
 wheel and its whole runtime dependency closure at the versions installed here, less torch, torchvision, numpy
 and what they require, which every Kaggle image has), `predict.py` and `inference.ipynb`. In the notebook,
 `python predict.py --images TEST_DIR --sample_submission FILE --out submission.csv` installs lightning-cv
@@ -32,9 +33,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import lightning_cv
-from lightning_cv.checkpoints import init_arguments
+from lightning_cv.checkpoints import DATA_KEY, checkpoint_recipe, init_arguments
 from lightning_cv.errors import MissingFileError, UserInputError
 from lightning_cv.tasks import get_task, task_names
+from lightning_cv.tasks.base import INFERENCE_KEY
 from lightning_cv.tta import TTAMode
 
 # Every Kaggle image has these (CUDA builds on GPU images): they and what they require are never bundled.
@@ -45,7 +47,9 @@ CHECKOUT_JUNK = frozenset({".git", ".venv", "venv", "build", "dist", "data", "ru
                            ".ruff_cache", "bench/work"})
 ANYWHERE_JUNK = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc", "*.ckpt", "*.onnx", "*.onnx.data")
 CONFIG = "config.yaml"
-INFERENCE_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
+# What predicting reads of a checkpoint: the weights, the model's and data's recipe (`checkpoints.checkpoint_recipe`).
+INFERENCE_KEYS = ("state_dict", "hyper_parameters", "hparams_name", DATA_KEY, "datamodule_hparams_name", INFERENCE_KEY,
+                  "pytorch-lightning_version", "epoch", "global_step")
 
 PREDICT = '''"""Predict a competition's test images with the packaged models, offline (written by `lightning-cv package`)."""
 
@@ -74,7 +78,8 @@ if importlib.util.find_spec("lightning_cv") is None:
 
 from lightning_cv.cli import main  # noqa: E402
 
-command = ["ensemble", *(str(HERE / "models" / m) for m in MODELS), "--config", str(HERE / "models" / "{config}"),
+CONFIG = [{config}]  # a config only for checkpoints without their recipe
+command = ["ensemble", *(str(HERE / "models" / m) for m in MODELS), *(a for c in CONFIG for a in ("--config", str(HERE / "models" / c))),
            "--tta", TTA, "--out", args.out, "--data.predict_dir", args.images]
 if args.sample_submission:
     command += ["--sample_submission", args.sample_submission]
@@ -219,8 +224,8 @@ def download_error(stderr: str) -> str:
 
 
 def package(
-    config: Path,
-    ckpt_path: list[Path],
+    config: Path | None = None,
+    ckpt_path: list[Path] | None = None,
     out: Path = Path("kaggle-dataset"),
     tta: TTAMode = "none",
     dependencies: bool = True,
@@ -229,19 +234,25 @@ def package(
     """Write a folder to upload as a Kaggle dataset: models/, wheels/, predict.py and inference.ipynb.
 
     Args:
-        config: the training config of the checkpoints (a run's own resolved config.yaml is used when the
-            first checkpoint is in a run's checkpoints/ folder).
-        ckpt_path: the checkpoints to ensemble (repeat the option: one per fold or model).
+        config: only for checkpoints without a recipe (not written by `lightning-cv fit`): the config they
+            were trained with (a run's own resolved config.yaml is used when the first checkpoint is in a run's
+            checkpoints/ folder).
+        ckpt_path: the checkpoints to ensemble (repeat the option: one per fold or model); each predicts with
+            the recipe of its fit.
         out: the folder to write.
         tta: test-time augmentation predict.py applies: none, hflip, flip, d4.
         dependencies: also bundle the wheels of every package lightning-cv needs at run time, less torch,
             torchvision, numpy and what they require (downloads them).
         overwrite: replace an existing folder.
     """
-    out, config = Path(out), Path(config)
+    out, ckpt_path = Path(out), list(ckpt_path or [])
     missing = [str(c) for c in ckpt_path if not Path(c).is_file()]
     if not ckpt_path or missing:
         raise MissingFileError(f"--ckpt_path: checkpoint {missing[0] if missing else '(none given)'} does not exist")
+    without = [str(c) for c in ckpt_path if checkpoint_recipe(c) is None]
+    if without and config is None:
+        raise UserInputError(f"{without[0]} holds no recipe (not written by `lightning-cv fit`): pass --config, the config "
+                             "it was trained with")
     if out.exists() and not overwrite:
         raise UserInputError(f"{out} exists: choose another --out, or pass --overwrite true")
     shutil.rmtree(out, ignore_errors=True)
@@ -249,12 +260,14 @@ def package(
     names = [f"model{i}-{Path(c).parent.parent.name}-{Path(c).stem}.ckpt" for i, c in enumerate(ckpt_path)]
     for source, name in zip(ckpt_path, names):
         inference_checkpoint(Path(source), out / "models" / name)
-    (out / "models" / CONFIG).write_text(packaged_config(config, Path(ckpt_path[0])))
+    if without:
+        (out / "models" / CONFIG).write_text(packaged_config(Path(config), Path(without[0])))
     (out / "wheels").mkdir()
     wheel = project_wheel(out / "wheels")
     if dependencies:
         dependency_wheels(wheel, out / "wheels")
-    (out / "predict.py").write_text(PREDICT.format(models=names, tta=tta, config=CONFIG, version=lightning_cv.__version__))
+    (out / "predict.py").write_text(PREDICT.format(models=names, tta=tta, config=repr(CONFIG) if without else "",
+                                                   version=lightning_cv.__version__))
     (out / "inference.ipynb").write_text(json.dumps(notebook(out.name), indent=1))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     print(f"wrote {out} ({len(names)} models, {len(list((out / 'wheels').glob('*.whl')))} wheels, {size:.0f} MB): upload it "

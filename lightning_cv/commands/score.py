@@ -106,11 +106,27 @@ def numeric_error(pred: pd.Series, truth: pd.Series, metric: Literal["rmse", "ma
     return float(np.sqrt(np.mean(error**2))) if metric == "rmse" else float(np.mean(np.abs(error)))
 
 
+def keyed_as(submission: pd.DataFrame, solution: pd.DataFrame, id_col: str, target_col: str) -> pd.DataFrame:
+    """The submission with the solution's column names and keys, where only those differ: a two-column table
+    written without the sample (`id,rle_mask` keyed by file stem) scored against `img,rle_mask` keyed by file name."""
+    if list(submission.columns) != [id_col, target_col] and len(submission.columns) == 2 and len(solution.columns) == 2:
+        submission = submission.set_axis([id_col, target_col], axis=1)
+    if id_col not in submission.columns or id_col not in solution.columns:
+        return submission
+    ids, truth = submission[id_col].astype(str), set(solution[id_col].astype(str))
+    if not len(ids) or ids.isin(truth).any():
+        return submission
+    by_stem = {Path(t).stem: t for t in truth}
+    keys = ids.map(lambda i: by_stem.get(Path(i).stem))
+    return submission.assign(**{id_col: keys.fillna(ids)}) if keys.notna().any() else submission
+
+
 def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metric, beta: float = 2.0,
                  id_col: str | None = None, target_col: str | None = None) -> float:
     """Join on the id column (default: the solution's first) and score the target column (default: its second)."""
     id_col = id_col or solution.columns[0]
     target_col = target_col or [c for c in solution.columns if c != id_col][0]
+    submission = keyed_as(submission, solution, id_col, target_col)
     for name, frame in (("submission", submission), ("solution", solution)):
         missing = [c for c in (id_col, target_col) if c not in frame.columns]
         if missing:
