@@ -127,6 +127,8 @@ def test_score_keys_a_submission_written_without_the_sample_like_the_solution():
     solution = pd.DataFrame({"img": ["a_01.jpg", "b_01.jpg"], "rle_mask": ["1 4", "3 2"]})
     submission = pd.DataFrame({"id": ["b_01", "a_01"], "rle_mask": ["3 2", "1 2"]})
     assert score_frames(submission, solution, "dice") == pytest.approx((1.0 + 2 * 2 / 6) / 2)
+    pairs = pd.DataFrame({"Image_Label": ["a.jpg_Fish", "a.jpg_Sugar"], "EncodedPixels": ["1 4", ""]})
+    assert score_frames(pd.DataFrame({"Image_Label": ["a_Fish"], "EncodedPixels": ["1 4"]}), pairs, "dice_pairs") == 1.0
     with pytest.raises(DataError, match="2 id"):
         score_frames(submission.assign(id=["x", "y"]), solution, "dice")  # other images: not keyed by stem
 

@@ -85,9 +85,12 @@ def test_pair_dice_by_hand():
     solution = pd.DataFrame({"key": ["x_a"], "rle": [rle_encode(truth[0, 0])]})
     submission = pd.DataFrame({"key": ["x_a", "x_b"], "rle": [rle_encode(pred[0, 0]), ""]})
     assert score_frames(submission, solution, "dice_pairs") == pytest.approx((2 / 3 + 1) / 2)
-    # Keyed by stem where the solution keys by file name: an error, not a score of empty masks.
+    # Keyed by file name where the solution keys by stem: matched by stem, the same score.
+    named = submission.assign(key=["x.jpg_a", "x.jpg_b"])
+    assert score_frames(named, solution, "dice_pairs") == pytest.approx((2 / 3 + 1) / 2)
+    # Keys of other images: an error, not a score of empty masks.
     with pytest.raises(DataError, match="none of its 2 keys is in the solution"):
-        score_frames(submission.assign(key=["x.jpg_a", "x.jpg_b"]), solution, "dice_pairs")
+        score_frames(submission.assign(key=["y.jpg_a", "y.jpg_b"]), solution, "dice_pairs")
 
 
 def test_postprocess_tuning_empties_small_false_positives():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -106,9 +107,15 @@ def numeric_error(pred: pd.Series, truth: pd.Series, metric: Literal["rmse", "ma
     return float(np.sqrt(np.mean(error**2))) if metric == "rmse" else float(np.mean(np.abs(error)))
 
 
+def _without_extension(key: str) -> str:
+    """An id without its image file extension, alone or before a composite key's class (`0011165.jpg_Fish`)."""
+    return re.sub(r"\.(jpe?g|png|tiff?|bmp|gif|dcm)(?=_|$)", "", key, flags=re.IGNORECASE)
+
+
 def keyed_as(submission: pd.DataFrame, solution: pd.DataFrame, id_col: str, target_col: str) -> pd.DataFrame:
-    """The submission with the solution's column names and keys, where only those differ: a two-column table
-    written without the sample (`id,rle_mask` keyed by file stem) scored against `img,rle_mask` keyed by file name."""
+    """The submission with the solution's column names and keys where only those differ: a table written
+    without the sample, keyed by file stem (`id,rle_mask`; `<stem>_<class>`), scored against one keyed by
+    file name (Carvana's `img,rle_mask`; Clouds' `<file>_<class>`)."""
     if list(submission.columns) != [id_col, target_col] and len(submission.columns) == 2 and len(solution.columns) == 2:
         submission = submission.set_axis([id_col, target_col], axis=1)
     if id_col not in submission.columns or id_col not in solution.columns:
@@ -116,8 +123,8 @@ def keyed_as(submission: pd.DataFrame, solution: pd.DataFrame, id_col: str, targ
     ids, truth = submission[id_col].astype(str), set(solution[id_col].astype(str))
     if not len(ids) or ids.isin(truth).any():
         return submission
-    by_stem = {Path(t).stem: t for t in truth}
-    keys = ids.map(lambda i: by_stem.get(Path(i).stem))
+    by_stem = {_without_extension(t): t for t in truth}
+    keys = ids.map(lambda i: by_stem.get(_without_extension(i)))
     return submission.assign(**{id_col: keys.fillna(ids)}) if keys.notna().any() else submission
 
 
