@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from specs import ROOT
 
 from lightning_cv.cli import build_cli
@@ -144,9 +145,12 @@ def test_ensemble_predicts_with_checkpoints_first(cls_run, tmp_path, capsys):
 
     data_dir, ckpt = cls_run
     out = tmp_path / "ensemble.csv"
+    # A checkpoint without its recipe (not written by `fit`) needs the config it was trained with.
+    bare = tmp_path / "bare.ckpt"
+    torch.save({k: v for k, v in torch.load(ckpt, weights_only=True).items() if k != "datamodule_hyper_parameters"}, bare)
     with pytest.raises(SystemExit):
-        main(["ensemble", str(ckpt), "--out", str(out)])
-    assert "needs --config" in capsys.readouterr().err
+        main(["ensemble", str(bare), "--out", str(out)])
+    assert f"{bare} holds no data recipe" in capsys.readouterr().err
     fp32 = ["--trainer.precision", "32-true"]  # both predictions in one precision, whatever `auto` picks here
     main(["ensemble", str(ckpt), str(ckpt), "--weights", "[1, 3]", "--out", str(out), *_cls_args(data_dir), *fp32])
     single = tmp_path / "single"
