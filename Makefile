@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 TASK ?= cls
 ARGS ?=
 FOLDS ?= 5
@@ -14,13 +15,13 @@ DATA := data/$(TASK)
 # pip prints one warning per package for the local mirrors it cannot list; keep the output readable.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: help install demo train cv report test test-slow lint bench clean
+.PHONY: help install demo train cv report test test-slow lint bench docs clean
 
 help:
 	@echo "make train TASK=<task> [ARGS='--trainer.max_epochs 5 ...']   (tasks: lightning-cv demo --help)"
 	@echo "make cv TASK=<task> [FOLDS=5] [ARGS='--tta flip --trainer.max_epochs 5 ...']"
 	@echo "make report RUN=runs/<task>/<run>   (one HTML page of a fit or CV run: RUN/report.html)"
-	@echo "make test | make test-slow | make lint | make bench | make demo TASK=... | make install | make clean"
+	@echo "make test | make test-slow | make lint | make bench | make docs | make demo TASK=... | make install | make clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,9 +69,18 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or a page missing from the nav
+# fails. The docs extra is installed into .venv the first time, and again only when pyproject.toml changes.
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q --no-compile -e '.[docs]' 2>&1 | $(QUIET_PIP)
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(BIN)/ruff check lightning_cv tests bench
 	$(BIN)/hadolint Dockerfile
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs site .pytest_cache .ruff_cache
