@@ -91,7 +91,9 @@ def option(commands: list[list[str]], *names: str) -> str | None:
     return values[-1] if values else None
 
 
-BLOCKS = [(page, k, block) for page in sorted(PAGES.glob("*.md")) for k, block in enumerate(recipe_blocks(page), start=1)]
+# The recipe pages, and the README's example.
+BLOCKS = [(page, k, block) for page in [*sorted(PAGES.glob("*.md")), ROOT / "README.md"]
+          for k, block in enumerate(recipe_blocks(page), start=1)]
 
 
 @pytest.mark.parametrize("page, block", [
@@ -121,6 +123,6 @@ def test_recipe(page, block, tmp_path, monkeypatch, capsys):
 
 def test_every_page_has_a_recipe_and_every_layout_a_page():
     pages = {p.stem for p, _, _ in BLOCKS}
-    assert pages == {p.stem for p in PAGES.glob("*.md")} - {"index"}
+    assert pages == {p.stem for p in PAGES.glob("*.md")} - {"index"} | {"README"}
     used = {m for _, _, block in BLOCKS for args in block for a in args for m in re.findall(r"^data/([\w-]+)", a)}
     assert used == set(LAYOUTS)
