@@ -2,7 +2,7 @@
 
 Large originals are letterboxed (aspect kept, padded bottom/right) to `image_size`; the box follows
 the letterbox and every augmentation through albumentations' box support. The model's target is the
-square (centre x, centre y, side) divided by `image_size`; `lightning_cv.boxes` maps boxes between
+square (centre x, centre y, side) divided by `image_size`; `lightning_cv.io.boxes` maps boxes between
 normalised, letterbox and original pixels.
 """
 
@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.augment import AugmentSpec, build_pipeline, letterbox
-from lightning_cv.boxes import letterbox_boxes, square_target
-from lightning_cv.cache import CacheMode
+from lightning_cv.data.augment import AugmentSpec, build_pipeline, letterbox
 from lightning_cv.data.base import CVDataModule, Rows
-from lightning_cv.io import DataError, check_image, read_image
-from lightning_cv.labels import read_table
+from lightning_cv.io.boxes import letterbox_boxes, square_target
+from lightning_cv.io.cache import CacheMode
+from lightning_cv.io.images import DataError, check_image, read_image
+from lightning_cv.io.labels import read_table
 
 BOX_COLUMNS = ("x", "y", "size")
 MAX_AUGMENT_TRIES = 20

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cv.augment import AugmentSpec
+from lightning_cv.data.augment import AugmentSpec
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.data.dataset import ImageDataset
-from lightning_cv.io import DataError
-from lightning_cv.labels import encode_labels, labels_from_columns, read_table, sorted_labels
-from lightning_cv.pseudo import select_pseudo_labels
+from lightning_cv.data.pseudo import select_pseudo_labels
+from lightning_cv.io.images import DataError
+from lightning_cv.io.labels import encode_labels, labels_from_columns, read_table, sorted_labels
 
 
 class ClassificationDataModule(CVDataModule):

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, resize
-from lightning_cv.cache import file_version
+from lightning_cv.data.augment import AugmentSpec, Preprocess, build_pipeline, resize
 from lightning_cv.data.base import CVDataModule, Rows
 from lightning_cv.data.dataset import ArrayReader, ImageDataset
-from lightning_cv.io import DataError, atomic_path
+from lightning_cv.io.cache import file_version
+from lightning_cv.io.images import DataError, atomic_path
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",

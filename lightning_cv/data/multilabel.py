@@ -10,9 +10,9 @@ import pandas as pd
 
 from lightning_cv.data.base import Rows, check_holdout, holdout_split
 from lightning_cv.data.classification import ClassificationDataModule
+from lightning_cv.data.folds import iterative_stratification
 from lightning_cv.errors import UserInputError
-from lightning_cv.folds import iterative_stratification
-from lightning_cv.labels import encode_tags, split_tags
+from lightning_cv.io.labels import encode_tags, split_tags
 
 
 def multilabel_holdout(targets: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

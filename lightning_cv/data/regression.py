@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lightning_cv.augment import AugmentSpec
+from lightning_cv.data.augment import AugmentSpec
 from lightning_cv.data.base import CVDataModule, Rows
 from lightning_cv.data.dataset import ImageDataset
-from lightning_cv.io import DataError
-from lightning_cv.labels import read_table
+from lightning_cv.io.images import DataError
+from lightning_cv.io.labels import read_table
 
 BIN_COL = "target_bin"
 

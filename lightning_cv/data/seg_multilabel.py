@@ -11,14 +11,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from lightning_cv.cache import content_id
 from lightning_cv.data.base import Rows
 from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.errors import DataError
-from lightning_cv.file_checks import remembered
-from lightning_cv.io import IMAGE_EXTENSIONS, check_image
-from lightning_cv.labels import read_table, sorted_labels
-from lightning_cv.masks import is_empty_rle, rle_decode
+from lightning_cv.io.cache import content_id
+from lightning_cv.io.file_checks import remembered
+from lightning_cv.io.images import IMAGE_EXTENSIONS, check_image
+from lightning_cv.io.labels import read_table, sorted_labels
+from lightning_cv.io.masks import is_empty_rle, rle_decode
 
 
 def split_key(key: str, sep: str) -> tuple[str, str]:

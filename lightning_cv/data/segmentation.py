@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.augment import (
+from lightning_cv.data.augment import (
     AugmentSpec,
     Preprocess,
     build_pipeline,
@@ -22,13 +22,13 @@ from lightning_cv.augment import (
     random_crop,
     resize,
 )
-from lightning_cv.cache import CachedSource, content_id, file_version
 from lightning_cv.data.base import CVDataModule, Rows, list_images
 from lightning_cv.errors import UserInputError
-from lightning_cv.file_checks import remembered
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
-from lightning_cv.labels import read_table
-from lightning_cv.masks import is_empty_rle, rle_decode
+from lightning_cv.io.cache import CachedSource, content_id, file_version
+from lightning_cv.io.file_checks import remembered
+from lightning_cv.io.images import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
+from lightning_cv.io.labels import read_table
+from lightning_cv.io.masks import is_empty_rle, rle_decode
 
 MASK_EXTENSIONS = (".png", ".gif", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Masks read to guess the class count before setup (setup then checks every mask).
