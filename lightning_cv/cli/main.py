@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import keyword
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ COMMANDS = {
     "demo": "lightning_cv.cli.commands.demo:demo",
     "ensemble": "lightning_cv.cli.commands.ensemble:ensemble",
     "export": "lightning_cv.cli.commands.export:export",
+    "init": "lightning_cv.cli.commands.init:init",
     "new": "lightning_cv.cli.commands.new:new",
     "package": "lightning_cv.cli.commands.package:package",
     "report": "lightning_cv.report.page:report",
@@ -120,6 +122,13 @@ def _run_command(name: str, args: list[str]) -> Any:
             # auto_cli takes it positionally; the plain parser below as an option.
             plain = "config" in parameters or "overrides" in parameters
             args = [*([f"--{first.name}"] if plain else []), json.dumps(args[:n]), *args[n:]]
+    elif first is not None and first.default is inspect.Parameter.empty and args[:1] and not args[0].startswith("-"):
+        # A leading required parameter takes the first positional token (`init DATA_DIR`); the plain parser
+        # below takes it as an option.
+        if "config" in parameters or "overrides" in parameters:
+            args = [f"--{first.name}", *args]
+    # An option named after a Python keyword is the parameter with a trailing underscore (`new --from DIR`).
+    args = [f"{a}_" if a.startswith("--") and keyword.iskeyword(a[2:]) and f"{a[2:]}_" in parameters else a for a in args]
     lists = {n for n, p in parameters.items() if str(p.annotation).startswith("list[") and p is not first}
     args = gather_repeated(args, lists)
     extra: dict[str, Any] = {}

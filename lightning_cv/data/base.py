@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from lightning_cv.data.augment import AugmentSpec, Preprocess, build_pipeline, image_hw, resize, seed_worker
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.data.folds import fold_split, read_folds
+from lightning_cv.data.survey import Reading, Survey
 from lightning_cv.errors import UserInputError
 from lightning_cv.io.cache import ArrayCache, CachedReader, CacheMode, check_mode, default_cache_dir, describe
 from lightning_cv.io.images import IMAGE_EXTENSIONS, DataError, ImageReader
@@ -252,6 +253,13 @@ class CVDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.split: pd.DataFrame | None = None  # id, split (train / pseudo / val) once set up for fit
         self._reported = False
+
+    # -- recognizing a competition folder (`lightning-cv init`) ------------------------------------
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """How sure this task is that `survey`'s folder is its kind, and the options it would set (None: not
+        its kind). Each task's DataModule teaches `init` its layouts here."""
+        return None
 
     # -- the setup template ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

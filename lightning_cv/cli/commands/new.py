@@ -9,37 +9,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-import lightning_cv
+from lightning_cv.cli.commands.shipped import shipped_config, template_dir
 from lightning_cv.errors import UserInputError
 
-TEMPLATE = Path("templates") / "competition"
 # The model argument that names the pretrained network, whichever a task's config uses.
 BACKBONE_ARGS = ("backbone", "encoder")
-
-
-def _shipped(relative: Path, marker: str) -> Path:
-    """A folder next to the package (source checkout, editable install), else the copy a wheel installs
-    under <prefix>/share/lightning-cv (pyproject.toml's data-files)."""
-    package = Path(lightning_cv.__file__).resolve().parent
-    candidates = (package.parent / relative, Path(sys.prefix) / "share" / "lightning-cv" / relative)
-    for candidate in candidates:
-        if (candidate / marker).is_file():
-            return candidate
-    raise UserInputError(f"{relative} not found (looked in {', '.join(map(str, candidates))})")
-
-
-def template_dir() -> Path:
-    return _shipped(TEMPLATE, "cookiecutter.json")
-
-
-def shipped_config(task: str) -> Path:
-    """The task's own config (configs/<task>.yaml), the one `make train TASK=<task>` runs."""
-    return _shipped(Path("configs"), f"{task}.yaml") / f"{task}.yaml"
 
 
 def task_config(task: str, image_size: int, backbone: str, wandb_project: str) -> str:
@@ -86,7 +65,7 @@ def render_task_files(project: Path, task: str, image_size: int, backbone: str, 
 
 def new(
     name: str,
-    task: str = "cls",
+    task: str | None = None,
     out: Path = Path("."),
     num_classes: int = 2,
     image_size: int = 256,
@@ -94,13 +73,14 @@ def new(
     wandb_project: str | None = None,
     folds: int = 5,
     overwrite: bool = False,
+    from_: Path | None = None,
 ) -> Path:
     """Write a project for a new competition: configs/, Makefile (train, cv, submit), data/README.md,
     notebooks/, README.md and .gitignore.
 
     Args:
         name: the competition's name; its folder is the name in lower case with dashes.
-        task: the task: {tasks}.
+        task: the task (default: what --from reads, else cls): {tasks}.
         out: the folder to create the project in.
         num_classes: number of classes (seg: 2 for binary masks).
         image_size: training image size in pixels (dense tasks such as seg: a multiple of 32).
@@ -108,10 +88,14 @@ def new(
         wandb_project: Weights & Biases project; default: the project folder name.
         folds: cross-validation folds for `make cv`.
         overwrite: write into an existing project folder (files from the template are replaced).
+        from_: a competition folder (`--from DATA_DIR`): `lightning-cv init` reads it for the task, the image
+            size and the layout options, written into the project's config with its data in `data/`.
     """
     from cookiecutter.exceptions import CookiecutterException, FailedHookException, OutputDirExistsException
     from cookiecutter.main import cookiecutter
 
+    reading, task, image_size = read_from(from_, task, image_size) if from_ is not None else (None, task, image_size)
+    task = task or "cls"
     check_answers(task, image_size)  # one-line errors (e.g. a close match of the task) before anything is written
     context = {"competition_name": name, "task": task, "num_classes": str(num_classes), "image_size": str(image_size),
                "backbone": backbone, "folds": str(folds)}
@@ -131,10 +115,31 @@ def new(
     except CookiecutterException as err:
         raise UserInputError(f"could not create the project: {err}") from None
     project_dir = Path(project)
+    if reading is not None:
+        write_read_config(project_dir / "configs" / f"{task}.yaml", reading, Path(from_))
     print(f"{task} project for {name!r} written to {project_dir}\n"
           f"next: put the competition files in {project_dir / 'data'} (see data/README.md), then "
           f"cd {project_dir} && make train")
     return project_dir
+
+
+def read_from(data_dir: Path, task: str | None, image_size: int) -> tuple[Any, str, int]:
+    """`init`'s reading of a competition folder (its table printed), its task and image size (the long side)."""
+    from lightning_cv.cli.commands.init import print_reading, read_folder
+
+    reading = read_folder(Path(data_dir), task)
+    print_reading(reading, Path(data_dir))
+    size = reading.data.get("image_size", image_size)
+    return reading, reading.task, max(size) if isinstance(size, list) else size
+
+
+def write_read_config(config: Path, reading: Any, data_dir: Path) -> None:
+    """The project's config with the reading's options, the competition's files in the project's data/."""
+    from lightning_cv.cli.commands.init import config_text
+
+    if "predict_dir" in reading.data:
+        reading.data["predict_dir"] = (Path("data") / Path(reading.data["predict_dir"]).relative_to(data_dir)).as_posix()
+    config.write_text(config_text(reading, Path("data"), f"lightning-cv new --from {data_dir}", yaml.safe_load(config.read_text())))
 
 
 def _list_tasks() -> str:
