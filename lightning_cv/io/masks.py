@@ -1,7 +1,10 @@
-"""Masks as competitions exchange them: Kaggle run-length encoding, probabilities restored to an image's
-original size, and instances matched as Airbus scores them."""
+"""Masks as competitions exchange them: Kaggle run-length encoding (whole, or band by band for masks too
+large to hold), probabilities restored to an image's original size, and instances matched as Airbus scores
+them."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -24,6 +27,61 @@ def rle_encode(mask: np.ndarray, order: str = "C") -> str:
     runs = np.flatnonzero(padded[1:] != padded[:-1]) + 1
     runs[1::2] -= runs[::2]
     return " ".join(map(str, runs))
+
+
+class RLEWriter:
+    """`rle_encode` of a mask too large to hold, fed band by band in its pixel order: for order "C"
+    horizontal bands (whole rows) from the top, for "F" vertical bands (whole columns) from the left, so
+    that each band continues the flat pixel sequence; a run crossing bands is written once."""
+
+    def __init__(self, shape: tuple[int, int], order: str = "C"):
+        if order not in ("C", "F"):
+            raise ValueError(f"RLE order {order!r}: C (row-major) or F (column-major)")
+        self.shape, self.order = (int(shape[0]), int(shape[1])), order
+        self._done = 0  # pixels added so far
+        self._open: int | None = None  # 0-based start of the run the last band ended in
+        self._parts: list[str] = []
+
+    def add(self, band: np.ndarray) -> None:
+        """The next rows (order C) or columns (order F) of the mask; nonzero is foreground."""
+        band = np.asarray(band)
+        across = 1 if self.order == "C" else 0  # the axis every band spans whole
+        if band.ndim != 2 or band.shape[across] != self.shape[across]:
+            whole = ("rows", f"(n, {self.shape[1]})") if self.order == "C" else ("columns", f"({self.shape[0]}, n)")
+            raise ValueError(f"order {self.order} takes bands of whole {whole[0]}, shaped {whole[1]}, not {band.shape}")
+        pixels = band.flatten(order=self.order) > 0
+        if self._done + pixels.size > self.shape[0] * self.shape[1]:
+            raise ValueError(f"the bands hold more pixels than a {self.shape[0]}x{self.shape[1]} mask")
+        if pixels.size == 0:
+            return
+        # Positions where the value flips, alternately a run's start and its end, the open run's start first.
+        flips = np.flatnonzero(pixels[1:] != pixels[:-1]) + 1
+        if pixels[0] != (self._open is not None):
+            flips = np.concatenate([[0], flips])
+        flips = flips + self._done
+        if self._open is not None:
+            flips = np.concatenate([[self._open], flips])
+        self._open = int(flips[-1]) if flips.size % 2 else None
+        starts, ends = flips[0 : flips.size - flips.size % 2 : 2], flips[1::2]
+        if starts.size:
+            self._parts.append(" ".join(map(str, np.column_stack([starts + 1, ends - starts]).ravel())))
+        self._done += pixels.size
+
+    def result(self) -> str:
+        """The whole mask's RLE, once the bands have covered it."""
+        total = self.shape[0] * self.shape[1]
+        if self._done != total:
+            raise ValueError(f"the bands held {self._done} of a {self.shape[0]}x{self.shape[1]} mask's {total} pixels")
+        tail = [f"{self._open + 1} {total - self._open}"] if self._open is not None else []
+        return " ".join([*self._parts, *tail])
+
+
+def rle_encode_bands(bands: Iterable[np.ndarray], shape: tuple[int, int], order: str = "C") -> str:
+    """`rle_encode` of a mask of `shape` given as bands (`RLEWriter`), never holding it whole."""
+    writer = RLEWriter(shape, order)
+    for band in bands:
+        writer.add(band)
+    return writer.result()
 
 
 def rle_decode(rle: str | float | None, shape: tuple[int, int], order: str = "C") -> np.ndarray:

@@ -8,23 +8,14 @@ batch plus one output-sized accumulator.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lightning_cv.io.tiles import tile_starts
+
 Predict = Callable[[torch.Tensor], torch.Tensor]
-
-
-def tile_starts(length: int, tile_size: int, overlap: int) -> list[int]:
-    """Evenly spaced tile offsets covering `length`, neighbours overlapping by at least `overlap` pixels."""
-    if length <= tile_size:
-        return [0]
-    stride = tile_size - overlap
-    n = math.ceil((length - tile_size) / stride) + 1
-    return [int(s) for s in np.linspace(0, length - tile_size, n).round()]
 
 
 def edge_ramp(tile_size: int, overlap: int, taper_start: bool, taper_end: bool) -> torch.Tensor:
