@@ -22,7 +22,7 @@ COPY lightning_cv ./lightning_cv
 COPY templates ./templates
 COPY configs ./configs
 RUN pip install --no-cache-dir . \
-    && python -I -c "import torch; from lightning_cv.commands.new import template_dir; print(torch.__version__, template_dir())"
+    && python -I -c "import torch; from lightning_cv.cli.commands.new import template_dir; print(torch.__version__, template_dir())"
 
 # Runs as an unprivileged user; /work is where data/ and runs/ are mounted.
 # (uid 10001: Ubuntu-based images may already have uid 1000.)

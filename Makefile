@@ -32,7 +32,7 @@ $(BIN)/python:
 unexport PYTHONDONTWRITEBYTECODE
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-compile -e '.[dev]' 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -c "import lightning_cv.lightning_cli, lightning_cv.tasks, lightning_cv.commands.export, lightning_cv.commands.report, matplotlib.figure, jinja2, wandb, onnxruntime, pydicom, sklearn.metrics, pytest, xdist"
+	$(BIN)/python -c "import lightning_cv.cli.lightning_cli, lightning_cv.tasks, lightning_cv.cli.commands.export, lightning_cv.report.page, matplotlib.figure, jinja2, wandb, onnxruntime, pydicom, sklearn.metrics, pytest, xdist"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from lightning_cv.cli import build_cli  # noqa: E402
 from lightning_cv.data.bbox import BBoxCropDataModule  # noqa: E402
-from lightning_cv.demos import make_bbox  # noqa: E402
+from lightning_cv.data.demos import make_bbox  # noqa: E402
 from lightning_cv.tasks.bbox import square_iou  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ def albumentations_pipeline(paths: list[Path]):
     import cv2
     from albumentations.pytorch import ToTensorV2
 
-    from lightning_cv.io import read_image
+    from lightning_cv.io.images import read_image
 
     tf = A.Compose([A.Resize(SIDE, SIDE, interpolation=cv2.INTER_AREA), A.HorizontalFlip(p=0.5),
                     A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.0, hue=0.0, p=1.0),
@@ -74,7 +74,7 @@ def fit_epoch(root: Path, cache: str, workers: int = 0) -> float:
 
     from lightning_cv.data.classification import ClassificationDataModule
     from lightning_cv.tasks.classification import ClassificationTask
-    from lightning_cv.trainer import Trainer
+    from lightning_cv.training.trainer import Trainer
 
     dm = ClassificationDataModule(str(root), image_size=64, batch_size=16, num_workers=workers, val_fraction=0.1,
                                   cache=cache, train_augment=[{"HorizontalFlip": {"p": 0.5}}])

@@ -63,7 +63,7 @@ class EpochTimer:
 
 
 def lightning_epoch(backbone: str, precision: str = "32-true", epochs: int = 2, limit: float | int = 1.0) -> float:
-    from lightning_cv.trainer import Trainer
+    from lightning_cv.training.trainer import Trainer
 
     timer = EpochTimer()
     trainer = Trainer(max_epochs=epochs, precision=precision, logger=False, enable_checkpointing=False,
@@ -93,7 +93,7 @@ def loop_epoch(backbone: str, epochs: int = 2) -> float:
 
 
 def run(quick: bool = False) -> list[Row]:
-    from lightning_cv.trainer import auto_precision
+    from lightning_cv.training.trainer import auto_precision
 
     rows = []
     samples = N // BATCH * BATCH

@@ -29,7 +29,7 @@ COMMON = ["--config", str(ROOT / "configs/seg.yaml"), "--model.encoder", "tu-res
 def _data() -> Path:
     """train/ (16 shapes with masks, for a one-step checkpoint) and test folders of 200 and 1,600 images
     of 512x512, written once."""
-    from lightning_cv.demos import make_shapes
+    from lightning_cv.data.demos import make_shapes
 
     root = WORK / "data"
     if not (root / "train.csv").is_file():

@@ -133,7 +133,7 @@ def run_killed(data: Path, out: Path, epoch: float) -> tuple[float, float, float
 
 
 def run(quick: bool = False) -> list[Row]:
-    from lightning_cv.demos import make_cls
+    from lightning_cv.data.demos import make_cls
 
     data = WORK / "cls"
     if not (data / "train.csv").is_file():

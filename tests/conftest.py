@@ -29,7 +29,7 @@ def data_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mnist_dir(data_root):
     """The offline MNIST demo (sklearn digits as IDX files), for tests that run real training processes."""
-    from lightning_cv.demos import make_mnist
+    from lightning_cv.data.demos import make_mnist
 
     make_mnist(data_root / "mnist-rel")
     return data_root / "mnist-rel"

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from lightning_cv.cli import main
-from lightning_cv.commands import cv as cv_module
+from lightning_cv.cli.commands import cv as cv_module
 
 
 def fit_here(command, **kwargs):

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lightning_cv.demos import DEFECTS, SHAPES, make_seg_multilabel, make_shapes, render_shape, render_shapes
-from lightning_cv.io import read_mask, write_image
-from lightning_cv.masks import rle_decode, rle_encode
+from lightning_cv.data.demos import DEFECTS, SHAPES, make_seg_multilabel, make_shapes, render_shape, render_shapes
+from lightning_cv.io.images import read_mask, write_image
+from lightning_cv.io.masks import rle_decode, rle_encode
 
 
 def _shapes(root: Path, n_train: int, n_test: int, size: tuple[int, int], seed: int) -> Path:

@@ -48,7 +48,7 @@ def _cls_batch(n: int) -> dict:
 
 
 def _cls_data(root: Path) -> Path:
-    from lightning_cv.demos import make_shapes
+    from lightning_cv.data.demos import make_shapes
 
     make_shapes(root / "cls", n_train=40, n_test=8, size=(32, 32), seed=1)
     return root / "cls"
@@ -65,7 +65,7 @@ def _mnist_batch(n: int) -> dict:
 
 
 def _mnist_data(root: Path) -> Path:
-    from lightning_cv.demos import make_mnist
+    from lightning_cv.data.demos import make_mnist
 
     make_mnist(root / "mnist")
     return root / "mnist"
@@ -87,7 +87,7 @@ def _seg_batch(n: int) -> dict:
 
 
 def _seg_data(root: Path) -> Path:
-    from lightning_cv.demos import make_shapes
+    from lightning_cv.data.demos import make_shapes
 
     make_shapes(root / "seg", n_train=20, n_test=4, size=(32, 32), seed=1)
     return root / "seg"
@@ -111,7 +111,7 @@ def _bbox_batch(n: int) -> dict:
 
 
 def _bbox_data(root: Path) -> Path:
-    from lightning_cv.demos import make_bbox
+    from lightning_cv.data.demos import make_bbox
 
     make_bbox(root / "bbox", n_train=20, n_test=4, size=(96, 128), seed=1, image_ext=".png")
     return root / "bbox"
@@ -132,7 +132,7 @@ def _multilabel_batch(n: int) -> dict:
 
 
 def _multilabel_data(root: Path) -> Path:
-    from lightning_cv.demos import make_multilabel
+    from lightning_cv.data.demos import make_multilabel
 
     make_multilabel(root / "multilabel", n_train=40, n_test=8, size=(32, 32), seed=1)
     return root / "multilabel"
@@ -151,7 +151,7 @@ def _regression_batch(n: int) -> dict:
 
 
 def _regression_data(root: Path) -> Path:
-    from lightning_cv.demos import make_regression
+    from lightning_cv.data.demos import make_regression
 
     make_regression(root / "regression", n_train=40, n_test=8, size=(32, 32), seed=1)
     return root / "regression"
@@ -173,7 +173,7 @@ def _seg_multilabel_batch(n: int) -> dict:
 
 
 def _seg_multilabel_data(root: Path) -> Path:
-    from lightning_cv.demos import make_seg_multilabel
+    from lightning_cv.data.demos import make_seg_multilabel
 
     make_seg_multilabel(root / "seg-multilabel", n_train=16, n_test=3, size=(32, 64), seed=1)
     return root / "seg-multilabel"

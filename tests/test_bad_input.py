@@ -19,9 +19,9 @@ from lightning_cv.data import (
     MNISTDataModule,
     SegmentationDataModule,
 )
+from lightning_cv.data.folds import assign_folds
 from lightning_cv.data.mnist import write_idx
 from lightning_cv.errors import DataError
-from lightning_cv.folds import assign_folds
 
 N = 8  # images per generated set
 IMAGE_TASKS = ["cls", "seg", "bbox"]
@@ -185,8 +185,8 @@ def test_unknown_label_at_test_names_the_row(tmp_path):
 
 
 def _rle_csv(root: Path) -> Path:
-    from lightning_cv.io import read_mask
-    from lightning_cv.masks import rle_encode
+    from lightning_cv.io.images import read_mask
+    from lightning_cv.io.masks import rle_encode
 
     rows = [{"id": str(i), "rle_mask": rle_encode(read_mask(root / "train_masks" / f"{i}_mask.png"))} for i in range(N)]
     pd.DataFrame(rows).to_csv(root / "masks.csv", index=False)

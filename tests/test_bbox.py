@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lightning_cv.augment import build_pipeline, letterbox
-from lightning_cv.boxes import letterbox_shape, original_square, square_target
+from lightning_cv.data.augment import build_pipeline, letterbox
 from lightning_cv.data.bbox import BBoxCropDataModule, BoxDataset, check_boxes
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.io import write_csv
-from lightning_cv.losses import box_loss
+from lightning_cv.io.boxes import letterbox_shape, original_square, square_target
+from lightning_cv.io.images import write_csv
+from lightning_cv.models.losses import box_loss
 from lightning_cv.tasks.bbox import BBoxCropTask, MeanIoU, square_iou
 
 
@@ -69,7 +69,7 @@ def test_flip_moves_the_target_and_affine_never_drops_the_box():
 
 @pytest.fixture(scope="module")
 def box_dir(tmp_path_factory):
-    from lightning_cv.demos import make_bbox
+    from lightning_cv.data.demos import make_bbox
 
     root = tmp_path_factory.mktemp("bbox")
     make_bbox(root, n_train=10, n_test=2, size=(90, 120), seed=3, image_ext=".png")

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lightning_cv.augment import Preprocess, resize
-from lightning_cv.cache import ArrayCache, CachedReader, describe
+from lightning_cv.data.augment import Preprocess, resize
 from lightning_cv.data.classification import ClassificationDataModule
 from lightning_cv.data.segmentation import SegmentationDataModule
-from lightning_cv.io import read_image, write_image
-from lightning_cv.masks import rle_encode
+from lightning_cv.io.cache import ArrayCache, CachedReader, describe
+from lightning_cv.io.images import read_image, write_image
+from lightning_cv.io.masks import rle_encode
 
 AUGMENT = [{"HorizontalFlip": {"p": 0.5}}, {"Affine": {"rotate": [-20, 20], "scale": [0.8, 1.2], "p": 0.7}},
            {"RandomBrightnessContrast": {"p": 0.5}}]

@@ -87,7 +87,7 @@ def test_a_commands_help_is_kept_between_runs(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from lightning_cv.help_text import help_key
+    from lightning_cv.cli.help_text import help_key
 
     code = ("import sys; from lightning_cv.cli import main; main(['demo', '--help']); "
             "print('lightning imported:', 'lightning' in sys.modules, file=sys.stderr)")

@@ -9,12 +9,12 @@ from sklearn.metrics import cohen_kappa_score, log_loss, roc_auc_score
 from specs import ROOT
 
 from lightning_cv.cli import build_cli, main
-from lightning_cv.commands.score import score_frames
+from lightning_cv.cli.commands.score import score_frames
 from lightning_cv.data import ClassificationDataModule, MultiLabelDataModule
-from lightning_cv.demos import make_shapes
+from lightning_cv.data.demos import make_shapes
 from lightning_cv.errors import DataError
-from lightning_cv.io import write_image
-from lightning_cv.predictions import Predictions
+from lightning_cv.io.images import write_image
+from lightning_cv.predictions.files import Predictions
 from lightning_cv.tasks import ClassificationTask
 
 
@@ -140,7 +140,7 @@ def test_grade_cut_points_are_tuned_for_qwk(tmp_path):
     values beat plain rounding in QWK, are saved as postprocess.json, and the submission gets the grades."""
     from sklearn.metrics import cohen_kappa_score
 
-    from lightning_cv.decisions import load_decisions
+    from lightning_cv.predictions.decisions import load_decisions
     from lightning_cv.tasks.regression import RegressionTask, to_grades
 
     rng = np.random.default_rng(0)

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from specs import ROOT
 
-from lightning_cv.boxes import clamp_box, crop, expand_square, fit_square
 from lightning_cv.cli import main
 from lightning_cv.data.bbox import BBoxCropDataModule
 from lightning_cv.data.classification import ClassificationDataModule
-from lightning_cv.io import read_image
+from lightning_cv.io.boxes import clamp_box, crop, expand_square, fit_square
+from lightning_cv.io.images import read_image
 from lightning_cv.tasks.bbox import BBoxCropTask
 
 
@@ -33,7 +33,7 @@ def test_square_fitting_and_margin():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from lightning_cv.demos import make_bbox
+    from lightning_cv.data.demos import make_bbox
 
     # The crop test checks geometry, not accuracy: one optimiser step of the tiniest model makes a real checkpoint.
     root = tmp_path_factory.mktemp("crop")

@@ -13,10 +13,10 @@ import pytest
 from processes import wandb_record
 from specs import ROOT, SPECS
 
-from lightning_cv import io as io_module
 from lightning_cv.cli import main
-from lightning_cv.commands import cv as cv_module
-from lightning_cv.file_checks import CHECKED_FILES_ENV
+from lightning_cv.cli.commands import cv as cv_module
+from lightning_cv.io import images as io_module
+from lightning_cv.io.file_checks import CHECKED_FILES_ENV
 
 CLS = next(s for s in SPECS if s.name == "cls")
 FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false",
@@ -105,7 +105,7 @@ def test_cv_folds_oof_rerun_and_ensemble(data_root, tmp_path, monkeypatch, capsy
 def test_cv_summary_goes_to_the_folds_wandb_group(monkeypatch, tmp_path):
     """Offline without credentials: a run of job type cv in the folds' group, with the per-fold table and
     the mean/std and out-of-fold scores in its summary."""
-    from lightning_cv.loggers import log_cv_summary
+    from lightning_cv.training.loggers import log_cv_summary
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -186,8 +186,8 @@ def test_a_fold_being_predicted_by_its_own_job_is_waited_for_not_predicted_twice
     directory at the same time."""
     import threading
 
-    from lightning_cv.folds import exclusive
-    from lightning_cv.predictions import Predictions
+    from lightning_cv.data.folds import exclusive
+    from lightning_cv.predictions.files import Predictions
 
     saved = _finished_fold(tmp_path, 1)
     expected = Predictions("cls", np.array(["a", "b"]), {"probs": np.array([[0.2, 0.8], [0.6, 0.4]], np.float32)}, ["x", "y"])
@@ -219,7 +219,7 @@ def test_a_fold_trained_here_reuses_only_predictions_made_after_its_checkpoint(t
     """The job that trained a fold predicts it, unless another job already did with its new checkpoint."""
     import os
 
-    from lightning_cv.predictions import Predictions
+    from lightning_cv.predictions.files import Predictions
 
     saved = _finished_fold(tmp_path, 0)
     saved.parent.mkdir()
@@ -266,7 +266,7 @@ def test_fold_processes_die_with_cv(tmp_path):
     import signal
     import time
 
-    parent = ("import subprocess, sys, time; from lightning_cv.commands import cv; "
+    parent = ("import subprocess, sys, time; from lightning_cv.cli.commands import cv; "
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], **cv.CHILD); "
               "print(child.pid, flush=True); time.sleep(60)")
     process = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)

@@ -13,8 +13,8 @@ from lightning_cv.cli import main
 from lightning_cv.data import ClassificationDataModule, MNISTDataModule
 from lightning_cv.data.mnist import read_idx, write_idx
 from lightning_cv.errors import DataError
-from lightning_cv.io import read_image
-from lightning_cv.labels import sorted_labels
+from lightning_cv.io.images import read_image
+from lightning_cv.io.labels import sorted_labels
 
 
 def _write_cls(root, labels, size=16):
@@ -151,9 +151,9 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys, breakage, messa
 def test_a_cv_runs_recorded_checks_are_redone_for_changed_files(tmp_path, monkeypatch):
     """A fold process (LIGHTNING_CV_CHECKED_FILES) reuses the checks `cv` recorded, except for a file that has
     changed since: that one is checked again, and a truncated image is still an error."""
-    from lightning_cv import io
     from lightning_cv.errors import ImageReadError
-    from lightning_cv.file_checks import CHECKED_FILES_ENV, remember_checks
+    from lightning_cv.io import images as io
+    from lightning_cv.io.file_checks import CHECKED_FILES_ENV, remember_checks
 
     for name in ("a", "b"):
         cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((6, 4), np.uint8))
@@ -188,7 +188,7 @@ def test_single_image_class_cannot_be_stratified(tmp_path):
 
 
 def test_demo_occlusion_hides_part_of_the_same_object():
-    from lightning_cv.demos import render_shape
+    from lightning_cv.data.demos import render_shape
 
     masks = [render_shape(np.random.default_rng(3), "circle", 64, 64, occlusion=p)[1] > 0 for p in (0.0, 1.0)]
     whole, bitten = masks
@@ -197,8 +197,8 @@ def test_demo_occlusion_hides_part_of_the_same_object():
 
 
 def test_cls_demo_is_deterministic_and_follows_its_settings(tmp_path, monkeypatch):
-    from lightning_cv import demos as demo_module
-    from lightning_cv.commands.demo import demo
+    from lightning_cv.cli.commands.demo import demo
+    from lightning_cv.data import demos as demo_module
 
     monkeypatch.setitem(demo_module.CLS_DEMO, "n_test", 3)
     for name in ("a", "b"):
@@ -212,7 +212,7 @@ def test_sixteen_bit_images_keep_their_range(tmp_path):
     """A 12-bit image stored in 16 bits (X-rays) spans 0-255, not 0-16; 16 bits in use scale like /257."""
     import cv2
 
-    from lightning_cv.io import read_image
+    from lightning_cv.io.images import read_image
 
     twelve = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)
     cv2.imwrite(str(tmp_path / "xray.png"), twelve)

@@ -11,7 +11,7 @@ import pytest
 from processes import child_env, mnist_fit_args, val_rows
 from specs import ROOT
 
-from lightning_cv.predictions import find_predictions, load_predictions
+from lightning_cv.predictions.files import find_predictions, load_predictions
 
 pytestmark = pytest.mark.slow
 

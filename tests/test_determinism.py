@@ -11,7 +11,7 @@ from lightning_cv.cli import build_cli
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    from lightning_cv.demos import make_mnist
+    from lightning_cv.data.demos import make_mnist
 
     root = tmp_path_factory.mktemp("digits")
     make_mnist(root)

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from lightning_cv.cli import main
-from lightning_cv.commands.score import overlap, score_frames
+from lightning_cv.cli.commands.score import overlap, score_frames
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.masks import rle_encode, rle_pixels
-from lightning_cv.predictions import Predictions, align
+from lightning_cv.io.masks import rle_encode, rle_pixels
+from lightning_cv.predictions.files import Predictions, align
 from lightning_cv.tasks import BBoxCropTask, ClassificationTask, SegmentationTask
 
 CLASSES = ["a", "b", "c"]
@@ -139,7 +139,7 @@ def test_ensemble_and_score_commands(tmp_path, capsys):
 
 
 def test_tgs_and_airbus_metrics_by_hand():
-    from lightning_cv.commands.score import f2_instances, iou_map
+    from lightning_cv.cli.commands.score import f2_instances, iou_map
 
     def rle(*pixels_runs):  # 1-indexed (start, length) runs of a flat mask
         return " ".join(f"{s} {n}" for s, n in pixels_runs)
@@ -160,8 +160,8 @@ def test_validation_iou_map_equals_the_scored_one():
     """val/iou_map (binary segmentation) is `score --metric iou_map`, image by image."""
     import torch
 
-    from lightning_cv.commands.score import iou_map
-    from lightning_cv.metrics import IoUMap
+    from lightning_cv.cli.commands.score import iou_map
+    from lightning_cv.models.metrics import IoUMap
 
     truth = np.zeros((5, 6, 6), np.uint8)
     truth[0, :3, :3] = truth[1, 2:5, 1:4] = 1

@@ -17,9 +17,9 @@ import pytest
 import torch
 from specs import ROOT, SPECS
 
-from lightning_cv.checkpoints import load_task
 from lightning_cv.cli import main
-from lightning_cv.commands.export import sample_inputs
+from lightning_cv.cli.commands.export import sample_inputs
+from lightning_cv.tasks.checkpoints import load_task
 
 # One export per task class (exports are slow): specs sharing a class (cls, mnist) test the same code.
 ONE_SPEC_PER_TASK = list({type(spec.make_module()).__name__: spec for spec in reversed(SPECS)}.values())

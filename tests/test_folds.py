@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.folds import (
+from lightning_cv.data.folds import (
     assign_folds,
     fold_split,
     iterative_stratification,
     load_or_create_folds,
     split_tags,
 )
+from lightning_cv.errors import DataError, UserInputError
 
 
 def _labels(seed: int = 0, n: int = 200) -> list[str]:
@@ -105,9 +105,9 @@ def test_unlabelled_rows_are_shuffled_into_folds():
 
 def test_group_pattern_keeps_a_car_in_one_fold(tmp_path):
     """Carvana: `<car>_<view>` images; --data.group_pattern '^([^_]+)_' puts all views of a car in one fold."""
-    from lightning_cv.commands.cv import _fold_assignment
+    from lightning_cv.cli.commands.cv import _fold_assignment
     from lightning_cv.data.segmentation import SegmentationDataModule
-    from lightning_cv.io import write_image
+    from lightning_cv.io.images import write_image
 
     for car in ("a1", "b2", "c3", "d4"):
         for view in range(1, 4):

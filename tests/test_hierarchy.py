@@ -8,11 +8,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.nn import functional as F
 
-from lightning_cv.checkpoints import load_task
 from lightning_cv.data import ClassificationDataModule
 from lightning_cv.errors import UserInputError
 from lightning_cv.tasks import ClassificationTask
-from lightning_cv.trainer import Trainer
+from lightning_cv.tasks.checkpoints import load_task
+from lightning_cv.training.trainer import Trainer
 
 CLASSES = ["a", "b", "c", "d", "e"]
 GROUPS = {"odd": ["a", "c", "e"], "even": ["b", "d"]}
@@ -112,7 +112,7 @@ def test_coarse_head_trains_at_the_head_learning_rate():
 
 
 def test_fit_logs_coarse_accuracy_and_checkpoints_round_trip(data_root, tmp_path):
-    from lightning_cv.demos import make_shapes
+    from lightning_cv.data.demos import make_shapes
 
     root = data_root / "cls"
     if not (root / "train.csv").is_file():

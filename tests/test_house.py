@@ -197,13 +197,70 @@ def test_package_has_no_import_cycle():
         )
 
 
-def test_layers_do_not_import_commands():
-    found = forbidden_imports(PACKAGE_ROOT, ["data", "tasks", "writers.py"], f"{PACKAGE_ROOT.name}.commands")
+# The rooms of the package in the order data flows, lowest first: a room imports only rooms of lower layers
+# (and itself). Rooms of one layer stay independent of each other.
+LAYERS = [
+    {"errors", "_env"},                      # errors and environment defaults
+    {"__init__"},                            # the package's face (imports _env)
+    {"io"},                                  # files in
+    {"models", "predictions", "pictures"},   # model parts; files out; pictures
+    {"data"},                                # DataModules, folds, augmentations, demos
+    {"tasks"},                               # the task protocol, the registry, checkpoints
+    {"training"},                            # callbacks, Trainer, loggers, provenance
+    {"report"},                              # the HTML report
+    {"cli"},                                 # the LightningCLI and the commands
+    {"__main__"},
+]
+
+
+def room(module: str) -> str:
+    """`lightning_cv.io.masks` -> `io`; `lightning_cv.errors` -> `errors`; the package itself -> `__init__`."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def layer_report(root: Path) -> list[str]:
+    """Each import that runs up or sideways between rooms, with its file and line."""
+    level = {name: i for i, names in enumerate(LAYERS) for name in names}
+    found = []
+    for path in python_files(root):
+        source = room(module_name(path, root))
+        for target, name, line in imports_of(path, root):
+            target_room = room(target)
+            if target_room == source:
+                continue
+            if target_room not in level or source not in level:
+                found.append(f"{path.relative_to(root.parent)}: room {source if source not in level else target_room} has no layer")
+            elif level[target_room] >= level[source]:
+                kind = "up" if level[target_room] > level[source] else "sideways"
+                found.append(f"{path.relative_to(root.parent)}:{line} {source} -> {target_room} ({name}): runs {kind}")
+    return sorted(set(found))
+
+
+def test_layers_import_only_rooms_below():
+    found = layer_report(PACKAGE_ROOT)
     if found:
-        pytest.fail(
-            "data, tasks and writers must not import the commands built on them:\n" + "\n".join(found),
-            pytrace=False,
-        )
+        pytest.fail("imports that run up or sideways (layers, lowest first: "
+                    + " < ".join("/".join(sorted(names)) for names in LAYERS) + "):\n" + "\n".join(found), pytrace=False)
+
+
+def test_the_root_is_the_face_and_every_room_says_what_it_holds():
+    """At most 4 modules at the package root; each subpackage's `__init__` docstring says what it holds and
+    what it may import."""
+    modules = sorted(p.name for p in PACKAGE_ROOT.glob("*.py"))
+    assert len(modules) <= 4, modules
+    for init in sorted(PACKAGE_ROOT.rglob("__init__.py")):
+        doc = ast.get_docstring(parse(init)) or ""
+        assert len(doc.split()) >= 12 and "import" in doc.lower(), f"{init}: docstring should say what it holds and may import"
+
+
+def test_the_layer_check_finds_an_import_that_runs_up(tmp_path):
+    package = tmp_path / PACKAGE_ROOT.name
+    for folder, text in (("io", "from lightning_cv.tasks.base import CVTask\n"), ("tasks", "from lightning_cv.io.images import x\n")):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text('"""x"""\n')
+        (package / folder / "m.py").write_text(text)
+    assert layer_report(package) == [f"{PACKAGE_ROOT.name}/io/m.py:1 io -> tasks (CVTask): runs up"]
 
 
 def test_no_function_over_60_lines():

@@ -13,8 +13,8 @@ from specs import ROOT
 from lightning_cv.cli import build_cli
 from lightning_cv.data import ClassificationDataModule
 from lightning_cv.errors import ImageReadError, UserInputError
-from lightning_cv.io import check_image, read_image
-from lightning_cv.predictions import Predictions
+from lightning_cv.io.images import check_image, read_image
+from lightning_cv.predictions.files import Predictions
 from lightning_cv.tasks import ClassificationTask
 
 

@@ -13,13 +13,13 @@ from specs import ROOT
 
 from lightning_cv.cli import build_cli, main
 from lightning_cv.data import MultiLabelDataModule
-from lightning_cv.demos import make_multilabel
+from lightning_cv.data.demos import make_multilabel
 from lightning_cv.errors import DataError
-from lightning_cv.io import write_image
-from lightning_cv.predictions import Predictions, load_predictions
+from lightning_cv.io.images import write_image
+from lightning_cv.predictions.files import Predictions, load_predictions
+from lightning_cv.predictions.thresholds import load_thresholds, save_thresholds, tags, tune_thresholds
+from lightning_cv.predictions.writer import PredictionWriter
 from lightning_cv.tasks import MultiLabelTask
-from lightning_cv.thresholds import load_thresholds, save_thresholds, tags, tune_thresholds
-from lightning_cv.writers import PredictionWriter
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

@@ -13,12 +13,12 @@ import timm
 import torch
 from specs import ROOT
 
-from lightning_cv.checkpoints import load_task
 from lightning_cv.cli import build_cli, main
-from lightning_cv.commands import cv as cv_module
-from lightning_cv.demos import make_shapes
-from lightning_cv.io import read_mask
-from lightning_cv.predictions import load_predictions
+from lightning_cv.cli.commands import cv as cv_module
+from lightning_cv.data.demos import make_shapes
+from lightning_cv.io.images import read_mask
+from lightning_cv.predictions.files import load_predictions
+from lightning_cv.tasks.checkpoints import load_task
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",

@@ -20,7 +20,7 @@ from specs import ROOT
 
 import lightning_cv
 from lightning_cv.cli import build_cli, main
-from lightning_cv.commands.package import (
+from lightning_cv.cli.commands.package import (
     PREINSTALLED,
     checkout_ignore,
     dependency_pins,
@@ -29,7 +29,7 @@ from lightning_cv.commands.package import (
     project_wheel,
     requirement_closure,
 )
-from lightning_cv.demos import make_shapes
+from lightning_cv.data.demos import make_shapes
 from lightning_cv.errors import UserInputError
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -51,7 +51,7 @@ def test_project_wheel_holds_every_module_and_data_file_of_the_source(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     package = ROOT / "lightning_cv"
     source = [p for p in package.rglob("*") if p.is_file() and not set(p.parts) & set(JUNK) and p.suffix != ".pyc"]
-    assert {"lightning_cv/data/__init__.py", "lightning_cv/templates/report.html.j2"} <= {
+    assert {"lightning_cv/data/__init__.py", "lightning_cv/report/report.html.j2"} <= {
         p.relative_to(ROOT).as_posix() for p in source}
     missing = sorted(p.relative_to(ROOT).as_posix() for p in source if p.relative_to(ROOT).as_posix() not in names)
     assert not missing, f"not in the wheel: {missing}"

@@ -14,9 +14,9 @@ from specs import ROOT
 
 from lightning_cv.cli import build_cli
 from lightning_cv.data.classification import ClassificationDataModule
-from lightning_cv.demos import make_shapes
+from lightning_cv.data.demos import make_shapes
+from lightning_cv.data.folds import assign_folds
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.folds import assign_folds
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ from layouts import make_carvana, make_tgs
 from specs import ROOT, SPECS
 
 from lightning_cv.cli import main
-from lightning_cv.commands.score import score, score_frames
+from lightning_cv.cli.commands.score import score, score_frames
 from lightning_cv.data import SegmentationDataModule
 from lightning_cv.errors import DataError
-from lightning_cv.io import read_mask
-from lightning_cv.masks import rle_decode
+from lightning_cv.io.images import read_mask
+from lightning_cv.io.masks import rle_decode
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.logger", "false"]
 TGS_FIT = ["--config", str(ROOT / "configs" / "seg.yaml"), "--model.encoder", "tu-test_resnet", "--data.image_dir",

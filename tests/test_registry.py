@@ -9,7 +9,7 @@ import yaml
 from specs import ROOT, SPECS
 
 from lightning_cv.cli import main
-from lightning_cv.commands.cv import _out_from_overrides
+from lightning_cv.cli.commands.cv import _out_from_overrides
 from lightning_cv.errors import UserInputError
 from lightning_cv.tasks import get_task, task_names
 

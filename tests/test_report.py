@@ -17,8 +17,7 @@ from browser import find_or_install_chromium, render_check
 from specs import ROOT, SPECS
 
 from lightning_cv.cli import main
-from lightning_cv.predictions import Predictions
-from lightning_cv.provenance import finish_provenance, write_provenance
+from lightning_cv.predictions.files import Predictions
 from lightning_cv.tasks import (
     BBoxCropTask,
     ClassificationTask,
@@ -29,6 +28,7 @@ from lightning_cv.tasks import (
 )
 from lightning_cv.tasks.regression import RegressionTask
 from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask
+from lightning_cv.training.provenance import finish_provenance, write_provenance
 
 TASKS = [s for s in SPECS if s.name != "mnist"]  # mnist is the classification task on other data
 SECTIONS = {"cls": ["Classes", "Most confidently wrong", "confusion matrix", "reliability"],
@@ -84,7 +84,7 @@ def _data_config(spec, data_dir: Path) -> dict:
 
 def _labelled(config: dict) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
     """(ids, targets as the model sees them, original sizes, class names) through the task's DataModule."""
-    from lightning_cv.commands.report import _datamodule
+    from lightning_cv.report.page import _datamodule
 
     datamodule = _datamodule(config)
     rows = datamodule.labelled_rows()

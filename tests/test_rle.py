@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_cv.masks import rle_decode, rle_encode
+from lightning_cv.io.masks import rle_decode, rle_encode
 
 # A 3x4 mask worked by hand.
 #   row-major (Carvana) pixel numbers     column-major (TGS Salt) pixel numbers

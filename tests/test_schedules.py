@@ -10,7 +10,7 @@ from test_tricks import _common, cls_data  # noqa: F401 - the shared tiny shapes
 
 from lightning_cv.cli import build_cli
 from lightning_cv.errors import UserInputError
-from lightning_cv.schedules import lr_factor
+from lightning_cv.models.schedules import lr_factor
 
 
 def test_lr_factor_warms_up_then_decays_to_the_floor():

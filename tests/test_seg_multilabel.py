@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lightning_cv.commands.score import score_frames
+from lightning_cv.cli.commands.score import score_frames
 from lightning_cv.data.seg_multilabel import MultiLabelSegmentationDataModule
 from lightning_cv.errors import DataError
-from lightning_cv.io import write_image
-from lightning_cv.masks import rle_decode, rle_encode
-from lightning_cv.predictions import Predictions
+from lightning_cv.io.images import write_image
+from lightning_cv.io.masks import rle_decode, rle_encode
+from lightning_cv.predictions.files import Predictions
 from lightning_cv.tasks.seg_multilabel import (
     MultiLabelSegmentationTask,
     PairDice,
@@ -125,7 +125,7 @@ def test_submission_follows_the_composite_keys():
 def test_folds_keep_each_class_share_with_rare_combinations(tmp_path):
     """Stratified over the classes an image holds: a combination seen once is no error, and every fold
     gets empty images and images of each class."""
-    from lightning_cv.folds import load_or_create_folds
+    from lightning_cv.data.folds import load_or_create_folds
 
     names = [f"{i}.jpg" for i in range(12)]
     _images(tmp_path, names)

@@ -16,14 +16,14 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 from specs import ROOT
 
-from lightning_cv.callbacks import ValidationPictures
 from lightning_cv.cli import build_cli
 from lightning_cv.data.segmentation import SegmentationDataModule
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.losses import segmentation_loss
-from lightning_cv.masks import restore_mask, rle_decode, rle_encode
-from lightning_cv.predictions import Predictions
+from lightning_cv.io.masks import restore_mask, rle_decode, rle_encode
+from lightning_cv.models.losses import segmentation_loss
+from lightning_cv.predictions.files import Predictions
 from lightning_cv.tasks.segmentation import SegmentationTask
+from lightning_cv.training.callbacks import ValidationPictures
 
 # Odd Carvana-like size (width 150, height 97): neither side divides by 32.
 HEIGHT, WIDTH = 97, 150
@@ -315,7 +315,7 @@ def test_crops_train_whole_images_validate(carvana):
 def test_crops_keep_aspect_and_tiles_through_the_cli(carvana, tmp_path):
     """fit on 32x64 crops of letterboxed 64x96 images, validated whole by 64-px tiles, the best checkpoint
     picked by val/f2_instances; predict maps masks back to each image's 97x150."""
-    from lightning_cv import tiling
+    from lightning_cv.models import tiling
 
     data = ["--config", str(ROOT / "configs" / "seg.yaml"), "--model.encoder", "tu-test_resnet", "--data.data_dir",
             str(carvana), "--data.image_size", "[64, 96]", "--data.keep_aspect", "true", "--data.crop", "[32, 64]",
@@ -343,7 +343,7 @@ def test_crops_keep_aspect_and_tiles_through_the_cli(carvana, tmp_path):
 def test_f2_instances_is_a_validation_metric_equal_to_score():
     """val/f2_instances (binary masks): Airbus' per-image F2 of connected components, as `score --metric
     f2_instances` computes it from a row per instance."""
-    from lightning_cv.commands.score import score_frames
+    from lightning_cv.cli.commands.score import score_frames
 
     truth, pred = np.zeros((3, 16, 16), np.int64), np.zeros((3, 16, 16), np.int64)
     truth[0, 1:5, 1:5] = truth[0, 9:14, 9:14] = 1  # two ships: one found exactly, one missed, one false alarm

@@ -13,12 +13,12 @@ from specs import ROOT
 
 from lightning_cv.cli import build_cli
 from lightning_cv.data.classification import ClassificationDataModule
+from lightning_cv.data.demos import make_shapes
 from lightning_cv.data.segmentation import SegmentationDataModule
-from lightning_cv.demos import make_shapes
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.io import read_mask
-from lightning_cv.masks import rle_encode
-from lightning_cv.submission import read_sample, sample_for
+from lightning_cv.io.images import read_mask
+from lightning_cv.io.masks import rle_encode
+from lightning_cv.predictions.submission import read_sample, sample_for
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

@@ -8,11 +8,11 @@ import pytest
 import yaml
 from cookiecutter.main import cookiecutter
 
-from lightning_cv.checkpoints import load_task
 from lightning_cv.cli import main
-from lightning_cv.commands.new import render_task_files, template_dir
-from lightning_cv.demos import make_shapes
+from lightning_cv.cli.commands.new import render_task_files, template_dir
+from lightning_cv.data.demos import make_shapes
 from lightning_cv.tasks import get_task, task_names
+from lightning_cv.tasks.checkpoints import load_task
 
 
 @pytest.fixture(autouse=True)

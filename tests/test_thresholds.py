@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_cv.commands.score import fbeta_tags
-from lightning_cv.thresholds import fbeta_samples, load_thresholds, save_thresholds, tags, tune_thresholds
+from lightning_cv.cli.commands.score import fbeta_tags
+from lightning_cv.predictions.thresholds import (
+    fbeta_samples,
+    load_thresholds,
+    save_thresholds,
+    tags,
+    tune_thresholds,
+)
 
 
 def _oof(seed: int = 0, n: int = 300):

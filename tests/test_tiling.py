@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_cv.tiling import edge_ramp, predict_tiled, tile_starts
+from lightning_cv.models.tiling import edge_ramp, predict_tiled, tile_starts
 
 
 def _conv_stack(seed: int = 0) -> nn.Module:

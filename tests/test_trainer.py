@@ -9,9 +9,9 @@ import torch
 from processes import wandb_record
 from specs import ROOT, SPECS
 
-from lightning_cv import trainer as trainer_module
 from lightning_cv.cli import build_cli
-from lightning_cv.trainer import Trainer, auto_precision
+from lightning_cv.training import trainer as trainer_module
+from lightning_cv.training.trainer import Trainer, auto_precision
 
 
 @pytest.mark.parametrize("native_bf16, expected", [(False, "32-true"), (True, "bf16-mixed")])
@@ -81,7 +81,7 @@ def test_last_checkpoint_is_a_link_to_the_best_of_the_same_step(tmp_path):
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from lightning_cv.callbacks import LastCheckpoint
+    from lightning_cv.training.callbacks import LastCheckpoint
 
     scores = [0.5, 0.4, 0.6, 0.1]  # epochs 0 and 2 are the best so far, epochs 1 and 3 are not
     folder = tmp_path / "checkpoints"
@@ -125,7 +125,7 @@ def test_fit_summarises_the_model_without_a_forward_pass(data_root, tmp_path, ca
     from lightning.pytorch.callbacks import ModelSummary
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from lightning_cv.callbacks import ParameterSummary
+    from lightning_cv.training.callbacks import ParameterSummary
 
     spec = next(s for s in SPECS if s.name == "cls")
     capsys.readouterr()

@@ -12,19 +12,19 @@ from timm.loss import SoftTargetCrossEntropy
 from torch.nn import functional as F
 from torch.utils.data import WeightedRandomSampler
 
-from lightning_cv.callbacks import EMA
 from lightning_cv.cli import build_cli
 from lightning_cv.data import ClassificationDataModule
 from lightning_cv.data.base import CVDataModule
 from lightning_cv.data.dataset import ImageDataset
 from lightning_cv.errors import UserInputError
 from lightning_cv.tasks import ClassificationTask
-from lightning_cv.trainer import Trainer
+from lightning_cv.training.callbacks import EMA
+from lightning_cv.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
 def cls_data(data_root):
-    from lightning_cv.demos import make_shapes
+    from lightning_cv.data.demos import make_shapes
 
     root = data_root / "cls"
     if not (root / "train.csv").is_file():
@@ -114,7 +114,7 @@ def ema_run(cls_data, tmp_path_factory):
     # 32-true as the re-validation below: `auto` would fit in bf16-mixed on a CPU with native bf16.
     cli = build_cli(["fit", *_common(cls_data), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4",
                      "--trainer.accumulate_grad_batches", "2", "--trainer.default_root_dir", str(run_dir),
-                     "--trainer.callbacks+=lightning_cv.callbacks.EMA", "--trainer.callbacks.decay", "0.5",
+                     "--trainer.callbacks+=lightning_cv.training.callbacks.EMA", "--trainer.callbacks.decay", "0.5",
                      "--trainer.precision", "32-true"])
     return cli, run_dir / "checkpoints" / "last.ckpt"
 
@@ -146,7 +146,7 @@ def test_ema_resume_restores_the_training_weights_and_the_average(ema_run, cls_d
     checkpoint = torch.load(last, weights_only=True)
     cli = build_cli(["fit", *_common(cls_data), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
                      "--trainer.accumulate_grad_batches", "2", "--trainer.default_root_dir", str(tmp_path),
-                     "--trainer.callbacks+=lightning_cv.callbacks.EMA", "--trainer.callbacks.decay", "0.5",
+                     "--trainer.callbacks+=lightning_cv.training.callbacks.EMA", "--trainer.callbacks.decay", "0.5",
                      "--trainer.precision", "32-true", "--ckpt_path", str(last)])
     [ema] = [c for c in cli.trainer.callbacks if isinstance(c, EMA)]
     assert cli.trainer.global_step == 3 and ema._latest_update_step == 3
@@ -159,7 +159,7 @@ def test_ema_resume_restores_the_training_weights_and_the_average(ema_run, cls_d
 
 
 def test_ema_warmup_ramps_the_decay():
-    from lightning_cv.callbacks import _ramped_ema
+    from lightning_cv.training.callbacks import _ramped_ema
 
     average, current = torch.zeros(1), torch.ones(1)
     assert _ramped_ema(average, current, torch.tensor(1), decay=0.99).item() == pytest.approx(2**-0.75)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_cv.models.tta import probabilities, tta_logits, tta_probabilities, views
 from lightning_cv.tasks import ClassificationTask
-from lightning_cv.tta import probabilities, tta_logits, tta_probabilities, views
 
 
 @pytest.mark.parametrize("mode", ["none", "hflip", "flip", "d4"])

@@ -15,13 +15,13 @@ import torch
 from predicting import run_writer
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_cv import stores
-from lightning_cv.commands.cv import gather_oof
-from lightning_cv.masks import rle_decode
-from lightning_cv.predictions import Predictions, load_predictions
-from lightning_cv.stores import DiskRows, RowWriter
+from lightning_cv.cli.commands.cv import gather_oof
+from lightning_cv.io.masks import rle_decode
+from lightning_cv.predictions import stores
+from lightning_cv.predictions.files import Predictions, load_predictions
+from lightning_cv.predictions.stores import DiskRows, RowWriter
+from lightning_cv.predictions.writer import PredictionWriter
 from lightning_cv.tasks import SegmentationTask
-from lightning_cv.writers import PredictionWriter
 
 
 def _maps(index: np.ndarray, side: int = 32) -> np.ndarray:

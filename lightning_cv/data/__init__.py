@@ -1,4 +1,7 @@
-"""One LightningDataModule per task, built on `CVDataModule`."""
+"""Data: one LightningDataModule per task on `CVDataModule` (one setup template), their Datasets, folds and
+hold-out splits, augmentations (the only module importing albumentations), pseudo-labels and the demo
+competitions. May import `io`, `predictions` and `models`.
+"""
 
 from lightning_cv.data.base import CVDataModule
 from lightning_cv.data.bbox import BBoxCropDataModule

@@ -18,14 +18,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, image_hw, resize, seed_worker
-from lightning_cv.cache import ArrayCache, CachedReader, CacheMode, check_mode, default_cache_dir, describe
+from lightning_cv.data.augment import AugmentSpec, Preprocess, build_pipeline, image_hw, resize, seed_worker
 from lightning_cv.data.dataset import ImageDataset
+from lightning_cv.data.folds import fold_split, read_folds
+from lightning_cv.data.survey import Reading, Survey
 from lightning_cv.errors import UserInputError
-from lightning_cv.folds import fold_split, read_folds
-from lightning_cv.intensity import Window, check_window
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, ImageReader
-from lightning_cv.submission import read_sample, sample_for, sample_rows
+from lightning_cv.io.cache import ArrayCache, CachedReader, CacheMode, check_mode, default_cache_dir, describe
+from lightning_cv.io.images import IMAGE_EXTENSIONS, DataError, ImageReader
+from lightning_cv.io.intensity import Window, check_window
+from lightning_cv.predictions.submission import read_sample, sample_for, sample_rows
 
 SamplerMode = Literal["none", "balanced"]
 
@@ -162,7 +163,7 @@ class CVDataModule(L.LightningDataModule):
         num_workers: DataLoader workers; null picks from the CPU count (0 on 2 cores).
         val_fraction: share of the training rows held out for validation (stratified, seeded).
         seed: seed of the hold-out split and of the augmentation streams.
-        train_augment: albumentations pipeline for training, as a list (see `lightning_cv.augment`).
+        train_augment: albumentations pipeline for training, as a list (see `lightning_cv.data.augment`).
         predict_dir: folder of images for `predict`; defaults to `data_dir/test`.
         fold: validate on this fold of `folds_csv` and train on the others (instead of the hold-out).
         folds_csv: the fold of every training row (written by `lightning-cv cv`).
@@ -252,6 +253,13 @@ class CVDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.split: pd.DataFrame | None = None  # id, split (train / pseudo / val) once set up for fit
         self._reported = False
+
+    # -- recognizing a competition folder (`lightning-cv init`) ------------------------------------
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """How sure this task is that `survey`'s folder is its kind, and the options it would set (None: not
+        its kind). Each task's DataModule teaches `init` its layouts here."""
+        return None
 
     # -- the setup template ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -2,7 +2,7 @@
 
 Large originals are letterboxed (aspect kept, padded bottom/right) to `image_size`; the box follows
 the letterbox and every augmentation through albumentations' box support. The model's target is the
-square (centre x, centre y, side) divided by `image_size`; `lightning_cv.boxes` maps boxes between
+square (centre x, centre y, side) divided by `image_size`; `lightning_cv.io.boxes` maps boxes between
 normalised, letterbox and original pixels.
 """
 
@@ -19,12 +19,14 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.augment import AugmentSpec, build_pipeline, letterbox
-from lightning_cv.boxes import letterbox_boxes, square_target
-from lightning_cv.cache import CacheMode
+from lightning_cv.data.augment import AugmentSpec, build_pipeline, letterbox
 from lightning_cv.data.base import CVDataModule, Rows
-from lightning_cv.io import DataError, check_image, read_image
-from lightning_cv.labels import read_table
+from lightning_cv.data.label_layouts import find_label_table
+from lightning_cv.data.survey import Reading, Survey, shared_layout
+from lightning_cv.io.boxes import letterbox_boxes, square_target
+from lightning_cv.io.cache import CacheMode
+from lightning_cv.io.images import DataError, check_image, read_image
+from lightning_cv.io.labels import read_table
 
 BOX_COLUMNS = ("x", "y", "size")
 MAX_AUGMENT_TRIES = 20
@@ -130,6 +132,22 @@ class BBoxCropDataModule(CVDataModule):
         self.csv = self.data_dir / csv
         self.image_dir = self.data_dir / image_dir
         self.class_name = class_name
+
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """A table of images with one square box each (x, y, size: the box crop task's own format)."""
+        table = find_label_table(survey)
+        if table is None or not set(BOX_COLUMNS) <= set(table.frame.columns):
+            return None
+        reading = Reading(cls.task_name, 0.85)
+        reading.evidence.append(("task", cls.task_name, table.name, "columns x, y, size: one square box per image"))
+        if table.name != "train.csv":
+            reading.set("csv", table.name, table.name, "the box table")
+        shared_layout(reading, survey, table.images)
+        size = reading.data["image_size"]
+        if not isinstance(size, int):  # boxes are regressed on a letterboxed square
+            reading.set("image_size", max(size), table.images, "the long side: the box task letterboxes to a square")
+        return reading
 
     @property
     def class_names(self) -> list[str]:

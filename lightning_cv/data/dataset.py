@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from lightning_cv.io import read_image
+from lightning_cv.io.images import read_image
 
 
 class ImageDataset(Dataset):

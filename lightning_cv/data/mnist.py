@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lightning_cv.augment import AugmentSpec, Preprocess, build_pipeline, resize
-from lightning_cv.cache import file_version
+from lightning_cv.data.augment import AugmentSpec, Preprocess, build_pipeline, resize
 from lightning_cv.data.base import CVDataModule, Rows
 from lightning_cv.data.dataset import ArrayReader, ImageDataset
-from lightning_cv.io import DataError, atomic_path
+from lightning_cv.data.survey import Reading, Survey
+from lightning_cv.io.cache import file_version
+from lightning_cv.io.images import DataError, atomic_path
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -84,6 +85,16 @@ class MNISTDataModule(CVDataModule):
         super().__init__(data_dir=data_dir, image_size=image_size, batch_size=batch_size, val_fraction=val_fraction, **kwargs)
         self.download = download
         self._loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """MNIST's IDX files (gzipped or not)."""
+        found = [p for p in survey.files if any(p.name.startswith(name) for name in IDX_FILES.values())]
+        if not found:
+            return None
+        reading = Reading(cls.task_name, 0.95)
+        reading.evidence.append(("task", cls.task_name, survey.rel(found[0]), f"{len(found)} IDX files (MNIST)"))
+        return reading
 
     @property
     def class_names(self) -> list[str]:

@@ -10,9 +10,11 @@ import pandas as pd
 
 from lightning_cv.data.base import Rows, check_holdout, holdout_split
 from lightning_cv.data.classification import ClassificationDataModule
+from lightning_cv.data.folds import iterative_stratification
+from lightning_cv.data.label_layouts import find_label_table, one_hot, table_options
+from lightning_cv.data.survey import Reading, Survey, is_tag_column, shared_layout, values
 from lightning_cv.errors import UserInputError
-from lightning_cv.folds import iterative_stratification
-from lightning_cv.labels import encode_tags, split_tags
+from lightning_cv.io.labels import encode_tags, split_tags
 
 
 def multilabel_holdout(targets: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +52,32 @@ class MultiLabelDataModule(ClassificationDataModule):
     @property
     def is_image_folder(self) -> bool:
         return False  # tags need a CSV
+
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """A table of images with space-separated tags (Planet; HPA's integers, per-channel files too), or
+        0/1 columns with any number of 1s a row."""
+        table = find_label_table(survey)
+        if table is None:
+            return None
+        targets, why = table.targets(survey)
+        reading = Reading(cls.task_name, 0.9)
+        tags = [c for c in targets if is_tag_column(table.frame[c])]
+        defaults = {**cls.TABLE_DEFAULTS, "label_col": "tags"}
+        if tags:
+            names = sorted({t for cell in values(table.frame[tags[0]]) for t in cell.split()})
+            reading.evidence.append(("task", cls.task_name, table.name, f"{tags[0]}: space-separated tags, {len(names)} in all "
+                                     f"({', '.join(names[:6])}{' ...' if len(names) > 6 else ''}; {why})"))
+            table_options(reading, table, tags[0], defaults)
+        elif one_hot(table.frame, targets) is False:
+            reading.score = 0.85
+            reading.evidence.append(("task", cls.task_name, table.name, f"0/1 columns {', '.join(targets)} with any number of 1s a row"))
+            table_options(reading, table, None, defaults)
+            reading.set("label_cols", targets, table.name, "a tag per column")
+        else:
+            return None
+        shared_layout(reading, survey, table.images)
+        return reading
 
     @property
     def class_names(self) -> list[str]:

@@ -9,11 +9,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lightning_cv.augment import AugmentSpec
+from lightning_cv.data.augment import AugmentSpec
 from lightning_cv.data.base import CVDataModule, Rows
 from lightning_cv.data.dataset import ImageDataset
-from lightning_cv.io import DataError
-from lightning_cv.labels import read_table
+from lightning_cv.data.label_layouts import find_label_table, table_options
+from lightning_cv.data.survey import (
+    Reading,
+    Survey,
+    grades,
+    is_binary_column,
+    measured,
+    numbers,
+    shared_layout,
+)
+from lightning_cv.io.images import DataError
+from lightning_cv.io.labels import read_table
 
 BIN_COL = "target_bin"
 
@@ -77,6 +87,35 @@ class RegressionDataModule(CVDataModule):
         if bins < 1:
             raise DataError(f"--data.bins must be at least 1, got {bins}")
         self.bins = bins
+
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """A table of images with a numeric target: measurements (PetFinder's 1-100), or ordinal grades (APTOS
+        0-4), which regression with --model.grades scores by quadratic weighted kappa."""
+        table = find_label_table(survey)
+        if table is None:
+            return None
+        targets, why = table.targets(survey)
+        numeric = [c for c in targets if numbers(table.frame[c]) is not None and not is_binary_column(table.frame[c])]
+        if not numeric:
+            return None
+        label, target = numeric[0], numbers(table.frame[numeric[0]])
+        reading = Reading(cls.task_name, 0.85)
+        graded = grades(table.frame[label])
+        if graded is not None:
+            reading.score = 0.75
+            reading.evidence.append(("task", cls.task_name, table.name, f"{label}: grades {graded[0]}-{graded[-1]}, read as "
+                                     "regression scored by QWK (as APTOS winners did); --task cls classifies them instead"))
+            reading.set("model.grades", True, table.name, "ordinal grades: values rounded, cut points tuned by cv")
+            reading.set("model.monitor", "val/qwk", table.name, "grades are scored by quadratic weighted kappa")
+        elif measured(table.frame[label]):
+            reading.evidence.append(("task", cls.task_name, table.name, f"{label}: numbers {target.min():g} to "
+                                     f"{target.max():g}, {target.nunique()} values ({why})"))
+        else:
+            return None
+        table_options(reading, table, label, {"csv": "train.csv", "image_col": "image", "label_col": "target"})
+        shared_layout(reading, survey, table.images)
+        return reading
 
     @property
     def class_names(self) -> list[str]:

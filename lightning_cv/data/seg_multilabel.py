@@ -11,14 +11,16 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from lightning_cv.cache import content_id
 from lightning_cv.data.base import Rows
+from lightning_cv.data.mask_layouts import decide_order, find_rle_tables
 from lightning_cv.data.segmentation import SegmentationDataModule
+from lightning_cv.data.survey import Reading, Survey, shared_layout, values
 from lightning_cv.errors import DataError
-from lightning_cv.file_checks import remembered
-from lightning_cv.io import IMAGE_EXTENSIONS, check_image
-from lightning_cv.labels import read_table, sorted_labels
-from lightning_cv.masks import is_empty_rle, rle_decode
+from lightning_cv.io.cache import content_id
+from lightning_cv.io.file_checks import remembered
+from lightning_cv.io.images import IMAGE_EXTENSIONS, check_image
+from lightning_cv.io.labels import read_table, sorted_labels
+from lightning_cv.io.masks import is_empty_rle, rle_decode
 
 
 def split_key(key: str, sep: str) -> tuple[str, str]:
@@ -89,6 +91,33 @@ class MultiLabelSegmentationDataModule(SegmentationDataModule):
             self.predict_dir = self.data_dir / "test_images"  # Severstal's and Clouds' layout
         self.class_col = class_col
         self.key_sep = key_sep
+
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """An RLE table with a mask per image and class: a class column (Severstal) or `<image>_<class>` keys
+        (Severstal's first table, Clouds)."""
+        table = next((t for t in find_rle_tables(survey) if t.class_col or t.key_sep), None)
+        if table is None:
+            return None
+        reading = Reading(cls.task_name, 0.9)
+        if table.key_sep:
+            labels = values(table.frame[table.id_col]).str.rsplit(table.key_sep, n=1).str[1].unique()
+            reading.evidence.append(("task", cls.task_name, table.name, f"{table.id_col} keys <image>{table.key_sep}<class>, "
+                                     f"classes {', '.join(sorted(labels)[:8])}: a mask per image and class"))
+            reading.set("class_col", None, table.name, "the class is in the key")
+        else:
+            labels = values(table.frame[table.class_col]).unique()
+            reading.evidence.append(("task", cls.task_name, table.name, f"{table.class_col}: classes "
+                                     f"{', '.join(sorted(labels)[:8])}: a mask per image and class"))
+            if table.class_col != "ClassId":
+                reading.set("class_col", table.class_col, table.name, "the class column")
+        for option, column, default in (("rle_csv", table.name, "train.csv"), ("id_col", table.id_col, "ImageId"),
+                                        ("rle_col", table.rle_col, "EncodedPixels")):
+            if column != default:
+                reading.set(option, column, table.name, f"the {option.replace('_', ' ')}")
+        decide_order(reading, survey, table, None)
+        shared_layout(reading, survey, table.images, default_dir="train_images", default_test="test_images")
+        return reading
 
     @cached_property
     def class_rles(self) -> dict[str, dict[str, list[str]]]:

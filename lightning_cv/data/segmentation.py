@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cv.augment import (
+from lightning_cv.data.augment import (
     AugmentSpec,
     Preprocess,
     build_pipeline,
@@ -22,13 +22,15 @@ from lightning_cv.augment import (
     random_crop,
     resize,
 )
-from lightning_cv.cache import CachedSource, content_id, file_version
 from lightning_cv.data.base import CVDataModule, Rows, list_images
+from lightning_cv.data.mask_layouts import decide_order, find_mask_files, find_rle_tables, mask_values
+from lightning_cv.data.survey import Reading, Survey, shared_layout
 from lightning_cv.errors import UserInputError
-from lightning_cv.file_checks import remembered
-from lightning_cv.io import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
-from lightning_cv.labels import read_table
-from lightning_cv.masks import is_empty_rle, rle_decode
+from lightning_cv.io.cache import CachedSource, content_id, file_version
+from lightning_cv.io.file_checks import remembered
+from lightning_cv.io.images import IMAGE_EXTENSIONS, DataError, check_image, read_image, read_mask
+from lightning_cv.io.labels import read_table
+from lightning_cv.io.masks import is_empty_rle, rle_decode
 
 MASK_EXTENSIONS = (".png", ".gif", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Masks read to guess the class count before setup (setup then checks every mask).
@@ -234,6 +236,42 @@ class SegmentationDataModule(CVDataModule):
         self.crop = crop
         self.instances = instances
         self.crop_hw = None if crop is None else crop_hw(crop, self.image_hw)
+
+    # -- recognizing a competition folder (`lightning-cv init`) ------------------------------------
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """Binary or class-index masks: mask files beside the images, or an RLE table holding one mask (or a
+        row per instance) per image; multi-label tables (a class per row or key) are `seg-multilabel`'s."""
+        masks = find_mask_files(survey)
+        table = next((t for t in find_rle_tables(survey) if t.class_col is None and t.key_sep is None), None)
+        if masks is None and table is None:
+            return None
+        reading = Reading(cls.task_name, 0.9)
+        if masks is not None:
+            found = mask_values(list(masks.files.values()))
+            kind = "binary" if found <= {0, 1} or found <= {0, 255} else f"{len(found)} classes (class-index masks)"
+            reading.evidence.append(("task", cls.task_name, f"{masks.masks}/", f"masks of the images, values {sorted(found)[:6]}: {kind}"))
+            if masks.masks != "train_masks":
+                reading.set("mask_dir", masks.masks, f"{masks.masks}/", f"{len(masks.files)} masks")
+            if masks.suffix != "_mask":
+                reading.set("mask_suffix", masks.suffix, f"{masks.masks}/", "a mask is named <image stem><suffix>")
+        else:
+            reading.evidence.append(("task", cls.task_name, table.name, f"{table.rle_col}: run-length encoded masks, no class column"))
+            reading.set("rle_csv", table.name, table.name, f"masks run-length encoded in {table.rle_col}")
+            for option, column, default in (("id_col", table.id_col, "id"), ("rle_col", table.rle_col, "rle_mask")):
+                if column != default:
+                    reading.set(option, column, table.name, f"the column of the {option[:-4]}s")
+        if table is None:
+            reading.ask("rle_order", "no RLE table to tell the submission's pixel order: pass --data.rle_order C (row-major, "
+                                     "Carvana) or F (column-major, TGS, Airbus)")
+        else:
+            decide_order(reading, survey, table, masks)
+            rows = table.image_ids().value_counts()
+            if (rows > 1).any():
+                reading.set("model.monitor", "val/f2_instances", table.name, f"{int((rows > 1).sum())} images have several "
+                            "rows: a row per instance, scored by F2 over instances (Airbus)")
+        shared_layout(reading, survey, masks.images if masks is not None else table.images)
+        return reading
 
     # -- images and their masks ------------------------------------------------------------------
     @cached_property

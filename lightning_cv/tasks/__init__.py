@@ -1,4 +1,5 @@
-"""One LightningModule per task, all built on `CVTask`; importing this package registers every task.
+"""Tasks: one LightningModule per task on `CVTask` (the task protocol), the registry, and rebuilding a task
+from its checkpoint; importing this package registers every task. May import every subpackage below `training`.
 
 Every module of this package is imported (a new task module registers itself: no list to edit), and so
 is every module another installed package declares under the `lightning_cv.tasks` entry-point group.

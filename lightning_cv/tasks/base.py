@@ -21,19 +21,19 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from lightning_cv.augment import image_hw
-from lightning_cv.backbones import enable_grad_checkpointing, normalization
+from lightning_cv.data.augment import image_hw
 from lightning_cv.errors import UserInputError
-from lightning_cv.io import write_csv
-from lightning_cv.predictions import Predictions
-from lightning_cv.schedules import ScheduleName, named_schedule, total_steps, with_length, with_warmup
-from lightning_cv.stores import RowWriter, chunk_rows, is_map
-from lightning_cv.submission import SUBMISSION
-from lightning_cv.tta import tta_logits
-from lightning_cv.writers import PredictionWriter
+from lightning_cv.io.images import write_csv
+from lightning_cv.models.backbones import enable_grad_checkpointing, normalization
+from lightning_cv.models.schedules import ScheduleName, named_schedule, total_steps, with_length, with_warmup
+from lightning_cv.models.tta import tta_logits
+from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.stores import RowWriter, chunk_rows, is_map
+from lightning_cv.predictions.submission import SUBMISSION
+from lightning_cv.predictions.writer import PredictionWriter
 
 if TYPE_CHECKING:
-    from lightning_cv.report_plots import ImageSource, Section
+    from lightning_cv.pictures.plots import ImageSource, Section
 
 SPLITS = ("train", "val", "test")
 # Where a checkpoint keeps the inference options its model was trained with.

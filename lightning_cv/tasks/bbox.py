@@ -13,16 +13,16 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchvision.ops import box_iou
 
-from lightning_cv.backbones import create_classifier
-from lightning_cv.boxes import original_square
 from lightning_cv.data.bbox import BBoxCropDataModule
-from lightning_cv.demos import make_bbox
+from lightning_cv.data.demos import make_bbox
 from lightning_cv.errors import UserInputError
-from lightning_cv.losses import box_loss, square_to_xyxy
-from lightning_cv.pictures import image_grid, to_uint8_image
-from lightning_cv.predictions import Predictions
-from lightning_cv.report_plots import ImageSource, Section, Table, gallery, histogram
-from lightning_cv.submission import follow_sample
+from lightning_cv.io.boxes import original_square
+from lightning_cv.models.backbones import create_classifier
+from lightning_cv.models.losses import box_loss, square_to_xyxy
+from lightning_cv.pictures.draw import image_grid, to_uint8_image
+from lightning_cv.pictures.plots import ImageSource, Section, Table, gallery, histogram
+from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.submission import follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
 

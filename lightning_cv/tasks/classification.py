@@ -15,19 +15,19 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
-from lightning_cv.backbones import create_classifier
 from lightning_cv.data.classification import ClassificationDataModule
+from lightning_cv.data.demos import make_cls, make_mnist
 from lightning_cv.data.mnist import MNISTDataModule
-from lightning_cv.demos import make_cls, make_mnist
 from lightning_cv.errors import UserInputError
-from lightning_cv.metrics import classification_metrics, confusion_matrix, is_ordinal
-from lightning_cv.pictures import caption, image_grid, to_uint8_image
-from lightning_cv.predictions import Predictions
-from lightning_cv.report_plots import ImageSource, Section, Table, confusion_plot, gallery, reliability_plot
-from lightning_cv.submission import follow_sample
+from lightning_cv.models.backbones import create_classifier
+from lightning_cv.models.metrics import classification_metrics, confusion_matrix, is_ordinal
+from lightning_cv.models.tta import TTAMode
+from lightning_cv.pictures.draw import caption, image_grid, to_uint8_image
+from lightning_cv.pictures.plots import ImageSource, Section, Table, confusion_plot, gallery, reliability_plot
+from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.submission import follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
-from lightning_cv.tta import TTAMode
 
 
 # -- hierarchical labels: coarse groups of fine classes --------------------------------------------------

@@ -13,16 +13,14 @@ from torch import nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MultilabelExactMatch, MultilabelFBetaScore
 
-from lightning_cv.backbones import create_classifier
+from lightning_cv.data.demos import make_multilabel
 from lightning_cv.data.multilabel import MultiLabelDataModule
-from lightning_cv.demos import make_multilabel
-from lightning_cv.pictures import caption, image_grid, to_uint8_image
-from lightning_cv.predictions import Predictions
-from lightning_cv.report_plots import ImageSource, Section, Table, gallery, line_plot
-from lightning_cv.tasks.base import CVTask, ensemble_weights
-from lightning_cv.tasks.classification import ClassificationTask
-from lightning_cv.tasks.registry import register_task
-from lightning_cv.thresholds import (
+from lightning_cv.models.backbones import create_classifier
+from lightning_cv.models.tta import TTAMode
+from lightning_cv.pictures.draw import caption, image_grid, to_uint8_image
+from lightning_cv.pictures.plots import ImageSource, Section, Table, gallery, line_plot
+from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.thresholds import (
     GRID,
     fbeta_samples,
     load_thresholds,
@@ -30,7 +28,9 @@ from lightning_cv.thresholds import (
     tags,
     tune_thresholds,
 )
-from lightning_cv.tta import TTAMode
+from lightning_cv.tasks.base import CVTask, ensemble_weights
+from lightning_cv.tasks.classification import ClassificationTask
+from lightning_cv.tasks.registry import register_task
 
 
 class SampleFBeta(Metric):

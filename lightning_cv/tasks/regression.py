@@ -14,18 +14,18 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_cv.backbones import create_classifier
+from lightning_cv.data.demos import make_regression
 from lightning_cv.data.regression import RegressionDataModule
-from lightning_cv.decisions import load_decisions, save_decisions
-from lightning_cv.demos import make_regression
 from lightning_cv.errors import UserInputError
-from lightning_cv.pictures import caption, image_grid, to_uint8_image
-from lightning_cv.predictions import Predictions
-from lightning_cv.report_plots import ImageSource, Section, Table, gallery, histogram, scatter
-from lightning_cv.submission import follow_sample
+from lightning_cv.models.backbones import create_classifier
+from lightning_cv.models.tta import TTAMode
+from lightning_cv.pictures.draw import caption, image_grid, to_uint8_image
+from lightning_cv.pictures.plots import ImageSource, Section, Table, gallery, histogram, scatter
+from lightning_cv.predictions.decisions import load_decisions, save_decisions
+from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.submission import follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
-from lightning_cv.tta import TTAMode
 
 LOSSES = {"mse": nn.MSELoss, "huber": nn.HuberLoss, "l1": nn.L1Loss}
 

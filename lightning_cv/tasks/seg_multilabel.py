@@ -14,17 +14,17 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelF1Score
 
+from lightning_cv.data.demos import make_seg_multilabel
 from lightning_cv.data.seg_multilabel import MultiLabelSegmentationDataModule, image_key, split_key
-from lightning_cv.decisions import load_decisions, save_decisions
-from lightning_cv.demos import make_seg_multilabel
 from lightning_cv.errors import DataError
-from lightning_cv.io import write_csv
-from lightning_cv.losses import segmentation_loss
-from lightning_cv.masks import restore_mask, rle_encode
-from lightning_cv.metrics import MeanOverImages
-from lightning_cv.predictions import Predictions
-from lightning_cv.stores import array_chunks, chunk_rows
-from lightning_cv.submission import SUBMISSION
+from lightning_cv.io.images import write_csv
+from lightning_cv.io.masks import restore_mask, rle_encode
+from lightning_cv.models.losses import segmentation_loss
+from lightning_cv.models.metrics import MeanOverImages
+from lightning_cv.predictions.decisions import load_decisions, save_decisions
+from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.stores import array_chunks, chunk_rows
+from lightning_cv.predictions.submission import SUBMISSION
 from lightning_cv.tasks.registry import register_task
 from lightning_cv.tasks.segmentation import SegmentationTask
 

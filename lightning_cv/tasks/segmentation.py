@@ -15,18 +15,19 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
-from lightning_cv.augment import image_hw
-from lightning_cv.backbones import create_segmentation_model
+from lightning_cv.data.augment import image_hw
+from lightning_cv.data.demos import make_seg
 from lightning_cv.data.segmentation import SegmentationDataModule
-from lightning_cv.demos import make_seg
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.io import write_csv, write_image
-from lightning_cv.losses import segmentation_loss
-from lightning_cv.masks import restore_mask, rle_encode
-from lightning_cv.metrics import segmentation_metrics
-from lightning_cv.pictures import caption, image_grid, overlay, to_uint8_image
-from lightning_cv.predictions import Predictions
-from lightning_cv.report_plots import (
+from lightning_cv.io.images import write_csv, write_image
+from lightning_cv.io.masks import restore_mask, rle_encode
+from lightning_cv.models.backbones import create_segmentation_model
+from lightning_cv.models.losses import segmentation_loss
+from lightning_cv.models.metrics import segmentation_metrics
+from lightning_cv.models.tiling import predict_tiled
+from lightning_cv.models.tta import TTAMode
+from lightning_cv.pictures.draw import caption, image_grid, overlay, to_uint8_image
+from lightning_cv.pictures.plots import (
     ImageSource,
     Section,
     Table,
@@ -35,12 +36,11 @@ from lightning_cv.report_plots import (
     mask_overlay,
     side_by_side,
 )
-from lightning_cv.stores import array_chunks, chunk_rows
-from lightning_cv.submission import SUBMISSION, follow_sample
+from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.stores import array_chunks, chunk_rows
+from lightning_cv.predictions.submission import SUBMISSION, follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
-from lightning_cv.tiling import predict_tiled
-from lightning_cv.tta import TTAMode
 
 
 def preprocessing(encoder: str, pretrained: bool) -> dict[str, tuple[float, ...]]:

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from lightning_cv.commands.new import render_task_files
+from lightning_cv.cli.commands.new import render_task_files
 from lightning_cv.errors import UserInputError
 
 try:
