@@ -156,6 +156,40 @@ def dogs_cats(root: Path) -> Path:
     return root
 
 
+def panda(root: Path) -> Path:
+    ids = [f"{i:032x}" for i in range(15)]
+    for n in ids:
+        _image(root / "train_images" / f"{n}.tiff", (64, 64))
+    _image(root / "test_images" / f"{'e' * 32}.tiff", (64, 64))
+    _csv(root / "train.csv", {"image_id": ids, "data_provider": ["karolinska", "radboud"] * 7 + ["radboud"],
+                              "isup_grade": [i % 6 for i in range(15)], "gleason_score": ["3+3"] * 15})
+    _csv(root / "sample_submission.csv", {"image_id": ["e" * 32], "isup_grade": [0]})
+    return root
+
+
+def ubc_ocean(root: Path) -> Path:
+    subtypes = ["HGSC", "EC", "CC", "LGSC", "MC"]
+    for i in range(15):
+        _image(root / "train_images" / f"{1000 + i}.png", (48, 64))
+    _image(root / "test_images" / "41.png", (48, 64))
+    _csv(root / "train.csv", {"image_id": [1000 + i for i in range(15)], "label": [subtypes[i % 5] for i in range(15)],
+                              "image_width": [64 + i * 997 for i in range(15)], "image_height": [48 + i * 531 for i in range(15)],
+                              "is_tma": ["False", "True", "False"] * 5})
+    _csv(root / "sample_submission.csv", {"image_id": [41], "label": ["HGSC"]})
+    return root
+
+
+def hubmap(root: Path) -> Path:
+    rows = []
+    for i in range(6):
+        mask = _image(root / "train" / f"{i:08x}.tiff", (96, 128))
+        rows.append({"id": f"{i:08x}", "encoding": rle_encode(mask, "F")})
+    _image(root / "test" / "ffffffff.tiff", (96, 128))
+    _csv(root / "train.csv", rows)
+    _csv(root / "sample_submission.csv", {"id": ["ffffffff"], "predicted": [""]})
+    return root
+
+
 # (maker, expected task, options the config must hold, model options)
 LAYOUTS = {
     "tgs": (make_tgs, "seg", {"image_dir": "train/images", "mask_dir": "train/masks", "mask_suffix": "", "rle_order": "F",
@@ -176,6 +210,11 @@ LAYOUTS = {
     "hpa": (hpa, "multilabel", {"label_col": "Target", "image_col": "Id",
                                 "channel_suffixes": ["_red.png", "_green.png", "_blue.png", "_yellow.png"]}, {}),
     "dogs-vs-cats": (dogs_cats, "cls", {"label_pattern": r"^([A-Za-z]+)[._-]\d+"}, {}),
+    "panda": (panda, "regression", {"image_dir": "train_images", "image_col": "image_id", "image_suffix": ".tiff",
+                                    "label_col": "isup_grade"}, {"grades": True, "monitor": "val/qwk"}),
+    "ubc-ocean": (ubc_ocean, "cls", {"image_dir": "train_images", "image_col": "image_id", "image_suffix": ".png",
+                                     "label_col": None}, {}),  # `label`: the DataModule's default
+    "hubmap": (hubmap, "seg", {"rle_csv": "train.csv", "rle_col": "encoding", "rle_order": "F"}, {}),
 }
 
 
