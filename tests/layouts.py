@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lightning_cv.data.demos import DEFECTS, SHAPES, make_seg_multilabel, make_shapes, render_shape, render_shapes
+from lightning_cv.data.demos import (
+    DEFECTS,
+    SHAPES,
+    make_seg_multilabel,
+    make_shapes,
+    render_shape,
+    render_shapes,
+)
 from lightning_cv.io.images import read_mask, write_image
 from lightning_cv.io.masks import rle_decode, rle_encode
 
