@@ -95,8 +95,10 @@ def print_reading(reading: Reading, data_dir: Path) -> None:
 
 
 def init(data_dir: Path, out: Path | None = None, task: str | None = None, overrides: list[str] | None = None) -> Path:
-    """Read a competition folder (tables, image folders, masks, sample submission) and write a config that
-    fit, cv, predict and ensemble use as it is, printing each decision with its file and evidence.
+    """Read a competition folder and write the config fit, cv, predict and ensemble use (--data.* settles a question).
+
+    It reads the tables, image folders, masks and sample submission, and prints each decision with its file
+    and evidence.
 
     Args:
         data_dir: the competition's files as Kaggle ships them (read only).
