@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from layouts import LAYOUTS
 from specs import ROOT
 
@@ -37,7 +38,7 @@ SHRINK = {
     "cls.yaml": SMALL_CNN, "multilabel.yaml": SMALL_CNN, "regression.yaml": SMALL_CNN,
 }
 # The blocks of the quick suite (`make test`); the others are slow (`make test-slow`).
-QUICK = {"carvana-1", "tgs-salt-1", "severstal-1", "siim-isic-1"}
+QUICK = {"carvana-1", "tgs-salt-1", "severstal-1", "siim-isic-1", "README-1"}
 
 
 def recipe_blocks(page: Path) -> list[list[list[str]]]:
@@ -61,11 +62,21 @@ def resolve(token: str) -> str:
 def shrunk(args: list[str]) -> list[str]:
     """A lightning-cv command as the test runs it: fit and cv get the tiny model, package no wheels."""
     if args[0] in ("fit", "cv"):
-        config = Path(args[args.index("--config") + 1]).name
-        return [*args, *SHRINK[config], *TRAINER, *(["--folds", "2"] if args[0] == "cv" else [])]
+        config = Path(args[args.index("--config") + 1])
+        shrink = SHRINK.get(config.name) or SHRINK[f"{config_task(config)}.yaml"]  # a config `init` wrote
+        return [*args, *shrink, *TRAINER, *(["--folds", "2"] if args[0] == "cv" else [])]
     if args[0] == "package":
         return [*args, "--dependencies", "false"]
     return args
+
+
+def config_task(config: Path) -> str:
+    """The registered task of a config's DataModule."""
+    from jsonargparse.typing import import_object
+
+    from lightning_cv.tasks import task_for
+
+    return task_for(import_object(yaml.safe_load(config.read_text())["data"]["class_path"])).name
 
 
 def run(args: list[str], capsys) -> str:
