@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_cv.errors import UserInputError
-from lightning_cv.tasks.checkpoints import OFFLINE_OVERRIDES, SEEN_OPTIONS, checkpoint_recipe
+from lightning_cv.tasks.checkpoints import OFFLINE_OVERRIDES, SEEN_OPTIONS, checkpoint_recipe, config_model
 from lightning_cv.training.callbacks import LastCheckpoint, ParameterSummary, SplitRecord, ValidationPictures
 from lightning_cv.training.loggers import RunCSVLogger
 from lightning_cv.training.provenance import finish_provenance, write_provenance
@@ -96,8 +96,7 @@ def configured_task(args: list[str]) -> str | None:
     for i, token in enumerate(args):
         path = token.partition("=")[2] if token.startswith("--config=") else args[i + 1] if token == "--config" and i + 1 < len(args) else None
         if path and Path(path).is_file():
-            model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
-            found = model.get("class_path", found) if isinstance(model, dict) else found
+            found = config_model(Path(path))[0] or found
     return found
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from lightning_cv.data.survey import SAMPLE, Reading, Survey, is_rle_column, rle_order, values
 from lightning_cv.io.images import image_size, read_mask
+from lightning_cv.io.masks import is_empty_rle
 
 
 @dataclass
@@ -97,7 +98,7 @@ def find_rle_tables(survey: Survey) -> list[RLETable]:
 def decide_order(reading: Reading, survey: Survey, table: RLETable, masks: MaskFiles | None) -> None:
     """--data.rle_order from a table: by agreement with the mask files when there are some, else by the
     compactness of both decodings; a question when neither tells."""
-    frame = table.frame[[not _empty(r) for r in table.frame[table.rle_col]]]
+    frame = table.frame[[not is_empty_rle(r) for r in table.frame[table.rle_col]]]
     ids = (frame[table.id_col].astype(str) if not table.key_sep else
            frame[table.id_col].astype(str).str.rsplit(table.key_sep, n=1).str[0])
     paths = {p.name: p for p in survey.folders[table.images]} | {p.stem: p for p in survey.folders[table.images]}
@@ -114,11 +115,6 @@ def decide_order(reading: Reading, survey: Survey, table: RLETable, masks: MaskF
                                  "pass --data.rle_order C (row-major, Carvana) or F (column-major, TGS, Airbus)")
     else:
         reading.set("rle_order", order, table.name, why)
-
-
-def _empty(rle: object) -> bool:
-    text = str(rle).strip()
-    return text in ("", "-1", "nan")
 
 
 def mask_values(paths: list[Path]) -> set[int]:

@@ -49,7 +49,7 @@ def _import(class_path: str) -> type:
     return cls
 
 
-def _config_model(config: Path) -> tuple[str | None, dict[str, Any]]:
+def config_model(config: Path) -> tuple[str | None, dict[str, Any]]:
     """The model's class path and init args from a training config (the file given to `fit --config`)."""
     if not config.is_file():
         raise MissingFileError(f"--config: {config} does not exist")
@@ -85,7 +85,7 @@ def load_task(ckpt_path: Path, config: Path | None = None) -> CVTask:
     if "state_dict" not in checkpoint:
         raise UserInputError(f"{ckpt_path} is not a Lightning checkpoint (no state_dict)")
     hparams = dict(checkpoint.get("hyper_parameters") or {})
-    class_path, init_args = _config_model(config) if config else (None, {})
+    class_path, init_args = config_model(config) if config else (None, {})
     class_path = hparams.get("_class_path") or class_path
     if not class_path:
         raise UserInputError(f"{ckpt_path} does not name its task class: pass the training config with --config")
