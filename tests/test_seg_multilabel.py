@@ -13,12 +13,8 @@ from lightning_cv.errors import DataError
 from lightning_cv.io.images import write_image
 from lightning_cv.io.masks import rle_decode, rle_encode
 from lightning_cv.predictions.files import Predictions
-from lightning_cv.tasks.seg_multilabel import (
-    MultiLabelSegmentationTask,
-    PairDice,
-    pair_dice,
-    tune_postprocess,
-)
+from lightning_cv.predictions.postprocess import pair_dice, tune_postprocess
+from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask, PairDice
 
 H, W = 8, 12
 

@@ -179,7 +179,8 @@ def test_a_row_of_another_shape_is_refused_and_strings_of_any_length_are_kept(tm
 def test_mask_scores_and_tuning_read_stored_maps_a_chunk_at_a_time(tmp_path, monkeypatch):
     """Out-of-fold Dice, foreground shares, the report's per-image overlaps and the tuned post-processing of
     maps stored on disk: read a few images at a time, and equal to the same formulas on the whole arrays."""
-    from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask, pair_dice
+    from lightning_cv.predictions.postprocess import pair_dice
+    from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask
     from lightning_cv.tasks.segmentation import overlaps
 
     monkeypatch.setattr(stores, "CHUNK_BYTES", 4 << 10)          # 2-4 of these 12 images per read

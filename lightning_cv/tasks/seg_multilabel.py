@@ -23,25 +23,17 @@ from lightning_cv.models.losses import segmentation_loss
 from lightning_cv.models.metrics import MeanOverImages
 from lightning_cv.predictions.decisions import load_decisions, save_decisions
 from lightning_cv.predictions.files import Predictions
-from lightning_cv.predictions.stores import array_chunks, chunk_rows
+from lightning_cv.predictions.postprocess import (
+    THRESHOLDS,
+    counted_dice,
+    decide,
+    pair_counts,
+    search_postprocess,
+)
+from lightning_cv.predictions.stores import array_chunks
 from lightning_cv.predictions.submission import SUBMISSION
 from lightning_cv.tasks.registry import register_task
 from lightning_cv.tasks.segmentation import SegmentationTask
-
-
-def counted_dice(above: np.ndarray, inter: np.ndarray, truth: np.ndarray, min_area: Any = 0) -> np.ndarray:
-    """Pair Dice from pixel counts: 2|P∩T| / (|P| + |T|), 1 where both are empty; a prediction of fewer
-    than `min_area` pixels is emptied first (the post-processing)."""
-    kept = above >= min_area
-    above, inter = np.where(kept, above, 0), np.where(kept, inter, 0)
-    total = above + truth
-    return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
-
-
-def pair_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Dice of every (image, class) pair of (N, C, ...) 0/1 masks; an empty truth predicted empty scores 1."""
-    pred, truth = pred.reshape(*pred.shape[:2], -1) > 0, truth.reshape(*truth.shape[:2], -1) > 0
-    return counted_dice(pred.sum(-1), (pred & truth).sum(-1), truth.sum(-1))
 
 
 class PairDice(MeanOverImages):
@@ -51,64 +43,6 @@ class PairDice(MeanOverImages):
         pred, target = pred.flatten(2) > 0, target.flatten(2) > 0
         inter, total = (pred & target).sum(-1).double(), (pred.sum(-1) + target.sum(-1)).double()
         self.add(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)))
-
-
-def decide(probs: np.ndarray, threshold: Any, min_area: Any) -> np.ndarray:
-    """(C, h, w) probabilities -> which classes keep a mask: a class whose pixels above its threshold
-    number fewer than its minimum area is emptied (the Severstal / Clouds post-processing)."""
-    c = probs.shape[0]
-    above = probs > np.asarray(threshold, np.float32).reshape(-1, 1, 1)[:c] if np.ndim(threshold) else probs > threshold
-    return above.reshape(c, -1).sum(1) >= np.broadcast_to(np.asarray(min_area, np.float64), (c,))
-
-
-def pair_counts(probs: Any, targets: np.ndarray, thresholds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per (image, class, threshold) the pixels above the threshold and those of them in the truth, and per
-    (image, class) the truth's pixels, read from (N, C, h, w) probabilities a chunk of images at a time (a
-    store on disk never read whole). thresholds: (T,) for every class or (C, T) per class."""
-    t = np.asarray(thresholds, np.float32)
-    t = np.broadcast_to(t, (probs.shape[1], t.shape[-1]))[None, :, :, None]  # (1, C, T, 1)
-    empty = np.zeros((0, *t.shape[1:3]), np.int64)
-    above, inter, truth = [empty], [empty], [empty[:, :, 0]]
-    step = chunk_rows(probs, itemsize=4 + t.shape[2])  # float32 + a bool per threshold
-    for start in range(0, len(probs), step):
-        chunk = probs[start:start + step]
-        p = chunk.reshape(*chunk.shape[:2], 1, -1).astype(np.float32)
-        y = np.asarray(targets[start:start + step]).reshape(*chunk.shape[:2], 1, -1) > 0
-        hit = p > t
-        above.append(hit.sum(-1))
-        inter.append((hit & y).sum(-1))
-        truth.append(y[:, :, 0].sum(-1))
-    return np.concatenate(above), np.concatenate(inter), np.concatenate(truth)
-
-
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-AREAS = (0, 4, 8, 16, 32, 64, 128)
-
-
-def search_postprocess(counts: tuple[np.ndarray, np.ndarray, np.ndarray], thresholds: tuple[float, ...] = THRESHOLDS,
-                       areas: tuple[int, ...] = AREAS) -> tuple[list[float], list[int], float]:
-    """Per class, the threshold and minimum area that maximise the pair Dice, from pair_counts(..., thresholds):
-    (thresholds, areas, the pair Dice reached)."""
-    above, inter, truth = counts                                         # (N, C, T), (N, C, T), (N, C)
-    best_t, best_a, scores = [], [], []
-    for c in range(above.shape[1]):
-        best = (-1.0, 0.5, 0)
-        for i, threshold in enumerate(thresholds):
-            for area in areas:
-                dice = counted_dice(above[:, c, i], inter[:, c, i], truth[:, c], area)
-                best = max(best, (float(dice.mean()), threshold, area), key=lambda x: x[0])
-        scores.append(best[0])
-        best_t.append(best[1])
-        best_a.append(best[2])
-    return best_t, best_a, float(np.mean(scores))
-
-
-def tune_postprocess(probs: Any, targets: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS,
-                     areas: tuple[int, ...] = AREAS) -> tuple[list[float], list[int], float]:
-    """Per class, the threshold and minimum area (pixels at model resolution) that maximise the pair Dice
-    of the out-of-fold masks: (thresholds, areas, the pair Dice reached). The probabilities are read once, a
-    chunk at a time."""
-    return search_postprocess(pair_counts(probs, targets, thresholds), thresholds, areas)
 
 
 class MultiLabelSegmentationTask(SegmentationTask):
