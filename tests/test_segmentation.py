@@ -362,3 +362,30 @@ def test_f2_instances_is_a_validation_metric_equal_to_score():
         return pd.DataFrame(out, columns=["ImageId", "EncodedPixels"])
 
     assert score_frames(rows(pred), rows(truth), "f2_instances") == pytest.approx(value)
+
+
+def test_binary_postprocess_tuned_on_oof_empties_specks_and_is_applied(tmp_path):
+    """Out-of-fold binary masks with 4-px false positives on the empty images: `tune` finds a minimum area
+    that empties them (mean Dice over images 0.5 -> 1.0), saves postprocess.json, and the masks a
+    submission is written from apply it, as `ensemble` and `predict --model.postprocess` do."""
+    from lightning_cv.predictions.decisions import load_decisions
+
+    n, size = 20, 16
+    probs = np.zeros((n, 1, size, size), np.float16)
+    targets = np.zeros((n, size, size), np.int64)
+    targets[:10, 4:12, 4:12] = 1
+    probs[:10, 0, 4:12, 4:12] = 0.9                      # right where there is an object
+    probs[10:, 0, 0:2, 0:2] = 0.8                        # 4-px specks on the empty ones
+    predictions = Predictions("seg", np.array([f"im{i}" for i in range(n)]),
+                              {"probs": probs, "size": np.full((n, 2), size)}, ["background", "foreground"],
+                              {"threshold": 0.5, "min_area": 0}, targets)
+    decisions, report = SegmentationTask.tune(predictions, tmp_path)
+    assert report["dice_mean_raw"] == pytest.approx(0.5) and report["dice_mean_tuned"] == pytest.approx(1.0)
+    assert 4 < decisions["min_area"] <= 64 and load_decisions(tmp_path / "postprocess.json", ["foreground"]) == decisions
+    masks = list(SegmentationTask.masks(predictions.with_meta(**decisions)))
+    assert all(m.any() for m in masks[:10]) and not any(m.any() for m in masks[10:])
+    assert any(m.any() for m in SegmentationTask.masks(predictions))  # without it, the specks stay
+    # Class-index masks have nothing to tune.
+    multi = Predictions("seg", predictions.ids, {"probs": np.zeros((n, 3, 4, 4), np.float16), "size": np.full((n, 2), 4)},
+                        ["background", "a", "b"], {}, np.zeros((n, 4, 4), np.int64))
+    assert SegmentationTask.tune(multi, tmp_path / "m") == ({}, {})

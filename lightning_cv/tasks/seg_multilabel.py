@@ -50,18 +50,15 @@ class MultiLabelSegmentationTask(SegmentationTask):
     over the channels, and `val/dice_pairs`: mean Dice over image x class pairs, the leaderboard's metric.
 
     Args:
-        postprocess: a postprocess.json (per-class threshold and minimum area, e.g. from `lightning-cv cv`)
-            applied to the predictions instead of `threshold`.
-        **kwargs: SegmentationTask's options (arch, encoder, loss (default bce+dice), threshold, tiles, tta ...).
+        **kwargs: SegmentationTask's options (arch, encoder, loss (default bce+dice), threshold, tiles, tta,
+            postprocess: here a threshold and minimum area per class ...).
     """
 
     monitor = "val/dice_pairs"
-    inference_options = ("tta", "threshold", "tile_size", "tile_overlap", "postprocess")
 
-    def __init__(self, postprocess: str | None = None, **kwargs: Any):
+    def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.activation = "sigmoid"
-        self.postprocess = postprocess
 
     @property
     def binary(self) -> bool:

@@ -36,7 +36,9 @@ from lightning_cv.pictures.plots import (
     mask_overlay,
     side_by_side,
 )
+from lightning_cv.predictions.decisions import load_decisions, save_decisions
 from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.postprocess import THRESHOLDS, counted_dice, pair_counts, search_postprocess
 from lightning_cv.predictions.stores import array_chunks, chunk_rows
 from lightning_cv.predictions.submission import SUBMISSION, follow_sample
 from lightning_cv.tasks.base import CVTask
@@ -132,6 +134,9 @@ class SegmentationTask(CVTask):
         tile_overlap: share of a tile that neighbouring tiles overlap.
         tta: test-time augmentation for validate/predict: none, hflip, flip (h + v) or d4; mask
             probabilities are flipped back and averaged (on each tile when tiled).
+        postprocess: a postprocess.json (from `lightning-cv cv`: the threshold and minimum area tuned on
+            out-of-fold predictions; per class for multi-label masks) used instead of `threshold`: a binary
+            mask with fewer pixels above the threshold (at model resolution) is emptied.
         **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size ...).
     """
 
@@ -141,7 +146,7 @@ class SegmentationTask(CVTask):
 
     predictions_file = SUBMISSION
     outputs = ("probs", "size")
-    inference_options = ("tta", "threshold", "tile_size", "tile_overlap")
+    inference_options = ("tta", "threshold", "tile_size", "tile_overlap", "postprocess")
 
     def __init__(
         self,
@@ -155,6 +160,7 @@ class SegmentationTask(CVTask):
         tile_size: int | None = None,
         tile_overlap: float = 0.25,
         tta: TTAMode = "none",
+        postprocess: str | None = None,
         **kwargs: Any,
     ):
         if kwargs.get("num_classes", 2) < 2:
@@ -167,6 +173,7 @@ class SegmentationTask(CVTask):
         self.activation = "sigmoid" if self.binary else "softmax"
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
+        self.postprocess = postprocess
 
     @property
     def binary(self) -> bool:
@@ -235,9 +242,10 @@ class SegmentationTask(CVTask):
 
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         # The RLE pixel order is the competition's: the DataModule's.
-        return {"threshold": self.threshold, "rle_order": getattr(datamodule, "rle_order", "C"),
+        meta = {"threshold": self.threshold, "min_area": 0, "rle_order": getattr(datamodule, "rle_order", "C"),
                 "instances": bool(getattr(datamodule, "instance_rows", False)),
                 "keep_aspect": bool(getattr(datamodule, "keep_aspect", False))}
+        return {**meta, **(load_decisions(self.postprocess, self.class_names[1:]) if self.postprocess else {})}
 
     # -- pictures --------------------------------------------------------------------------------
     def _examples(self, batch: dict, outputs: torch.Tensor, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -293,8 +301,11 @@ class SegmentationTask(CVTask):
         then decided), one image at a time."""
         probs, sizes = predictions.arrays["probs"], predictions.arrays["size"]
         binary, threshold = probs.shape[1] == 1, float(predictions.meta.get("threshold", 0.5))
-        letterboxed = bool(predictions.meta.get("keep_aspect", False))
-        return (restore_mask(p, tuple(s), binary, threshold, letterboxed) for p, s in zip(probs, sizes))
+        letterboxed, min_area = bool(predictions.meta.get("keep_aspect", False)), float(predictions.meta.get("min_area", 0))
+        for p, s in zip(probs, sizes):
+            mask = restore_mask(p, tuple(s), binary, threshold, letterboxed)
+            # The tuned minimum area counts pixels at model resolution, as the tuning did.
+            yield mask if not binary or not min_area or (p[0] > threshold).sum() >= min_area else np.zeros_like(mask)
 
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
@@ -338,6 +349,24 @@ class SegmentationTask(CVTask):
         frame = cls.submission(predictions, sample, source, masks=written())
         write_csv(frame, out_dir / SUBMISSION)
         print(f"wrote {len(predictions)} masks to {out_dir / 'masks'} and {out_dir / SUBMISSION}")
+
+    @classmethod
+    def tune(cls, predictions: Predictions, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Binary masks: the threshold and minimum area that maximise the mean Dice over the out-of-fold images
+        (an empty truth predicted empty scores 1), saved as out_dir/postprocess.json for `predict
+        --model.postprocess` and `ensemble`. Class-index masks: nothing to tune."""
+        probs = predictions.arrays["probs"]
+        if probs.shape[1] != 1:
+            return {}, {}
+        counts = pair_counts(probs, predictions.targets, THRESHOLDS)
+        (threshold,), (area,), tuned = search_postprocess(counts)
+        above, inter, truth = counts
+        raw = float(counted_dice(above[:, 0, THRESHOLDS.index(0.5)], inter[:, 0, THRESHOLDS.index(0.5)], truth[:, 0]).mean())
+        decisions = {"threshold": threshold, "min_area": area}
+        path = save_decisions(out_dir, predictions.class_names[1:], decisions, {"dice_mean": tuned, "dice_mean_raw": raw})
+        print(f"out-of-fold mean Dice of {len(predictions)} images: {raw:.4f} at 0.5, {tuned:.4f} at threshold {threshold} "
+              f"and minimum area {area} -> {path} (use: predict --model.postprocess {path})")
+        return decisions, {"dice_mean_raw": raw, "dice_mean_tuned": tuned, "postprocess": str(path)}
 
     @classmethod
     def score(cls, predictions: Predictions) -> dict[str, float]:
