@@ -74,12 +74,11 @@ def option_value(args: list[str], name: str) -> str | None:
 RECIPE_VERBS = ("validate", "test", "predict")
 
 
-def with_recipe(args: list[str], recipe: dict[str, Any]) -> list[str]:
-    """The command line with the recipe as a config after the user's config files and before the other
-    options: the recipe wins over a config file, an option written on the command line wins over the recipe."""
+def split_configs(args: list[str]) -> tuple[list[str], list[str]]:
+    """(the `--config X` / `--config=X` tokens, every other token), each in its order."""
     configs: list[str] = []
     rest: list[str] = []
-    i = 1
+    i = 0
     while i < len(args):
         if args[i] == "--config" and i + 1 < len(args):
             configs += args[i : i + 2]
@@ -87,15 +86,23 @@ def with_recipe(args: list[str], recipe: dict[str, Any]) -> list[str]:
             continue
         (configs if args[i].startswith("--config=") else rest).append(args[i])
         i += 1
+    return configs, rest
+
+
+def with_recipe(args: list[str], recipe: dict[str, Any]) -> list[str]:
+    """The command line with the recipe as a config after the user's config files and before the other
+    options: the recipe wins over a config file, an option written on the command line wins over the recipe."""
+    configs, rest = split_configs(args[1:])
     return [args[0], *configs, "--config", json.dumps(recipe), *rest]
 
 
 def configured_task(args: list[str]) -> str | None:
     """The model class_path of the last config file on a command line that names one."""
+    configs, _ = split_configs(args)
+    paths = [t.removeprefix("--config=") for t in configs if t != "--config"]
     found = None
-    for i, token in enumerate(args):
-        path = token.partition("=")[2] if token.startswith("--config=") else args[i + 1] if token == "--config" and i + 1 < len(args) else None
-        if path and Path(path).is_file():
+    for path in paths:
+        if Path(path).is_file():
             found = config_model(Path(path))[0] or found
     return found
 

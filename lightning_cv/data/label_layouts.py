@@ -56,6 +56,10 @@ def channel_files(survey: Survey, keys: pd.Series) -> tuple[str, list[str]] | No
 
 def find_label_table(survey: Survey) -> LabelTable | None:
     """The first training table (no masks in it) with a column naming the images of a folder."""
+    return survey.once("label table", lambda: _find_label_table(survey))
+
+
+def _find_label_table(survey: Survey) -> LabelTable | None:
     for name, frame in survey.training_tables():
         if any(is_rle_column(frame[c]) for c in frame.columns):
             continue

@@ -70,6 +70,10 @@ def find_mask_files(survey: Survey) -> MaskFiles | None:
 
 def find_rle_tables(survey: Survey) -> list[RLETable]:
     """Every training table with an RLE column and a column naming the images (plain or composite keys)."""
+    return survey.once("rle tables", lambda: _find_rle_tables(survey))
+
+
+def _find_rle_tables(survey: Survey) -> list[RLETable]:
     found = []
     for name, frame in survey.training_tables():
         rle_cols = [c for c in frame.columns if is_rle_column(frame[c])]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -114,7 +115,14 @@ class Survey:
         self.tables: dict[str, pd.DataFrame] = {}
         self.folders: dict[str, list[Path]] = {}
         self.files: list[Path] = []
+        self._found: dict[str, Any] = {}
         self._walk(self.root, 0)
+
+    def once(self, key: str, find: Callable[[], Any]) -> Any:
+        """`find()` once per folder: the layouts several tasks' recognizers look for (label or RLE tables)."""
+        if key not in self._found:
+            self._found[key] = find()
+        return self._found[key]
 
     def _walk(self, folder: Path, depth: int) -> None:
         images = []
