@@ -169,7 +169,8 @@ class LightningCV(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+        # Memory-mapped: the hyperparameters are read, the weights are not (the recipe's read above, too).
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True).get("hyper_parameters") or {}
         model = self.config[subcommand].get("model")
         ours, theirs = getattr(model, "class_path", None), hparams.get("_class_path")
         if theirs and ours and _short(theirs) != _short(ours):

@@ -174,9 +174,7 @@ class Survey:
         best = None
         for folder in self.image_folders(exclude):
             names = {p.name for p in self.folders[folder]}
-            stems = Counter()
-            for p in self.folders[folder]:
-                stems[p.stem] += 1
+            stems = {p.stem for p in self.folders[folder]}
             suffix = Counter(p.suffix for p in self.folders[folder]).most_common(1)[0][0]
             by_name = np.mean([k in names for k in keys]) if len(keys) else 0.0
             by_stem = np.mean([k in stems for k in keys]) if len(keys) else 0.0
