@@ -179,6 +179,27 @@ def _seg_multilabel_data(root: Path) -> Path:
     return root / "seg-multilabel"
 
 
+def _slides_module():
+    from lightning_cv.tasks.slides import SlideSegmentationTask
+
+    return SlideSegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=32)
+
+
+def _slides_batch(n: int) -> dict:
+    """Training tiles that are also whole one-tile images on the inference grid (validation stitches them)."""
+    batch = _seg_batch(n)
+    return {**batch, "id": [f"slide{i}" for i in range(n)], "pos": torch.zeros(n, 2, dtype=torch.long),
+            "native": torch.tensor([[32, 8]] * n), "last": torch.ones(n, dtype=torch.bool),
+            "truth": batch["target"].flatten(1).sum(1)}
+
+
+def _slides_data(root: Path) -> Path:
+    from lightning_cv.data.slides import make_slides
+
+    make_slides(root / "slides", seed=1, n_train=4, n_test=2, train_size=(256, 256), test_size=(256, 320), per_mpx=150)
+    return root / "slides"
+
+
 SPECS = [
     TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
              ["val/acc", "val/f1"], "predictions.csv",
@@ -205,4 +226,9 @@ SPECS = [
              lambda n: (n, 2), ["val/rmse", "val/mae"], "predictions.csv",
              ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"],
              ["--data.image_size", "40", "--model.tta", "hflip"]),
+    TaskSpec("slides", "configs/slides.yaml", _slides_module, _slides_batch, _slides_data, lambda n: (n, 1, 32, 32),
+             ["val/dice"], "submission.csv",
+             ["--model.encoder", "tu-test_resnet", "--data.image_size", "64", "--data.batch_size", "8",
+              "--data.tiles_per_image", "4", "--model.tile_size", "128", "--model.val_tile_size", "128"],
+             ["--data.tile_scale", "2", "--model.threshold", "0.4"]),
 ]

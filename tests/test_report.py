@@ -18,6 +18,7 @@ from specs import ROOT, SPECS
 
 from lightning_cv.cli import main
 from lightning_cv.predictions.files import Predictions
+from lightning_cv.predictions.postprocess import THRESHOLDS
 from lightning_cv.tasks import (
     BBoxCropTask,
     ClassificationTask,
@@ -28,6 +29,7 @@ from lightning_cv.tasks import (
 )
 from lightning_cv.tasks.regression import RegressionTask
 from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask
+from lightning_cv.tasks.slides import SlideSegmentationTask
 from lightning_cv.training.provenance import finish_provenance, write_provenance
 
 TASKS = [s for s in SPECS if s.name != "mnist"]  # mnist is the classification task on other data
@@ -36,7 +38,7 @@ SECTIONS = {"cls": ["Classes", "Most confidently wrong", "confusion matrix", "re
             "seg": ["Masks", "Worst masks", "empty predicted as mask (FP)"],
             "seg-multilabel": ["Masks", "Worst masks", "TTA and tuned decisions", "dice_pairs_tuned"],
             "bbox": ["Boxes", "Worst boxes", "IoU of the predicted square"],
-            "regression": ["Values", "Worst images", "residuals"]}
+            "regression": ["Values", "Worst images", "residuals"], "slides": ["Images", "predicted pixels"]}
 
 
 def _noisy(rng: np.random.Generator, truth: np.ndarray, scale: float = 0.35) -> np.ndarray:
@@ -45,6 +47,12 @@ def _noisy(rng: np.random.Generator, truth: np.ndarray, scale: float = 0.35) -> 
 
 def fake_arrays(task: type, targets: np.ndarray, sizes: np.ndarray, classes: int, rng: np.random.Generator) -> dict:
     """Outputs a half-trained model might give, derived from the targets (some right, some confidently wrong)."""
+    if issubclass(task, SlideSegmentationTask):  # pixel counts at each threshold, as the stitching counts them
+        truth = targets[:, :1, None].astype(np.float64)
+        recall = (1.1 - np.asarray(THRESHOLDS)).clip(0, 1) * rng.uniform(0.5, 1.0, (len(truth), 1, 1))
+        inter = np.floor(truth * recall).astype(np.int64)
+        return {"map": np.array([f"map{i}.npy" for i in range(len(truth))]), "size": sizes, "inter": inter,
+                "above": inter + rng.integers(0, 200, inter.shape)}
     if issubclass(task, MultiLabelSegmentationTask):
         return {"probs": _noisy(rng, targets.astype(np.float32)).astype(np.float16), "size": sizes}
     if issubclass(task, SegmentationTask):
@@ -88,8 +96,8 @@ def _labelled(config: dict) -> tuple[list[str], np.ndarray, np.ndarray, list[str
 
     datamodule = _datamodule(config)
     rows = datamodule.labelled_rows()
-    dataset = datamodule.build_dataset(rows, None)
-    targets = np.stack([datamodule.sample_target(dataset[i]) for i in range(len(rows))])
+    datamodule.datasets["val"] = datamodule.build_dataset(rows, None)
+    targets = datamodule.targets("val")
     sizes = np.asarray(rows.extra.get("size", [(0, 0)] * len(rows)), np.int64)
     return list(rows.ids), targets, sizes, list(datamodule.class_names)
 

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 
 from lightning_cv.data.augment import AugmentSpec, Preprocess, build_pipeline, image_hw, resize, seed_worker
 from lightning_cv.data.dataset import ImageDataset
@@ -26,6 +26,7 @@ from lightning_cv.errors import UserInputError
 from lightning_cv.io.cache import ArrayCache, CachedReader, CacheMode, check_mode, default_cache_dir, describe
 from lightning_cv.io.images import IMAGE_EXTENSIONS, DataError, ImageReader
 from lightning_cv.io.intensity import Window, check_window
+from lightning_cv.pictures.draw import to_uint8_image
 from lightning_cv.predictions.submission import read_sample, sample_for, sample_rows
 
 SamplerMode = Literal["none", "balanced"]
@@ -356,6 +357,11 @@ class CVDataModule(L.LightningDataModule):
         return ImageDataset(rows.items, rows.targets, pipeline, rows.ids, reader or self.decoder,
                             target_dtype=target_dtype)
 
+    def report_images(self, rows: Rows) -> list[np.ndarray]:
+        """The rows' images as the model sees them (resized, not augmented), HxWx3 uint8, for reports."""
+        dataset = self.build_dataset(rows, None)
+        return [to_uint8_image(dataset[k]["image"]) for k in range(len(rows))]
+
     # -- train/val split -----------------------------------------------------------------------------------
     def split_rows(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
         """Train/val indices: the rows of `fold` in `folds_csv` when a fold is set, else the hold-out."""
@@ -427,6 +433,11 @@ class CVDataModule(L.LightningDataModule):
                                      generator=torch.Generator().manual_seed(self.seed))
 
     # -- loaders -------------------------------------------------------------------------------
+    def eval_sampler(self, dataset: Dataset, world_size: int, rank: int) -> DistributedSampler:
+        """How validation, test and prediction rows are split between DDP ranks: each row once (the default
+        DistributedSampler pads with duplicates, which would be counted in the metrics)."""
+        return UnrepeatedDistributedSampler(dataset, world_size, rank, shuffle=False)
+
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
             raise DataError(f"no {split} data: check --data.data_dir ({self.data_dir})")
@@ -438,8 +449,7 @@ class CVDataModule(L.LightningDataModule):
             # Under DDP, Lightning wraps any custom sampler (use_distributed_sampler=True, the default).
             sampler, shuffle = self.balanced_sampler(), False
         elif not shuffle and trainer is not None and trainer.world_size > 1:
-            # The default DistributedSampler pads with duplicates, which would be counted in the metrics.
-            sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
+            sampler = self.eval_sampler(dataset, trainer.world_size, trainer.global_rank)
         pin_memory = torch.cuda.is_available()
         if not self._reported:
             self._reported = True

@@ -100,6 +100,58 @@ def rle_decode(rle: str | float | None, shape: tuple[int, int], order: str = "C"
     return mask.reshape(shape, order=order)
 
 
+class RLERuns:
+    """A run-length encoded mask of a large image, never decoded whole: its runs parsed once, any window
+    decoded from the runs that cross it, its pixel count, and random foreground pixels (for tile sampling)."""
+
+    def __init__(self, rle: str | float | None, shape: tuple[int, int], order: str = "C"):
+        if order not in ("C", "F"):
+            raise ValueError(f"RLE order {order!r}: C (row-major) or F (column-major)")
+        self.shape, self.order = (int(shape[0]), int(shape[1])), order
+        numbers = np.zeros(0, np.int64) if is_empty_rle(rle) else np.asarray(str(rle).split(), dtype=np.int64)
+        if numbers.size % 2:
+            raise ValueError(f"RLE has an odd number of values ({numbers.size}): {str(rle)[:60]!r}")
+        order_ = np.argsort(numbers[0::2], kind="stable")
+        self.starts, self.lengths = numbers[0::2][order_] - 1, numbers[1::2][order_]
+        if (self.starts < 0).any() or (self.starts + self.lengths > self.shape[0] * self.shape[1]).any():
+            raise ValueError(f"RLE runs fall outside a {self.shape[0]}x{self.shape[1]} mask")
+        self.ends = self.starts + self.lengths
+
+    @property
+    def pixels(self) -> int:
+        """How many pixels the mask covers."""
+        return int(self.lengths.sum())
+
+    def window(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        """The (height, width) uint8 0/1 window at (y, x), equal to `rle_decode(...)[y:y+height, x:x+width]`
+        (0 outside the image); only the rows (order C) or columns (order F) it spans are decoded."""
+        full_h, full_w = self.shape
+        y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + height, full_h), min(x + width, full_w)
+        out = np.zeros((height, width), np.uint8)
+        if y0 >= y1 or x0 >= x1:
+            return out
+        # The band of whole lines (rows for C, columns for F) the window lies in, as a flat pixel range.
+        line, first, last = (full_w, y0, y1) if self.order == "C" else (full_h, x0, x1)
+        low, high = first * line, last * line
+        band = np.zeros(high - low, np.uint8)
+        lo, hi = np.searchsorted(self.ends, low, side="right"), np.searchsorted(self.starts, high, side="left")
+        for start, end in zip(self.starts[lo:hi], self.ends[lo:hi]):
+            band[max(start, low) - low : min(end, high) - low] = 1
+        band = band.reshape(last - first, line)
+        part = band[:, x0:x1] if self.order == "C" else band[:, y0:y1].T
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = part
+        return out
+
+    def sample(self, rng: np.random.Generator) -> tuple[int, int] | None:
+        """A foreground pixel (y, x), every one equally likely; None for an empty mask."""
+        if not self.lengths.size:
+            return None
+        run = rng.choice(self.lengths.size, p=self.lengths / self.lengths.sum())
+        flat = int(self.starts[run] + rng.integers(self.lengths[run]))
+        rows, cols = self.shape
+        return (flat // cols, flat % cols) if self.order == "C" else (flat % rows, flat // rows)
+
+
 def rle_pixels(rle: str) -> np.ndarray:
     """The flat pixel indices a Kaggle RLE string covers (no image size needed)."""
     if is_empty_rle(rle):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -90,3 +91,55 @@ def predict_tiled(
             weights[:, y : y + tile_size, x : x + tile_size] += w
     assert total is not None
     return (total / weights)[:, :height, :width]
+
+
+class BandStitcher:
+    """Blends the overlapping tiles of one large image, fed row of tiles by row of tiles, into horizontal
+    bands of whole rows, so that the full-resolution output is never held: only the rows the current row of
+    tiles spans (channels x tile x width floats). Tiles are placed as `tile_grid(size, tile, overlap)` places
+    them and weighted as `predict_tiled` weights them, so the bands together equal `predict_tiled`'s output;
+    tiles left out (blank background) leave 0.
+
+    `add(y, x, values)` takes one tile's (C, tile, tile) outputs, tiles in non-decreasing `y`; it returns the
+    bands completed before row `y` as (first row, (C, rows, width) array); `finish()` returns the rest."""
+
+    def __init__(self, size: tuple[int, int], tile: int, overlap: int, channels: int = 1):
+        self.height, self.width = int(size[0]), int(size[1])
+        self.tile, self.overlap = tile, overlap
+        self.ramp_y = {y: edge_ramp(tile, overlap, y > 0, y + tile < self.height).numpy()
+                       for y in tile_starts(self.height, tile, overlap)}
+        self.ramp_x = {x: edge_ramp(tile, overlap, x > 0, x + tile < self.width).numpy()
+                       for x in tile_starts(self.width, tile, overlap)}
+        padded = max(self.width, tile)
+        self.total = np.zeros((channels, tile, padded), np.float32)
+        self.weight = np.zeros((tile, padded), np.float32)
+        self.top = 0  # the image row of the accumulators' first row
+
+    def add(self, y: int, x: int, values: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        if y not in self.ramp_y or x not in self.ramp_x:
+            raise ValueError(f"a tile at ({y}, {x}) is not on the {self.tile}-pixel grid of a {self.height}x{self.width} image")
+        if y < self.top:
+            raise ValueError(f"tiles must come in non-decreasing rows: a tile at row {y} after row {self.top}")
+        bands = self._flush(y)
+        w = self.ramp_y[y][:, None] * self.ramp_x[x][None, :]
+        self.total[:, :, x : x + self.tile] += np.asarray(values, np.float32) * w
+        self.weight[:, x : x + self.tile] += w
+        return bands
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        return self._flush(self.height)
+
+    def _flush(self, until: int) -> list[tuple[int, np.ndarray]]:
+        """The bands of rows [top, until): those no later tile reaches."""
+        bands = []
+        while self.top < min(until, self.height):
+            n = min(until, self.height) - self.top
+            n = min(n, self.tile)
+            weight = self.weight[:n, : self.width]
+            band = np.divide(self.total[:, :n, : self.width], weight, out=np.zeros_like(self.total[:, :n, : self.width]),
+                             where=weight > 0)
+            bands.append((self.top, band))
+            self.total = np.concatenate([self.total[:, n:], np.zeros_like(self.total[:, :n])], axis=1)
+            self.weight = np.concatenate([self.weight[n:], np.zeros_like(self.weight[:n])], axis=0)
+            self.top += n
+        return bands

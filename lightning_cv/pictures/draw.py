@@ -13,6 +13,21 @@ def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
     return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else np.ascontiguousarray(array[..., :3])
 
 
+# The longer side of a picture written or uploaded for people (validation pictures, W&B panels and tables).
+PICTURE_SIDE = 1024
+
+
+def shrink(image: np.ndarray, max_side: int = PICTURE_SIDE, nearest: bool = False) -> np.ndarray:
+    """An image (or, `nearest`, a mask) shrunk to at most `max_side` pixels on its longer side; as it is
+    when already that small."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
 def image_grid(tiles: list[np.ndarray], columns: int = 8, pad: int = 2) -> np.ndarray:
     """Tile equally sized RGB images into one picture."""
     h, w = tiles[0].shape[:2]

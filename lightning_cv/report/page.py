@@ -317,8 +317,6 @@ def _datamodule(config: dict[str, Any]) -> Any:
 def image_source(run: Run) -> ImageSource:
     """The rows' images as the model saw them (resized or letterboxed, not augmented), read through the run's
     DataModule on first use; none (and a note) when the data cannot be read."""
-    from lightning_cv.pictures.draw import to_uint8_image
-
     state: dict[str, Any] = {}
 
     def read(ids: list[str]) -> list[np.ndarray]:
@@ -329,8 +327,7 @@ def image_source(run: Run) -> ImageSource:
         unknown = [i for i in ids if str(i) not in state["position"]]
         if unknown:
             raise KeyError(f"{unknown[0]!r} is not a training row of the data now")
-        dataset = state["datamodule"].build_dataset(state["rows"].take([state["position"][str(i)] for i in ids]), None)
-        return [to_uint8_image(dataset[k]["image"]) for k in range(len(ids))]
+        return state["datamodule"].report_images(state["rows"].take([state["position"][str(i)] for i in ids]))
 
     def images(ids: list[str]) -> list[np.ndarray]:
         if state.get("failed"):

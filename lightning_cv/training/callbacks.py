@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.model_summary import get_human_readable_count, 
 from torch.optim.swa_utils import AveragedModel
 
 from lightning_cv.io.images import write_csv, write_image
-from lightning_cv.pictures.draw import draw_confusion
+from lightning_cv.pictures.draw import draw_confusion, shrink
 
 
 def _wandb(trainer: L.Trainer) -> WandbLogger | None:
@@ -30,7 +30,8 @@ def _wandb(trainer: L.Trainer) -> WandbLogger | None:
 class ValidationPictures(L.Callback):
     """Each validation epoch: the task's picture of its first batch (and, where the task keeps one,
     the confusion matrix) to W&B and as PNGs under `<run>/pictures/`; at the end of fit, the last
-    epoch's first batch as a W&B Table of predictions (image, truth, prediction, score)."""
+    epoch's first batch as a W&B Table of predictions (image, truth, prediction, score). Every picture,
+    W&B image and mask is shrunk to at most 1024 px on its longer side (`draw.shrink`)."""
 
     def __init__(self, max_images: int = 16):
         self.max_images = max_images
@@ -63,9 +64,10 @@ class ValidationPictures(L.Callback):
         # Tasks with richer W&B panels (e.g. segmentation masks) return log_image keyword arguments.
         panels = pl_module.wandb_validation(*self._first) if wandb is not None and self._first is not None else None
         if panels is not None:
-            wandb.log_image(step=trainer.global_step, **panels)
+            wandb.log_image(step=trainer.global_step, **_shrunk_panels(panels))
         self._last, self._first = self._first, None
         for key, picture in pictures.items():
+            picture = shrink(picture)
             write_image(out / f"{key.split('/')[-1]}_epoch{trainer.current_epoch:03d}.png", picture)
             if wandb is not None:
                 wandb.log_image(key=key, images=[picture], step=trainer.global_step)
@@ -80,14 +82,27 @@ class ValidationPictures(L.Callback):
         wandb.log_table(key="val/predictions", columns=columns, data=[[_cell(v) for v in row] for row in rows])
 
 
+def _shrunk_masks(masks: dict[str, Any]) -> dict[str, Any]:
+    return {k: {**m, "mask_data": shrink(m["mask_data"].astype(np.uint8), nearest=True)} for k, m in masks.items()}
+
+
+def _shrunk_panels(panels: dict[str, Any]) -> dict[str, Any]:
+    """W&B panel arguments with their images and masks shrunk alike."""
+    out = {**panels, "images": [shrink(np.asarray(image)) for image in panels["images"]]}
+    if "masks" in panels:
+        out["masks"] = [_shrunk_masks(masks) for masks in panels["masks"]]
+    return out
+
+
 def _cell(value: Any) -> Any:
-    """A W&B Table cell: arrays and image dicts become `wandb.Image`s."""
+    """A W&B Table cell: arrays and image dicts become (shrunk) `wandb.Image`s."""
     import wandb
 
     if isinstance(value, np.ndarray) and value.ndim >= 2:
-        return wandb.Image(value)
+        return wandb.Image(shrink(value))
     if isinstance(value, dict) and "data_or_path" in value:
-        return wandb.Image(**value)
+        masks = {"masks": _shrunk_masks(value["masks"])} if "masks" in value else {}
+        return wandb.Image(**{**value, "data_or_path": shrink(np.asarray(value["data_or_path"])), **masks})
     return value
 
 
