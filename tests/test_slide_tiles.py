@@ -135,3 +135,26 @@ def test_validation_stitches_images_to_their_dice(slides):
         for _, _, stitch in done:
             assert stitch.truth > 0
             assert stitch.inter[k] == (stitch.truth if perfect else 0) and stitch.above[k] == stitch.inter[k]
+
+
+@pytest.mark.slow
+def test_init_reads_a_folder_of_large_images_as_this_task(tmp_path):
+    """HuBMAP's layout (train.csv `id,encoding`, column-major) with 4.5k px TIFFs: tiles, not shrunk whole."""
+    import cv2
+    import tifffile
+
+    from lightning_cv.cli.commands.init import read_folder
+
+    rows = []
+    for i, center in enumerate([(1500, 2000), (3000, 2500)]):
+        image = np.full((4608, 4224, 3), 230, np.uint8)
+        mask = np.zeros(image.shape[:2], np.uint8)
+        cv2.ellipse(mask, center, (900, 300), 0, 0, 360, 1, -1)
+        image[mask > 0] = (120, 60, 130)
+        (tmp_path / "train").mkdir(exist_ok=True)
+        tifffile.imwrite(tmp_path / "train" / f"{i:08x}.tiff", image, tile=(256, 256), compression="zlib")
+        rows.append((f"{i:08x}", rle_encode(mask, "F")))
+    pd.DataFrame(rows, columns=["id", "encoding"]).to_csv(tmp_path / "train.csv", index=False)
+    reading = read_folder(tmp_path)
+    assert reading.task == "slides" and not reading.questions
+    assert reading.data["rle_csv"] == "train.csv" and reading.data["rle_order"] == "F" and "image_size" not in reading.data

@@ -75,16 +75,36 @@ def test_sizes_come_from_the_header(pyramid, flat):
     assert Slide(flat).levels == [SIZE]
 
 
-def test_size_without_decoding_and_a_codec_missing_is_one_line(tmp_path):
+def test_size_without_decoding_and_a_codec_missing_is_one_line(tmp_path, monkeypatch):
     path = tmp_path / "lzw.tif"
     tifffile.imwrite(path, np.zeros((100, 120, 3), np.uint8), tile=(32, 32), compression="zlib")
     with tifffile.TiffFile(path, mode="r+b") as tif:
         tif.pages[0].tags["Compression"].overwrite(5)  # LZW: tifffile decodes it only with imagecodecs
     slide = Slide(path)
     assert slide.size == (100, 120)
-    if "imagecodecs" not in sys.modules:
-        with pytest.raises(DataError, match="LZW tiles need imagecodecs.*pip install imagecodecs"):
-            slide.read(0, 0, 8, 8)
+    codecs = type(tifffile.TIFF.DECOMPRESSORS)  # as without imagecodecs: no LZW decoder
+    monkeypatch.setattr(codecs, "__getitem__", _without(codecs.__getitem__, tifffile.COMPRESSION.LZW))
+    with pytest.raises(DataError, match="LZW tiles need imagecodecs.*pip install imagecodecs"):
+        slide.read(0, 0, 8, 8)
+
+
+def _without(lookup, missing):
+    def get(self, key):
+        if key == missing:
+            raise KeyError(key)
+        return lookup(self, key)
+    return get
+
+
+@pytest.mark.parametrize("compression", ["jpeg", "lzw"])
+def test_scanner_codecs_decode_through_imagecodecs(tmp_path, image, compression):
+    """Whole-slide scanners write JPEG (lossy: close) or LZW (exact) tiles."""
+    path = tmp_path / f"{compression}.tif"
+    smooth = cv2.GaussianBlur(image, (0, 0), 4)  # a stained slide, not noise: what JPEG is made for
+    tifffile.imwrite(path, smooth, tile=(64, 64), compression=compression, photometric="rgb")
+    window = Slide(path).read(10, 20, 90, 70).astype(int)
+    tolerance = 3 if compression == "jpeg" else 0
+    assert np.abs(window - smooth[10:100, 20:90]).mean() <= tolerance
 
 
 def test_thumbnail_reads_the_smallest_level_large_enough(monkeypatch, pyramid, flat, image):

@@ -36,6 +36,8 @@ MASK_EXTENSIONS = (".png", ".gif", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Masks read to guess the class count before setup (setup then checks every mask).
 CLASS_SAMPLE = 32
 STRIDE = 32
+# Images with a side above this many pixels are large: learnt from tiles (the slides task), not shrunk whole.
+LARGE = 4096
 
 
 def padded_size(size: int, stride: int = STRIDE) -> int:
@@ -270,7 +272,10 @@ class SegmentationDataModule(CVDataModule):
             if (rows > 1).any():
                 reading.set("model.monitor", "val/f2_instances", table.name, f"{int((rows > 1).sum())} images have several "
                             "rows: a row per instance, scored by F2 over instances (Airbus)")
-        shared_layout(reading, survey, masks.images if masks is not None else table.images)
+        folder = masks.images if masks is not None else table.images
+        shared_layout(reading, survey, folder)
+        if max(max(size) for size in survey.sizes(folder)) > LARGE:
+            reading.score = 0.7  # shrunk whole, their objects would vanish: tiles read them better
         return reading
 
     # -- images and their masks ------------------------------------------------------------------

@@ -6,6 +6,7 @@ order, so the task stitches its output band by band. No image or mask is ever re
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from lightning_cv.data.augment import build_pipeline
 from lightning_cv.data.base import Rows, list_images
-from lightning_cv.data.segmentation import STRIDE, SegmentationDataModule
+from lightning_cv.data.segmentation import LARGE, STRIDE, SegmentationDataModule
 from lightning_cv.data.survey import Reading, Survey
 from lightning_cv.errors import DataError, UserInputError
 from lightning_cv.io.masks import RLERuns
@@ -210,8 +211,25 @@ class SlideSegmentationDataModule(SegmentationDataModule):
 
     @classmethod
     def recognize(cls, survey: Survey) -> Reading | None:
-        """Not a layout of its own: large images are segmentation's layouts, trained by tiles by choice."""
-        return None
+        """Segmentation's layout of binary masks in an RLE table (HuBMAP's `id,encoding`) whose images are large
+        (a side above LARGE pixels): surer than segmentation, which would shrink them whole."""
+        reading = super().recognize.__func__(cls, survey)
+        if reading is None or "rle_csv" not in reading.data:
+            return None
+        folder = reading.data.get("image_dir", "train")
+        sizes = survey.sizes(folder) if folder in survey.folders else []
+        if not sizes or max(max(size) for size in sizes) <= LARGE:
+            return None
+        reading.score = 0.9
+        (height, width), _ = Counter(sizes).most_common(1)[0]
+        reading.evidence = [e for e in reading.evidence if e[0] != "data.image_size"]
+        reading.data.pop("image_size", None)
+        reading.evidence.insert(0, ("task", cls.task_name, f"{folder}/", f"images of {height}x{width} px: learnt from "
+                                                                          f"tiles, predicted tile by tile"))
+        for option, default in (("rle_col", "rle_mask"), ("rle_order", "C")):
+            if option not in reading.data and option not in reading.questions:
+                reading.set(option, default, str(reading.data["rle_csv"]), "segmentation's default, said for large images")
+        return reading
 
     @property
     def class_names(self) -> list[str]:
