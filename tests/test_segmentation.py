@@ -389,3 +389,23 @@ def test_binary_postprocess_tuned_on_oof_empties_specks_and_is_applied(tmp_path)
     multi = Predictions("seg", predictions.ids, {"probs": np.zeros((n, 3, 4, 4), np.float16), "size": np.full((n, 2), 4)},
                         ["background", "a", "b"], {}, np.zeros((n, 4, 4), np.int64))
     assert SegmentationTask.tune(multi, tmp_path / "m") == ({}, {})
+
+
+def test_largest_component_rule_empties_scattered_noise_that_outnumbers_small_objects(tmp_path):
+    """TGS's rule: empty images sprinkled with 256 one-pixel specks, true objects of 36 px. No pixel count
+    separates them (256 > 36), the largest component does (1 < 36): tune picks it (mean Dice 0.5 -> 1.0)
+    and the masks apply it."""
+    n, size = 12, 32
+    probs = np.zeros((n, 1, size, size), np.float16)
+    targets = np.zeros((n, size, size), np.int64)
+    targets[:6, 10:16, 10:16] = 1
+    probs[:6, 0, 10:16, 10:16] = 0.9
+    probs[6:, 0, ::2, ::2] = 0.8                         # isolated specks, 8-connected apart
+    predictions = Predictions("seg", np.array([f"im{i}" for i in range(n)]),
+                              {"probs": probs, "size": np.full((n, 2), size)}, ["background", "foreground"],
+                              {"threshold": 0.5, "min_area": 0}, targets)
+    decisions, report = SegmentationTask.tune(predictions, tmp_path)
+    assert report["dice_mean_raw"] == pytest.approx(0.5) and report["dice_mean_tuned"] == pytest.approx(1.0)
+    assert decisions["min_area"] == 0 and 1 < decisions["min_component"] <= 36
+    masks = list(SegmentationTask.masks(predictions.with_meta(**decisions)))
+    assert all(m.any() for m in masks[:6]) and not any(m.any() for m in masks[6:])

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
-from lightning_cv.predictions.stores import chunk_rows
+from lightning_cv.predictions.stores import array_chunks, chunk_rows
 
 
-def counted_dice(above: np.ndarray, inter: np.ndarray, truth: np.ndarray, min_area: Any = 0) -> np.ndarray:
+def counted_dice(above: np.ndarray, inter: np.ndarray, truth: np.ndarray, min_area: Any = 0,
+                 sizes: np.ndarray | None = None) -> np.ndarray:
     """Pair Dice from pixel counts: 2|P∩T| / (|P| + |T|), 1 where both are empty; a prediction of fewer
-    than `min_area` pixels is emptied first (the post-processing)."""
-    kept = above >= min_area
+    than `min_area` pixels (or, given `sizes`, whose largest component has fewer) is emptied first (the
+    post-processing)."""
+    kept = (above if sizes is None else sizes) >= min_area
     above, inter = np.where(kept, above, 0), np.where(kept, inter, 0)
     total = above + truth
     return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
@@ -56,21 +59,38 @@ def pair_counts(probs: Any, targets: np.ndarray, thresholds: Any) -> tuple[np.nd
     return np.concatenate(above), np.concatenate(inter), np.concatenate(truth)
 
 
+def largest_component(mask: np.ndarray) -> int:
+    """Pixels of the largest 8-connected component of a 2-D 0/1 mask (0 when empty)."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(np.asarray(mask, np.uint8), connectivity=8)
+    return int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
+
+
+def largest_components(probs: Any, thresholds: Any) -> np.ndarray:
+    """(N, 1, T): the largest component's pixels of each image's (N, 1, h, w) probabilities above each
+    threshold, read a chunk of images at a time."""
+    found = []
+    for chunk in array_chunks(probs):
+        found += [[[largest_component(p[0] > t) for t in thresholds]] for p in np.asarray(chunk, np.float32)]
+    return np.asarray(found, np.int64).reshape(-1, 1, len(thresholds))
+
+
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 AREAS = (0, 4, 8, 16, 32, 64, 128)
 
 
 def search_postprocess(counts: tuple[np.ndarray, np.ndarray, np.ndarray], thresholds: tuple[float, ...] = THRESHOLDS,
-                       areas: tuple[int, ...] = AREAS) -> tuple[list[float], list[int], float]:
+                       areas: tuple[int, ...] = AREAS, sizes: np.ndarray | None = None) -> tuple[list[float], list[int], float]:
     """Per class, the threshold and minimum area that maximise the pair Dice, from pair_counts(..., thresholds):
-    (thresholds, areas, the pair Dice reached)."""
+    (thresholds, areas, the pair Dice reached). With `sizes` (N, C, T: `largest_components`), the minimum
+    area is the largest component's (TGS's rule: a mask whose largest component is smaller is emptied)."""
     above, inter, truth = counts                                         # (N, C, T), (N, C, T), (N, C)
     best_t, best_a, scores = [], [], []
     for c in range(above.shape[1]):
         best = (-1.0, 0.5, 0)
         for i, threshold in enumerate(thresholds):
             for area in areas:
-                dice = counted_dice(above[:, c, i], inter[:, c, i], truth[:, c], area)
+                dice = counted_dice(above[:, c, i], inter[:, c, i], truth[:, c], area,
+                                    None if sizes is None else sizes[:, c, i])
                 best = max(best, (float(dice.mean()), threshold, area), key=lambda x: x[0])
         scores.append(best[0])
         best_t.append(best[1])

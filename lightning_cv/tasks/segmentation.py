@@ -38,7 +38,14 @@ from lightning_cv.pictures.plots import (
 )
 from lightning_cv.predictions.decisions import load_decisions, save_decisions
 from lightning_cv.predictions.files import Predictions
-from lightning_cv.predictions.postprocess import THRESHOLDS, counted_dice, pair_counts, search_postprocess
+from lightning_cv.predictions.postprocess import (
+    THRESHOLDS,
+    counted_dice,
+    largest_component,
+    largest_components,
+    pair_counts,
+    search_postprocess,
+)
 from lightning_cv.predictions.stores import array_chunks, chunk_rows
 from lightning_cv.predictions.submission import SUBMISSION, follow_sample
 from lightning_cv.tasks.base import CVTask
@@ -242,7 +249,7 @@ class SegmentationTask(CVTask):
 
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         # The RLE pixel order is the competition's: the DataModule's.
-        meta = {"threshold": self.threshold, "min_area": 0, "rle_order": getattr(datamodule, "rle_order", "C"),
+        meta = {"threshold": self.threshold, "min_area": 0, "min_component": 0, "rle_order": getattr(datamodule, "rle_order", "C"),
                 "instances": bool(getattr(datamodule, "instance_rows", False)),
                 "keep_aspect": bool(getattr(datamodule, "keep_aspect", False))}
         return {**meta, **(load_decisions(self.postprocess, self.class_names[1:]) if self.postprocess else {})}
@@ -302,10 +309,13 @@ class SegmentationTask(CVTask):
         probs, sizes = predictions.arrays["probs"], predictions.arrays["size"]
         binary, threshold = probs.shape[1] == 1, float(predictions.meta.get("threshold", 0.5))
         letterboxed, min_area = bool(predictions.meta.get("keep_aspect", False)), float(predictions.meta.get("min_area", 0))
+        min_component = float(predictions.meta.get("min_component", 0))
         for p, s in zip(probs, sizes):
             mask = restore_mask(p, tuple(s), binary, threshold, letterboxed)
-            # The tuned minimum area counts pixels at model resolution, as the tuning did.
-            yield mask if not binary or not min_area or (p[0] > threshold).sum() >= min_area else np.zeros_like(mask)
+            # The tuned minimum areas count pixels at model resolution, as the tuning did.
+            kept = not binary or ((not min_area or (p[0] > threshold).sum() >= min_area)
+                                  and (not min_component or largest_component(p[0] > threshold) >= min_component))
+            yield mask if kept else np.zeros_like(mask)
 
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
@@ -352,20 +362,26 @@ class SegmentationTask(CVTask):
 
     @classmethod
     def tune(cls, predictions: Predictions, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Binary masks: the threshold and minimum area that maximise the mean Dice over the out-of-fold images
-        (an empty truth predicted empty scores 1), saved as out_dir/postprocess.json for `predict
+        """Binary masks: the threshold and the minimum area that maximise the mean Dice over the out-of-fold
+        images (an empty truth predicted empty scores 1), the area counted over the mask's pixels or over its
+        largest component (TGS's rule), whichever scores higher; saved as out_dir/postprocess.json for `predict
         --model.postprocess` and `ensemble`. Class-index masks: nothing to tune."""
         probs = predictions.arrays["probs"]
         if probs.shape[1] != 1:
             return {}, {}
         counts = pair_counts(probs, predictions.targets, THRESHOLDS)
         (threshold,), (area,), tuned = search_postprocess(counts)
+        (c_threshold,), (component,), by_component = search_postprocess(counts, sizes=largest_components(probs, THRESHOLDS))
         above, inter, truth = counts
         raw = float(counted_dice(above[:, 0, THRESHOLDS.index(0.5)], inter[:, 0, THRESHOLDS.index(0.5)], truth[:, 0]).mean())
-        decisions = {"threshold": threshold, "min_area": area}
+        decisions = {"threshold": threshold, "min_area": area, "min_component": 0}
+        if by_component > tuned:
+            decisions, tuned = {"threshold": c_threshold, "min_area": 0, "min_component": component}, by_component
         path = save_decisions(out_dir, predictions.class_names[1:], decisions, {"dice_mean": tuned, "dice_mean_raw": raw})
-        print(f"out-of-fold mean Dice of {len(predictions)} images: {raw:.4f} at 0.5, {tuned:.4f} at threshold {threshold} "
-              f"and minimum area {area} -> {path} (use: predict --model.postprocess {path})")
+        rule = (f"largest component at least {decisions['min_component']} px" if decisions["min_component"]
+                else f"minimum area {decisions['min_area']}")
+        print(f"out-of-fold mean Dice of {len(predictions)} images: {raw:.4f} at 0.5, {tuned:.4f} at threshold "
+              f"{decisions['threshold']} and {rule} -> {path} (use: predict --model.postprocess {path})")
         return decisions, {"dice_mean_raw": raw, "dice_mean_tuned": tuned, "postprocess": str(path)}
 
     @classmethod
