@@ -356,9 +356,18 @@ def make_cervix(root: Path, n_train: int = 24, n_test: int = 6, seed: int = 13) 
 
 
 # The replicas by the folder name a recipe page gives them (`data/<name>`).
+def make_hubmap(root: Path, seed: int = 14) -> Path:
+    """A HuBMAP-kidney-like folder: tiled TIFFs in `train/` and `test/`, `train.csv` `id,encoding` (column-major
+    RLE of the glomeruli), `sample_submission.csv` `id,predicted`, and the answers in `solution.csv`."""
+    from lightning_cv.data.slides import make_slides
+
+    make_slides(root, seed=seed, n_train=4, n_test=2, train_size=(256, 384), test_size=(256, 320), per_mpx=150)
+    return root
+
+
 LAYOUTS = {
     "carvana": make_carvana, "tgs": make_tgs, "severstal": make_severstal,
     "severstal-first": lambda root: make_severstal(root, first_release=True), "clouds": make_clouds,
     "airbus": make_airbus, "isic": make_isic, "plant-pathology": make_plant_pathology, "aptos": make_aptos,
-    "petfinder": make_petfinder, "hpa": make_hpa, "rsna": make_rsna, "cervix": make_cervix,
+    "petfinder": make_petfinder, "hpa": make_hpa, "rsna": make_rsna, "cervix": make_cervix, "hubmap": make_hubmap,
 }

@@ -211,21 +211,20 @@ class SlideSegmentationDataModule(SegmentationDataModule):
 
     @classmethod
     def recognize(cls, survey: Survey) -> Reading | None:
-        """Segmentation's layout of binary masks in an RLE table (HuBMAP's `id,encoding`) whose images are large
-        (a side above LARGE pixels): surer than segmentation, which would shrink them whole."""
+        """Segmentation's layout of binary masks in an RLE table (HuBMAP's `id,encoding`): surer than segmentation
+        when the images are large (a side above LARGE pixels), less sure otherwise (`init --task slides` picks it)."""
         reading = super().recognize.__func__(cls, survey)
         if reading is None or "rle_csv" not in reading.data:
             return None
         folder = reading.data.get("image_dir", "train")
         sizes = survey.sizes(folder) if folder in survey.folders else []
-        if not sizes or max(max(size) for size in sizes) <= LARGE:
-            return None
-        reading.score = 0.9
-        (height, width), _ = Counter(sizes).most_common(1)[0]
+        large = bool(sizes) and max(max(size) for size in sizes) > LARGE
+        reading.score = 0.9 if large else 0.6
+        (height, width), _ = Counter(sizes).most_common(1)[0] if sizes else ((0, 0), 0)
         reading.evidence = [e for e in reading.evidence if e[0] != "data.image_size"]
         reading.data.pop("image_size", None)
-        reading.evidence.insert(0, ("task", cls.task_name, f"{folder}/", f"images of {height}x{width} px: learnt from "
-                                                                          f"tiles, predicted tile by tile"))
+        reading.evidence.insert(0, ("task", cls.task_name, f"{folder}/", f"images of {height}x{width} px: "
+                                    + ("learnt from tiles, predicted tile by tile" if large else "small enough to resize whole")))
         for option, default in (("rle_col", "rle_mask"), ("rle_order", "C")):
             if option not in reading.data and option not in reading.questions:
                 reading.set(option, default, str(reading.data["rle_csv"]), "segmentation's default, said for large images")
