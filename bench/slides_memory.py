@@ -24,25 +24,29 @@ import tifffile
 TILE = 256
 
 
-def write_tissue_tiff(path: Path, side: int, tissue_side: int, seed: int = 0) -> None:
-    """A side x side RGB TIFF of glass with a central disc of tissue whose area is tissue_side ** 2."""
-    radius = tissue_side / math.sqrt(math.pi)
+def _tiles(side: int, radius: float, rng: np.random.Generator):
+    """The TILE-px tiles, row by row, of a side x side image of glass with a central disc of tissue."""
     center = side / 2
+    for ty in range(0, side, TILE):
+        for tx in range(0, side, TILE):
+            yy, xx = np.mgrid[ty : ty + TILE, tx : tx + TILE]
+            tile = np.full((TILE, TILE, 3), 242, np.uint8)
+            tile[(yy - center) ** 2 + (xx - center) ** 2 < radius**2] = (226, 160, 196)
+            yield np.clip(tile + rng.normal(0, 6, (TILE, TILE, 1)), 0, 255).astype(np.uint8)
+
+
+def write_tissue_tiff(path: Path, side: int, tissue_side: int, seed: int = 0) -> None:
+    """A pyramidal side x side RGB TIFF (levels 1, 1/4, 1/16, as scanners write them) of glass with a central
+    disc of tissue whose area is tissue_side ** 2, written tile by tile."""
+    radius = tissue_side / math.sqrt(math.pi)
     rng = np.random.default_rng(seed)
-
-    def tiles():
-        for ty in range(0, side, TILE):
-            for tx in range(0, side, TILE):
-                yy, xx = np.mgrid[ty : ty + TILE, tx : tx + TILE]
-                inside = (yy - center) ** 2 + (xx - center) ** 2 < radius**2
-                tile = np.full((TILE, TILE, 3), 242, np.uint8)
-                tile[inside] = (226, 160, 196)
-                noise = rng.normal(0, 6, (TILE, TILE, 1))
-                yield np.clip(tile + noise, 0, 255).astype(np.uint8)
-
+    levels = [side // f for f in (1, 4, 16) if side // f >= TILE]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, tiles(), shape=(side, side, 3), dtype=np.uint8, tile=(TILE, TILE), photometric="rgb",
-                     compression="zlib", bigtiff=side * side * 3 > 2**31)
+    options = {"dtype": np.uint8, "tile": (TILE, TILE), "photometric": "rgb", "compression": "zlib"}
+    with tifffile.TiffWriter(path, bigtiff=side * side * 3 > 2**31) as tif:
+        for k, level in enumerate(levels):
+            extra = {"subifds": len(levels) - 1} if k == 0 else {"subfiletype": 1}
+            tif.write(_tiles(level, radius * level / side, rng), shape=(level, level, 3), **options, **extra)
 
 
 def predict(checkpoint: str, folder: Path, out: Path) -> tuple[float, float]:

@@ -136,10 +136,12 @@ class BandStitcher:
             n = min(until, self.height) - self.top
             n = min(n, self.tile)
             weight = self.weight[:n, : self.width]
-            band = np.divide(self.total[:, :n, : self.width], weight, out=np.zeros_like(self.total[:, :n, : self.width]),
-                             where=weight > 0)
+            band = np.zeros((self.total.shape[0], n, self.width), np.float32)
+            if weight.any():  # else rows no tile reached (glass)
+                np.divide(self.total[:, :n, : self.width], weight, out=band, where=weight > 0)
+            if self.weight.any():
+                self.total[:, :-n], self.weight[:-n] = self.total[:, n:].copy(), self.weight[n:].copy()
+                self.total[:, -n:], self.weight[-n:] = 0, 0
             bands.append((self.top, band))
-            self.total = np.concatenate([self.total[:, n:], np.zeros_like(self.total[:, :n])], axis=1)
-            self.weight = np.concatenate([self.weight[n:], np.zeros_like(self.weight[:n])], axis=0)
             self.top += n
         return bands

@@ -58,14 +58,16 @@ class SlideStitch:
 
     def _take(self, bands: list[tuple[int, np.ndarray]]) -> None:
         for _, band in bands:
+            if self.writer is not None:
+                self.writer.add(band[0])
+            if not band.any():  # rows of glass: nothing to count
+                continue
             truth = band[1] > 0.5 if self.labelled else None
             for k, threshold in enumerate(self.thresholds):
                 hit = band[0] > threshold
                 self.above[k] += int(hit.sum())
                 if truth is not None:
                     self.inter[k] += int((hit & truth).sum())
-            if self.writer is not None:
-                self.writer.add(band[0])
 
 
 class SlideWriter(PredictionWriter):
