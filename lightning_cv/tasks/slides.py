@@ -98,8 +98,8 @@ class SlideSegmentationTask(SegmentationTask):
     Args:
         val_tile_size: side (model pixels, a multiple of 32) of the tiles validation runs on, larger than the
             training tiles (the score does not change with it; larger tiles run faster); default: tile_size.
-        tile_size: side of the tiles `predict` runs on; default: the training tiles' (--data.image_size).
-        **kwargs: segmentation's options (arch, encoder, threshold, tile_overlap, tta, postprocess ...).
+        **kwargs: segmentation's options (arch, encoder, threshold, tile_overlap, tta, postprocess ...); its
+            `tile_size` is the side of the tiles `predict` runs on (default: the training tiles', --data.image_size).
     """
 
     outputs = ("map", "size", "above", "inter")
