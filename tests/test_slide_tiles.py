@@ -158,3 +158,19 @@ def test_init_reads_a_folder_of_large_images_as_this_task(tmp_path):
     reading = read_folder(tmp_path)
     assert reading.task == "slides" and not reading.questions
     assert reading.data["rle_csv"] == "train.csv" and reading.data["rle_order"] == "F" and "image_size" not in reading.data
+
+
+def test_the_cache_stores_grid_tiles_not_whole_images(slides, tmp_path):
+    """--data.cache memmap: the inference grid's windows are decoded once, each its own small entry, and read
+    back equal; training tiles (random windows) are not cached."""
+    datamodule = _datamodule(slides, cache="memmap")
+    datamodule.cache_dir = tmp_path
+    datamodule.setup("fit")
+    datamodule.arrange(128, 0.25)
+    grid = datamodule.datasets["val"]
+    first = [grid[i]["image"] for i in range(len(grid))]
+    entries = list(tmp_path.rglob("*.npy"))
+    assert len(entries) == len(grid) and all(np.load(e).shape == (128, 128, 3) for e in entries)
+    np.testing.assert_array_equal(torch.stack(first).numpy(), torch.stack([grid[i]["image"] for i in range(len(grid))]).numpy())
+    datamodule.datasets["train"][0]
+    assert len(list(tmp_path.rglob("*.npy"))) == len(grid)

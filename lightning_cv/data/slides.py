@@ -22,6 +22,7 @@ from lightning_cv.data.base import Rows, list_images
 from lightning_cv.data.segmentation import LARGE, STRIDE, SegmentationDataModule
 from lightning_cv.data.survey import Reading, Survey
 from lightning_cv.errors import DataError, UserInputError
+from lightning_cv.io.cache import ArrayCache, file_version
 from lightning_cv.io.masks import RLERuns
 from lightning_cv.io.slides import Slide
 from lightning_cv.io.tiles import tile_grid, tissue_mask, tissue_tiles
@@ -32,10 +33,12 @@ TISSUE_SIDE = 1024
 
 class SlideImage:
     """One large image with what tiling needs: its windows at a downscale, its size, and (from a thumbnail,
-    computed once) the corners of the tiles that hold tissue. Picklable for DataLoader workers."""
+    computed once) the corners of the tiles that hold tissue. With a `cache`, windows are decoded once and
+    read back from it (the inference grid's tiles, which every validation epoch reads again; never the whole
+    image). Picklable for DataLoader workers."""
 
-    def __init__(self, path: Path, scale: float = 1.0):
-        self.slide, self.scale = Slide(path), scale
+    def __init__(self, path: Path, scale: float = 1.0, cache: ArrayCache | None = None):
+        self.slide, self.scale, self.cache = Slide(path), scale, cache
         self._tissue: np.ndarray | None = None
 
     @cached_property
@@ -59,6 +62,13 @@ class SlideImage:
 
     def read(self, y: int, x: int, native: int, tile: int) -> np.ndarray:
         """The native-pixel window at (y, x), shrunk to `tile` pixels when the scale asks for it."""
+        if self.cache is not None:
+            path = self.slide.path
+            return self.cache.get(f"{path.resolve()} window {y} {x} {native} {tile}", file_version(path),
+                                  lambda: self._read(y, x, native, tile))
+        return self._read(y, x, native, tile)
+
+    def _read(self, y: int, x: int, native: int, tile: int) -> np.ndarray:
         image = self.slide.read(y, x, native, native)
         return image if native == tile else cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
 
@@ -247,8 +257,9 @@ class SlideSegmentationDataModule(SegmentationDataModule):
         paths = list_images(directory, None, "--data.predict_dir")
         return Rows([p.stem for p in paths], paths, None, {"size": [Slide(p).size for p in paths]})
 
-    def _images(self, rows: Rows) -> list[SlideImage]:
-        return [SlideImage(path, self.tile_scale) for path in rows.items]
+    def _images(self, rows: Rows, cached: bool = False) -> list[SlideImage]:
+        cache = self.array_cache(["slide windows"]) if cached else None
+        return [SlideImage(path, self.tile_scale, cache) for path in rows.items]
 
     def _masks(self, rows: Rows) -> list[RLERuns] | None:
         sources = rows.extra.get("source")
@@ -256,7 +267,7 @@ class SlideSegmentationDataModule(SegmentationDataModule):
 
     def build_dataset(self, rows: Rows, augment: Any, crop: Any = None) -> SlideGrid:
         tile, _ = self.grid or (self.tile, 0.25)
-        return SlideGrid(self._images(rows), self._masks(rows), rows.ids, tile, build_pipeline(None))
+        return SlideGrid(self._images(rows, cached=True), self._masks(rows), rows.ids, tile, build_pipeline(None))
 
     def train_dataset(self, rows: Rows) -> SlideTiles:
         pipeline = build_pipeline(self.train_augment, seed=self.seed)
