@@ -196,6 +196,30 @@ def test_pictures_and_wandb_mask_panels(tmp_path):
     np.testing.assert_array_equal(gt, batch["target"][0].numpy())
 
 
+def test_pictures_and_wandb_panels_of_large_images_are_at_most_1024_px(tmp_path):
+    """1536x2048 validation images: the PNG and the W&B panels (images and masks alike) are shrunk to 1024 px
+    on the longer side; the picture's top-left 1024 px at full resolution is written beside it."""
+    task = SegmentationTask(num_classes=2, encoder="tu-test_resnet", image_size=[1536, 2048]).eval()
+    target = torch.zeros(1, 1536, 2048, dtype=torch.long)
+    target[:, 700:900, 1000:1300] = 1
+    batch = {"image": target[:, None].float().repeat(1, 3, 1, 1), "target": target, "id": ["big"],
+             "index": torch.arange(1), "valid": torch.tensor([[1536, 2048]])}
+    outputs = target[:, None].float() * 8 - 4  # logits: the truth
+    wandb = mock.Mock(spec=WandbLogger)
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, default_root_dir=str(tmp_path),
+                              loggers=[wandb], current_epoch=0, global_step=5)
+    callback = ValidationPictures()
+    callback.on_validation_batch_end(trainer, task, {"outputs": outputs}, batch, 0)
+    callback.on_validation_epoch_end(trainer, task)
+    picture = cv2.imread(str(tmp_path / "pictures" / "examples_epoch000.png"))
+    crop = cv2.imread(str(tmp_path / "pictures" / "examples_epoch000_crop.png"))
+    assert max(picture.shape[:2]) == 1024 and crop.shape[:2] == (1024, 1024)
+    panel = next(c.kwargs for c in wandb.log_image.call_args_list if c.kwargs.get("key") == "val/masks")
+    image, gt = panel["images"][0], panel["masks"][0]["gt"]["mask_data"]
+    assert image.shape == (768, 1024, 3) and gt.shape == (768, 1024)
+    assert set(np.unique(gt)) == {0, 1} and gt[350:450, 500:650].all()  # nearest: still class indices, in place
+
+
 def test_carvana_layout_through_the_cli(carvana, tmp_path):
     """Only --data.* options change (the smaller encoder only keeps the test fast); predictions come
     back at each image's original size."""

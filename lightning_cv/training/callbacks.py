@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.model_summary import get_human_readable_count, 
 from torch.optim.swa_utils import AveragedModel
 
 from lightning_cv.io.images import write_csv, write_image
-from lightning_cv.pictures.draw import draw_confusion, shrink
+from lightning_cv.pictures.draw import PICTURE_SIDE, draw_confusion, shrink
 
 
 def _wandb(trainer: L.Trainer) -> WandbLogger | None:
@@ -31,7 +31,8 @@ class ValidationPictures(L.Callback):
     """Each validation epoch: the task's picture of its first batch (and, where the task keeps one,
     the confusion matrix) to W&B and as PNGs under `<run>/pictures/`; at the end of fit, the last
     epoch's first batch as a W&B Table of predictions (image, truth, prediction, score). Every picture,
-    W&B image and mask is shrunk to at most 1024 px on its longer side (`draw.shrink`)."""
+    W&B image and mask is shrunk to at most 1024 px on its longer side (`draw.shrink`); a larger picture's
+    top-left 1024 px at full resolution is written beside it (`<name>_crop.png`)."""
 
     def __init__(self, max_images: int = 16):
         self.max_images = max_images
@@ -66,9 +67,11 @@ class ValidationPictures(L.Callback):
         if panels is not None:
             wandb.log_image(step=trainer.global_step, **_shrunk_panels(panels))
         self._last, self._first = self._first, None
-        for key, picture in pictures.items():
-            picture = shrink(picture)
-            write_image(out / f"{key.split('/')[-1]}_epoch{trainer.current_epoch:03d}.png", picture)
+        for key, full in pictures.items():
+            name, picture = f"{key.split('/')[-1]}_epoch{trainer.current_epoch:03d}", shrink(full)
+            write_image(out / f"{name}.png", picture)
+            if picture.shape != full.shape:  # beside the shrunk picture, its top-left corner at full resolution
+                write_image(out / f"{name}_crop.png", full[:PICTURE_SIDE, :PICTURE_SIDE])
             if wandb is not None:
                 wandb.log_image(key=key, images=[picture], step=trainer.global_step)
 
@@ -83,7 +86,11 @@ class ValidationPictures(L.Callback):
 
 
 def _shrunk_masks(masks: dict[str, Any]) -> dict[str, Any]:
-    return {k: {**m, "mask_data": shrink(m["mask_data"].astype(np.uint8), nearest=True)} for k, m in masks.items()}
+    """W&B masks (class indices) shrunk by nearest neighbour when larger than a picture; else as they are."""
+    def shrunk(data: np.ndarray) -> np.ndarray:
+        return shrink(data.astype(np.uint8), nearest=True) if max(data.shape) > PICTURE_SIDE else data
+
+    return {k: {**m, "mask_data": shrunk(m["mask_data"])} for k, m in masks.items()}
 
 
 def _shrunk_panels(panels: dict[str, Any]) -> dict[str, Any]:
