@@ -175,6 +175,17 @@ def test_multiclass_metrics_per_class():
     assert computed["val/dice"] == pytest.approx((2 * 15 / 35 + 1.0) / 2)
 
 
+def _validation_epoch(tmp_path: Path, task: SegmentationTask, batch: dict, outputs: torch.Tensor) -> mock.Mock:
+    """One validation epoch of the pictures callback on `batch`, its pictures under tmp_path; the W&B logger mock."""
+    wandb = mock.Mock(spec=WandbLogger)
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, default_root_dir=str(tmp_path),
+                              loggers=[wandb], current_epoch=0, global_step=5)
+    callback = ValidationPictures()
+    callback.on_validation_batch_end(trainer, task, {"outputs": outputs}, batch, 0)
+    callback.on_validation_epoch_end(trainer, task)
+    return wandb
+
+
 def test_pictures_and_wandb_mask_panels(tmp_path):
     from specs import _seg_batch
 
@@ -182,12 +193,7 @@ def test_pictures_and_wandb_mask_panels(tmp_path):
     batch = _seg_batch(3)
     with torch.no_grad():
         outputs = task(batch["image"])
-    wandb = mock.Mock(spec=WandbLogger)
-    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, default_root_dir=str(tmp_path),
-                              loggers=[wandb], current_epoch=0, global_step=5)
-    callback = ValidationPictures()
-    callback.on_validation_batch_end(trainer, task, {"outputs": outputs}, batch, 0)
-    callback.on_validation_epoch_end(trainer, task)
+    wandb = _validation_epoch(tmp_path, task, batch, outputs)
     assert (tmp_path / "pictures" / "examples_epoch000.png").is_file()
     panels = [c.kwargs for c in wandb.log_image.call_args_list if c.kwargs.get("key") == "val/masks"]
     assert len(panels) == 1 and len(panels[0]["images"]) == 3
@@ -205,12 +211,7 @@ def test_pictures_and_wandb_panels_of_large_images_are_at_most_1024_px(tmp_path)
     batch = {"image": target[:, None].float().repeat(1, 3, 1, 1), "target": target, "id": ["big"],
              "index": torch.arange(1), "valid": torch.tensor([[1536, 2048]])}
     outputs = target[:, None].float() * 8 - 4  # logits: the truth
-    wandb = mock.Mock(spec=WandbLogger)
-    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, default_root_dir=str(tmp_path),
-                              loggers=[wandb], current_epoch=0, global_step=5)
-    callback = ValidationPictures()
-    callback.on_validation_batch_end(trainer, task, {"outputs": outputs}, batch, 0)
-    callback.on_validation_epoch_end(trainer, task)
+    wandb = _validation_epoch(tmp_path, task, batch, outputs)
     picture = cv2.imread(str(tmp_path / "pictures" / "examples_epoch000.png"))
     crop = cv2.imread(str(tmp_path / "pictures" / "examples_epoch000_crop.png"))
     assert max(picture.shape[:2]) == 1024 and crop.shape[:2] == (1024, 1024)
