@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,8 +42,22 @@ def image_key(name: str) -> str:
     return path.stem if path.suffix.lower() in IMAGE_EXTENSIONS else str(name)
 
 
-def empty_boxes() -> dict[str, np.ndarray]:
-    return {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+def empty_boxes(scores: bool = False) -> dict[str, np.ndarray]:
+    """An image without a box, as truths ({"boxes", "labels"}) or, with `scores`, as a prediction."""
+    out = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+    return {**out, "scores": np.zeros(0, np.float32)} if scores else out
+
+
+def box_arrays(boxes: dict[str, Any]) -> dict[str, np.ndarray]:
+    """One image's boxes (numpy arrays, torch tensors or lists) as numpy: boxes float32 (N, 4) x_min, y_min, x_max,
+    y_max, labels int64 (N,), scores float32 (N,), 1 for truths without scores."""
+    def arr(value: Any) -> np.ndarray:
+        return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+    xyxy = arr(boxes["boxes"]).astype(np.float32).reshape(-1, 4)
+    labels = arr(boxes["labels"]).astype(np.int64).reshape(-1)
+    scores = arr(boxes["scores"]).astype(np.float32).reshape(-1) if "scores" in boxes else np.ones(len(xyxy), np.float32)
+    return {"boxes": xyxy, "labels": labels, "scores": scores}
 
 
 @dataclass

@@ -16,28 +16,13 @@ import torch
 from ensemble_boxes import non_maximum_weighted, soft_nms, weighted_boxes_fusion
 from torchvision.ops import batched_nms
 
-from lightning_cv.io.box_tables import BOX_COLUMNS
+from lightning_cv.io.box_tables import BOX_COLUMNS, box_arrays, empty_boxes
 
 FusionMethod = Literal["wbf", "nms", "soft_nms", "nmw"]
-Pred = dict[str, Any]
+Pred = dict[str, Any]  # one image's {"boxes", "labels", "scores"}, numpy or torch
 # ensemble-boxes' default floor of soft-NMS: a decayed score below it drops the box (the kept boxes keep their
 # original scores).
 SOFT_NMS_FLOOR = 0.001
-
-
-def to_numpy(pred: Pred) -> dict[str, np.ndarray]:
-    """A prediction (numpy or torch) as numpy: boxes float32 (N, 4), labels int64, scores float32 (1 if absent)."""
-    def arr(value: Any) -> np.ndarray:
-        return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-    boxes = arr(pred["boxes"]).astype(np.float32).reshape(-1, 4)
-    labels = arr(pred["labels"]).astype(np.int64).reshape(-1)
-    scores = arr(pred["scores"]).astype(np.float32).reshape(-1) if "scores" in pred else np.ones(len(boxes), np.float32)
-    return {"boxes": boxes, "labels": labels, "scores": scores}
-
-
-def empty_prediction() -> dict[str, np.ndarray]:
-    return {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "scores": np.zeros(0, np.float32)}
 
 
 def take(pred: Pred, index: np.ndarray) -> Pred:
@@ -53,13 +38,13 @@ def take(pred: Pred, index: np.ndarray) -> Pred:
 
 def keep_above(pred: Pred, score: float) -> Pred:
     """The boxes whose score is at least `score` (the usual last step before a submission)."""
-    scores = to_numpy(pred)["scores"]
+    scores = box_arrays(pred)["scores"]
     return take(pred, np.flatnonzero(scores >= score))
 
 
 def nms(pred: Pred, iou_thr: float) -> Pred:
     """Per-class non-maximum suppression (torchvision's batched_nms), highest score first."""
-    p = to_numpy(pred)
+    p = box_arrays(pred)
     keep = batched_nms(torch.from_numpy(p["boxes"]), torch.from_numpy(p["scores"]), torch.from_numpy(p["labels"]), iou_thr)
     return take(pred, keep.numpy())
 
@@ -92,7 +77,7 @@ def fuse_boxes(members: Sequence[Pred], size: tuple[int, int], method: FusionMet
     scale = np.array([width, height, width, height], np.float64)
     boxes, scores, labels = [], [], []
     for member in members:
-        p = to_numpy(member)
+        p = box_arrays(member)
         b = np.clip(p["boxes"].astype(np.float64) / scale, 0.0, 1.0)
         keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
         if method == "nms":
@@ -101,7 +86,7 @@ def fuse_boxes(members: Sequence[Pred], size: tuple[int, int], method: FusionMet
         scores.append(p["scores"][keep].astype(np.float64))
         labels.append(p["labels"][keep])
     if sum(len(s) for s in scores) == 0:
-        return empty_prediction()
+        return empty_boxes(scores=True)
     w = None if weights is None else list(weights)
     if method == "wbf":
         fused = weighted_boxes_fusion(boxes, scores, labels, weights=w, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
@@ -137,7 +122,7 @@ def fuse_readers(frame: pd.DataFrame, sizes: dict[str, tuple[int, int]] | None =
         size = sizes[image_id] if sizes is not None else (float(boxed["y_max"].max()) or 1.0, float(boxed["x_max"].max()) or 1.0)
         members = [{"boxes": group[BOX_COLUMNS].to_numpy(np.float32), "labels": group["label"].to_numpy(np.int64)}
                    for _, group in boxed.groupby(readers.loc[boxed.index], sort=True)]
-        members += [empty_prediction()] * (readers.loc[rows].nunique() - len(members))
+        members += [empty_boxes(scores=True)] * (readers.loc[rows].nunique() - len(members))
         fused = fuse_boxes(members, size, "wbf", iou_thr=iou_thr)
         out = pd.DataFrame(fused["boxes"], columns=BOX_COLUMNS).assign(label=fused["labels"], score=fused["scores"])
         parts.append(out.assign(image_id=image_id)[["image_id", *BOX_COLUMNS, "label", "score"]])

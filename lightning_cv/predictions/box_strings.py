@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from lightning_cv.errors import DataError
-from lightning_cv.predictions.box_fusion import Pred, to_numpy
+from lightning_cv.io.box_tables import box_arrays, empty_boxes
+from lightning_cv.predictions.box_fusion import Pred
 
 BoxStyle = Literal["conf_xywh", "class_conf_xyxy"]
 STYLE_WIDTH = {"conf_xywh": 5, "class_conf_xyxy": 6}
@@ -43,7 +44,7 @@ def encode(pred: Pred, style: BoxStyle, no_finding: str | None = None, decimals:
     is "" (conf_xywh), or the `no_finding` token "<no_finding> 1 0 0 1 1" when `no_finding` is given.
     """
     check_style(style)
-    p = to_numpy(pred)
+    p = box_arrays(pred)
     order = np.argsort(-p["scores"], kind="stable")
     tokens = []
     for box, label, score in zip(p["boxes"][order], p["labels"][order], p["scores"][order]):
@@ -70,7 +71,7 @@ def decode(text: Any, style: BoxStyle, no_finding: str | None = None,
     the `no_finding` token (its groups are dropped). `classes` maps class names to indices (else they are integers).
     """
     check_style(style)
-    empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "scores": np.zeros(0, np.float32)}
+    empty = empty_boxes(scores=True)
     if is_empty(text):
         return empty
     tokens = str(text).split()
@@ -107,7 +108,7 @@ def long_rows(ids: Sequence[str], preds: Sequence[Pred]) -> pd.DataFrame:
     """A row per box: image_id, label, score, x_min, y_min, x_max, y_max (an image without a box has no row)."""
     parts = []
     for image_id, pred in zip(ids, preds, strict=True):
-        p = to_numpy(pred)
+        p = box_arrays(pred)
         part = pd.DataFrame(p["boxes"], columns=["x_min", "y_min", "x_max", "y_max"])
         part.insert(0, "score", p["scores"])
         part.insert(0, "label", p["labels"])
