@@ -102,30 +102,36 @@ def fuse_boxes(members: Sequence[Pred], size: tuple[int, int], method: FusionMet
             "labels": out_labels[order].astype(np.int64), "scores": out_scores[order].astype(np.float32)}
 
 
-def fuse_readers(frame: pd.DataFrame, sizes: dict[str, tuple[int, int]] | None = None,
+def fuse_readers(frame: pd.DataFrame, sizes: dict[str, tuple[int, int] | None] | None = None,
                  iou_thr: float = 0.5) -> pd.DataFrame:
     """Several readers' boxes of one object fused into one (VinBigData's three radiologists), per image and class.
 
     `frame` is a `BoxTable.frame`; each reader of an image is one member of weighted boxes fusion, so a fused
     box's `score` is the share of the image's readers that drew it (a reader's rows without a box count).
-    Without `sizes` ({image_id: (height, width)}), an image's extent is its boxes' (IoU does not depend on it).
-    An image whose rows are all without a box keeps one such row (label -1); the `reader` column goes.
+    An image missing from `sizes` ({image_id: (height, width)}) takes its boxes' extent (IoU does not depend on
+    it; a real size also clips boxes to the image). An image whose rows are all without a box keeps one row
+    (label -1, score NaN); the `reader` column goes.
     """
-    readers = frame["reader"] if "reader" in frame.columns else pd.Series("", index=frame.index)
-    parts = []
-    for image_id, rows in frame.groupby("image_id", sort=False).groups.items():
-        part = frame.loc[rows]
-        boxed = part[part["label"].to_numpy() >= 0]
-        if boxed.empty:
-            parts.append(part.iloc[:1][["image_id", *BOX_COLUMNS, "label"]].assign(score=np.nan))
-            continue
-        size = sizes[image_id] if sizes is not None else (float(boxed["y_max"].max()) or 1.0, float(boxed["x_max"].max()) or 1.0)
-        members = [{"boxes": group[BOX_COLUMNS].to_numpy(np.float32), "labels": group["label"].to_numpy(np.int64)}
-                   for _, group in boxed.groupby(readers.loc[boxed.index], sort=True)]
-        members += [empty_boxes(scores=True)] * (readers.loc[rows].nunique() - len(members))
-        fused = fuse_boxes(members, size, "wbf", iou_thr=iou_thr)
-        out = pd.DataFrame(fused["boxes"], columns=BOX_COLUMNS).assign(label=fused["labels"], score=fused["scores"])
-        parts.append(out.assign(image_id=image_id)[["image_id", *BOX_COLUMNS, "label", "score"]])
-    if not parts:
-        return pd.DataFrame(columns=["image_id", *BOX_COLUMNS, "label", "score"])
-    return pd.concat(parts, ignore_index=True)
+    ids = frame["image_id"].astype(str).to_numpy()
+    xyxy = frame[BOX_COLUMNS].to_numpy(np.float64)
+    labels = frame["label"].to_numpy(np.int64)
+    readers = frame["reader"].astype(str).to_numpy() if "reader" in frame.columns else np.full(len(frame), "")
+    out_ids, out_boxes, out_labels, out_scores = [], [], [], []
+    for image_id, rows in pd.Series(ids).groupby(ids, sort=False).indices.items():
+        boxed = rows[labels[rows] >= 0]
+        if not len(boxed):
+            fused = {"boxes": np.full((1, 4), np.nan), "labels": np.array([-1]), "scores": np.array([np.nan])}
+        else:
+            size = (sizes or {}).get(image_id) or (xyxy[boxed, 3].max() or 1.0, xyxy[boxed, 2].max() or 1.0)
+            members = [{"boxes": xyxy[boxed[readers[boxed] == r]], "labels": labels[boxed[readers[boxed] == r]]}
+                       for r in np.unique(readers[rows])]
+            fused = fuse_boxes(members, size, "wbf", iou_thr=iou_thr)
+        out_ids += [image_id] * len(fused["labels"])
+        out_boxes.append(fused["boxes"])
+        out_labels.append(fused["labels"])
+        out_scores.append(fused["scores"])
+    out = pd.DataFrame({"image_id": out_ids})
+    out[BOX_COLUMNS] = np.concatenate(out_boxes).astype(np.float64) if out_boxes else np.zeros((0, 4))
+    out["label"] = np.concatenate(out_labels).astype(np.int64) if out_labels else np.zeros(0, np.int64)
+    out["score"] = np.concatenate(out_scores).astype(np.float64) if out_scores else np.zeros(0)
+    return out
