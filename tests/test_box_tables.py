@@ -49,6 +49,19 @@ def test_vinbigdata_readers_classes_and_no_finding_rows(tmp_path):
     np.testing.assert_array_equal(table.boxes_of("b")["labels"], [1, 0])
 
 
+def test_great_barrier_reef_lists_boxes_per_image(tmp_path):
+    csv = write(tmp_path / "train.csv", "video_id,video_frame,image_id,annotations\n"
+                "0,15,0-15,[]\n"
+                "0,16,0-16,\"[{'x': 559, 'y': 213, 'width': 50, 'height': 32}, {'x': 1, 'y': 2, 'width': 3, 'height': 4}]\"\n")
+    table = read_box_table(csv)
+    assert table.format == "annotations column of x, y, width, height lists, one class"
+    assert table.image_ids == ["0-15", "0-16"] and table.boxes_of("0-15")["boxes"].shape == (0, 4)
+    # 559 + 50 = 609, 213 + 32 = 245; 1 + 3 = 4, 2 + 4 = 6
+    np.testing.assert_array_equal(table.boxes_of("0-16")["boxes"], [[559, 213, 609, 245], [1, 2, 4, 6]])
+    with pytest.raises(DataError, match=r"row 2: annotations '\[\{x: 1\}\]' is not a list"):
+        read_box_table(write(tmp_path / "bad.csv", "image_id,annotations\na,[{x: 1}]\n"))
+
+
 @pytest.mark.parametrize(("header", "row", "expected"), [
     ("patientId,x,y,width,height,Target", "p1,10,20,30,40,1", [10, 20, 40, 60]),  # RSNA: x + width, y + height
     ("image,xmin,ymin,xmax,ymax,label", "p1,10,20,30,40,cat", [10, 20, 30, 40]),

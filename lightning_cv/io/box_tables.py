@@ -7,6 +7,7 @@ reader per row and "No finding" rows, RSNA's x, y, width, height read without op
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from collections.abc import Sequence
@@ -26,6 +27,9 @@ XYXY_NAMES = (("x_min", "y_min", "x_max", "y_max"), ("xmin", "ymin", "xmax", "ym
 XYWH_NAMES = (("x", "y", "w", "h"), ("x_min", "y_min", "w", "h"), ("xmin", "ymin", "w", "h"),
               ("x", "y", "width", "height"), ("x_min", "y_min", "width", "height"), ("xmin", "ymin", "width", "height"))
 BBOX_NAMES = ("bbox", "box")
+# A list of boxes per image: the Great Barrier Reef's "[{'x': 559, 'y': 213, 'width': 50, 'height': 32}]".
+ANNOTATION_NAMES = ("annotations",)
+ANNOTATION_KEYS = ("x", "y", "width", "height")
 ID_NAMES = ("image_id", "imageid", "image", "image_name", "file_name", "filename", "patientid", "patient_id", "id")
 CLASS_NAMES = ("class_id", "category_id", "class_name", "class", "label", "category", "category_name")
 READER_NAMES = ("rad_id", "reader", "reader_id", "annotator", "annotator_id", "rater_id")
@@ -129,8 +133,11 @@ def find_box_columns(path: Path, columns: Sequence[str], box_cols: Sequence[str]
     bbox = find_column(columns, BBOX_NAMES)
     if bbox is not None:
         return [bbox], "bbox"
-    raise DataError(f"{path}: no box columns (x_min, y_min, x_max, y_max; x, y, w, h; or bbox) among {list(columns)}; "
-                    "pass box_cols")
+    listed = find_column(columns, ANNOTATION_NAMES)
+    if listed is not None:
+        return [listed], "annotations"
+    raise DataError(f"{path}: no box columns (x_min, y_min, x_max, y_max; x, y, w, h; bbox; or annotations) among "
+                    f"{list(columns)}; pass box_cols")
 
 
 def parse_bbox_column(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -148,6 +155,24 @@ def parse_bbox_column(path: Path, frame: pd.DataFrame, column: str) -> np.ndarra
             raise DataError(f"{path}: row {i + 2}: {column} {text!r} is not four numbers [x, y, w, h]")
         values[i] = numbers
     return values
+
+
+def expand_annotations(path: Path, frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """A column of box lists per image (the Great Barrier Reef's) -> a row per box, with its x, y, w, h; an image
+    with "[]" keeps one row without a box."""
+    rows: list[int] = []
+    values: list[list[float]] = []
+    for i, text in enumerate(frame[column].astype(str)):
+        try:
+            found = [[float(b[k]) for k in ANNOTATION_KEYS] for b in ast.literal_eval(text.strip() or "[]")]
+        except (ValueError, SyntaxError, TypeError, KeyError):
+            raise DataError(f"{path}: row {i + 2}: {column} {text[:60]!r} is not a list of "
+                            "{'x': .., 'y': .., 'width': .., 'height': ..}") from None
+        if any(v[2] < 0 or v[3] < 0 for v in found):
+            raise DataError(f"{path}: row {i + 2}: {column} has a box of negative width or height")
+        rows += [i] * max(len(found), 1)
+        values += found or [[math.nan] * 4]
+    return frame.iloc[rows].reset_index(drop=True), np.array(values, np.float64).reshape(-1, 4)
 
 
 def parse_numbers(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
@@ -226,8 +251,9 @@ def read_box_table(path: str | Path, id_col: str | None = None, class_col: str |
                    box_format: str = "auto") -> BoxTable:
     """Read a CSV of one row per box; columns the arguments leave out are found by name.
 
-    Boxes: x_min, y_min, x_max, y_max (or xmin..ymax, x1..y2), x, y, w, h (or width, height), or a `bbox` column
-    of "[x, y, w, h]" strings; `box_cols` names them (`box_format` "xyxy" or "xywh" when the names do not say).
+    Boxes: x_min, y_min, x_max, y_max (or xmin..ymax, x1..y2), x, y, w, h (or width, height), a `bbox` column
+    of "[x, y, w, h]" strings, or an `annotations` column of box lists, one row per image (the Great Barrier Reef);
+    `box_cols` names them (`box_format` "xyxy" or "xywh" when the names do not say).
     Classes: class_id, class_name, ... (one class "object" when there is none). Readers: rad_id, reader, ...
     """
     path = Path(path)
@@ -244,9 +270,12 @@ def read_box_table(path: str | Path, id_col: str | None = None, class_col: str |
     if id_col is None:
         raise DataError(f"{path}: no image id column (image_id, image, file_name, ...) among {columns}; pass id_col")
     cols, kind = find_box_columns(path, columns, box_cols, box_format)
-    values = parse_bbox_column(path, frame, cols[0]) if kind == "bbox" else parse_numbers(path, frame, cols)
-    names = ["x", "y", "w", "h"] if kind == "bbox" else cols
-    boxes = to_xyxy(path, values, [f"{cols[0]} {n}" for n in names] if kind == "bbox" else names, kind)
+    if kind == "annotations":
+        frame, values = expand_annotations(path, frame, cols[0])
+    else:
+        values = parse_bbox_column(path, frame, cols[0]) if kind == "bbox" else parse_numbers(path, frame, cols)
+    listed = kind in ("bbox", "annotations")
+    boxes = to_xyxy(path, values, [f"{cols[0]} {n}" for n in "xywh"] if listed else cols, kind)
     empty = np.isnan(boxes).all(1)
     labels, classes, no_finding = encode_classes(path, frame, class_col, empty)
     out = pd.DataFrame({"image_id": frame[id_col].astype(str).to_numpy()})
@@ -254,8 +283,8 @@ def read_box_table(path: str | Path, id_col: str | None = None, class_col: str |
     out["label"] = labels
     if reader_col is not None:
         out["reader"] = frame[reader_col].astype(str).to_numpy()
-    described = (f"{cols[0]} column [x, y, w, h]" if kind == "bbox" else
-                 f"{cols[0]}..{cols[3]} columns" if kind == "xyxy" else f"{', '.join(cols)} columns")
+    described = {"bbox": f"{cols[0]} column [x, y, w, h]", "annotations": f"{cols[0]} column of x, y, width, height lists",
+                 "xyxy": f"{cols[0]}..{cols[-1]} columns"}.get(kind, f"{', '.join(cols)} columns")
     parts = [described, f"class column {class_col}" if class_col else "one class",
              *([f"reader column {reader_col}"] if reader_col else []),
              *([f"no-finding class {no_finding}"] if no_finding is not None else [])]
