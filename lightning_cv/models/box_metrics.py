@@ -66,10 +66,11 @@ def wheat_score(preds: Sequence[Boxes], truths: Sequence[Boxes], thresholds: Seq
                 empty_score: float | None = None) -> float:
     """Global Wheat: per image, the mean over IoU thresholds of TP / (TP + FP + FN); the mean over images.
 
-    An image without truth scores 0 when anything is predicted. An image with neither truth nor prediction is
-    left out of the mean (`empty_score` None, the Kaggle rule as its note reads: "ANY number of predictions ...
-    will result in the image receiving a score of zero, and being included") or scores `empty_score`.
-    1.0 when no image is scored at all.
+    An image without truth scores 0 when anything is predicted. An image with neither truth nor prediction
+    (0 / 0) is left out of the mean (`empty_score` None) or scores `empty_score`: Kaggle's metric of this family
+    (RSNA Pneumonia, Lyft; Global Wheat's page says only "the mean ... of each image") notes that with no truth
+    "ANY number of predictions ... will result in the image receiving a score of zero, and being included in the
+    mean", i.e. an image is included when something is predicted. 1.0 when no image is scored at all.
     """
     scores = []
     for pred, truth in zip(preds, truths, strict=True):
