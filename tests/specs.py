@@ -179,6 +179,34 @@ def _seg_multilabel_data(root: Path) -> Path:
     return root / "seg-multilabel"
 
 
+
+def _detection_module():
+    from lightning_cv.tasks.detection import DetectionTask
+
+    return DetectionTask(num_classes=2, class_names=["a", "b"], backbone="test_resnet", image_size=32, fpn_channels=32,
+                         head_convs=1, extra_levels="none", min_score=0.01)
+
+
+def _detection_batch(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(n, 3, 32, 32, generator=g) * 0.3
+    target = torch.full((n, 2, 5), -1.0)
+    for i in range(n):
+        for k in range(1 + i % 2):
+            x, y = torch.randint(0, 18, (2,), generator=g).tolist()
+            image[i, k, y : y + 12, x : x + 12] += 0.6
+            target[i, k] = torch.tensor([x, y, x + 12, y + 12, k], dtype=torch.float32)
+    return {"image": image, "target": target, "id": [f"im{i}.jpg" for i in range(n)], "index": torch.arange(n),
+            "size": torch.tensor([[64, 48]] * n)}
+
+
+def _detection_data(root: Path) -> Path:
+    from lightning_cv.data.demos import make_detection
+
+    make_detection(root / "detection", n_train=16, n_test=4, size=(32, 32), seed=1, multiclass=False)
+    return root / "detection"
+
+
 SPECS = [
     TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
              ["val/acc", "val/f1"], "predictions.csv",
@@ -205,4 +233,9 @@ SPECS = [
              lambda n: (n, 2), ["val/rmse", "val/mae"], "predictions.csv",
              ["--model.backbone", "resnet10t", "--data.image_size", "32", "--data.batch_size", "8"],
              ["--data.image_size", "40", "--model.tta", "hflip"]),
+    TaskSpec("detection", "configs/detection.yaml", _detection_module, _detection_batch, _detection_data,
+             lambda n: (n, 21, 7), ["val/map", "val/map_50", "val/wheat"], "boxes.csv",
+             ["--model.backbone", "test_resnet", "--model.fpn_channels", "32", "--model.head_convs", "1",
+              "--data.image_size", "32", "--data.batch_size", "8"],
+             ["--data.image_size", "48", "--model.tta", "hflip"]),
 ]

@@ -354,8 +354,13 @@ class CVTask(L.LightningModule):
             metrics = getattr(self, f"{split}_metrics")
             metrics.update(*self.metric_inputs(outputs.detach(), batch))
             self.log(f"{split}/loss", loss_metric, on_epoch=True, batch_size=n, prog_bar=True)
-            self.log_dict(metrics, on_epoch=True, batch_size=n, prog_bar=True)
+            self.log_metrics(metrics, n)
         return {"loss": loss, "outputs": outputs.detach()}
+
+    def log_metrics(self, metrics: MetricCollection, batch_size: int) -> None:
+        """Log a split's metric collection (each metric a scalar, computed at the epoch's end by Lightning); a
+        task whose metrics are computed together (one dict) logs them itself at the epoch's end instead."""
+        self.log_dict(metrics, on_epoch=True, batch_size=batch_size, prog_bar=True)
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         return self._step(batch, "train")
