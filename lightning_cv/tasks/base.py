@@ -233,6 +233,12 @@ class CVTask(L.LightningModule):
         """The decisions saved with the predictions (thresholds, pixel order ...), JSON-serialisable."""
         return {}
 
+    def find_boxes(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Each RGB image's boxes as a submission keeps them ({"boxes" (K, 4) x_min, y_min, x_max, y_max in its
+        pixels, "labels", "scores"}, best first): what `lightning-cv crop` cuts out. Tasks that find none raise."""
+        raise UserInputError(f"a {type(self).__name__} finds no boxes: `crop` needs a box model (configs/bbox.yaml) "
+                             "or a detection model (configs/detection.yaml)")
+
     def prediction_writer(self, output_dir: str | Path) -> PredictionWriter:
         return PredictionWriter(output_dir)
 

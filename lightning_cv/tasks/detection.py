@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
+from lightning_cv.data.augment import build_pipeline, image_hw, resize
 from lightning_cv.data.demos import make_detection
 from lightning_cv.data.detection import DetectionDataModule, unpadded
 from lightning_cv.errors import UserInputError
@@ -39,8 +40,8 @@ from lightning_cv.predictions.submission import SUBMISSION, follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
 
-BoxMetric = Literal["map", "map_50", "voc_map", "wheat", "f2"]
-METRICS: tuple[str, ...] = ("map", "map_50", "voc_map", "wheat", "f2")
+BoxMetric = Literal["map", "map_50", "voc_map", "wheat", "f2_boxes"]
+METRICS: tuple[str, ...] = ("map", "map_50", "voc_map", "wheat", "f2_boxes")
 TRUE_COLOR, PRED_COLOR = (0, 200, 0), (230, 0, 0)
 # What cv searches on the out-of-fold boxes: the submission's score threshold and the NMS IoU (up to the one the
 # predictions were made with: a looser one cannot bring suppressed boxes back).
@@ -56,8 +57,8 @@ def scored(metric: str, preds: list[dict], truths: list[dict], voc_iou: float = 
         return {"voc_map": box_metrics.voc_map(preds, truths, iou_threshold=voc_iou)}
     if metric == "wheat":
         return {"wheat": box_metrics.wheat_score(preds, truths)}
-    if metric == "f2":
-        return {"f2": box_metrics.f2_score(preds, truths)}
+    if metric == "f2_boxes":
+        return {"f2_boxes": box_metrics.f2_score(preds, truths)}
     raise UserInputError(f"box metric {metric!r}: choose {', '.join(METRICS)}")
 
 
@@ -102,7 +103,7 @@ class BoxMetrics(Metric):
         above = [keep_above(x, self.threshold) for x in preds]
         values = {**box_metrics.coco_map(preds, truths),
                   "voc_map": box_metrics.voc_map(preds, truths, iou_threshold=self.voc_iou),
-                  "wheat": box_metrics.wheat_score(above, truths), "f2": box_metrics.f2_score(above, truths)}
+                  "wheat": box_metrics.wheat_score(above, truths), "f2_boxes": box_metrics.f2_score(above, truths)}
         return {k: torch.tensor(float(np.nan_to_num(v, nan=0.0))) for k, v in values.items()}
 
 
@@ -122,7 +123,7 @@ class DetectionTask(CVTask):
         extra_levels: coarser levels above the last stage: p6p7 (two strided convolutions, FCOS's), pool, none.
         center_sampling_radius: FCOS's centre sampling radius, in strides.
         metric: the competition's metric (the one `cv` reports and tunes for): map (COCO 0.5:0.95), map_50,
-            voc_map (PASCAL VOC at IoU > 0.4: VinBigData), wheat (Global Wheat), f2 (Great Barrier Reef).
+            voc_map (PASCAL VOC at IoU > 0.4: VinBigData), wheat (Global Wheat), f2_boxes (Great Barrier Reef).
         tta: test-time augmentation of predictions: none, hflip, flip (4 views); views fused by WBF.
         min_score: detections below this score are not kept in the predictions.
         nms_iou: class-wise NMS IoU of one model's detections (cv may tune a lower one for submissions).
@@ -252,6 +253,18 @@ class DetectionTask(CVTask):
                                    for k, v in p.items()} for p in preds], self.max_detections)
         return {"id": batch["id"], **arrays, "size": batch["size"]}
 
+    def find_boxes(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """The boxes a submission keeps (`decided`: the model's threshold and NMS IoU, or its postprocess.json's),
+        in each image's own pixels; TTA as the model predicts."""
+        pipeline = build_pipeline(None, pre=[resize(*image_hw(self.image_size))])
+        batch = {"image": torch.stack([pipeline(image=im)["image"] for im in images]).to(self.device),
+                 "size": torch.tensor([im.shape[:2] for im in images]), "id": [str(i) for i in range(len(images))]}
+        with torch.no_grad():
+            arrays = self.predict_step(batch, 0)
+        saved = Predictions("detection", np.asarray(batch["id"]), {k: arrays[k] for k in ("boxes", "scores", "labels")}, [])
+        meta = self.prediction_meta(None)
+        return [decided(p, meta) for p in image_predictions(saved)]
+
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         meta: dict[str, Any] = {"image_size": self.image_size, "metric": self.metric, "threshold": self.threshold,
                                 "nms_iou": self.nms_iou, "fusion_iou": self.fusion_iou}
@@ -324,7 +337,7 @@ class DetectionTask(CVTask):
         metric = predictions.meta.get("metric", "map")
         values = box_metrics.coco_map(preds, truths)
         if metric not in values:
-            kept = [decided(p, predictions.meta) for p in preds] if metric in ("wheat", "f2") else preds
+            kept = [decided(p, predictions.meta) for p in preds] if metric in ("wheat", "f2_boxes") else preds
             values.update(scored(metric, kept, truths))
         return {k: float(v) for k, v in values.items()}
 
@@ -338,7 +351,7 @@ class DetectionTask(CVTask):
         made = float(meta.get("nms_iou", 0.6))
         raw = scored(metric, [decided(p, meta) for p in preds], truths)[metric]
         best = (raw, made, float(meta.get("threshold", 0.3)))
-        thresholds = THRESHOLDS if metric in ("wheat", "f2") else (min(THRESHOLDS),)
+        thresholds = THRESHOLDS if metric in ("wheat", "f2_boxes") else (min(THRESHOLDS),)
         for iou in [i for i in NMS_IOUS if i <= made]:
             suppressed = [nms(p, iou) for p in preds]
             for threshold in thresholds:
