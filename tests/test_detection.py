@@ -220,3 +220,15 @@ def test_crop_command_with_a_detection_checkpoint(tmp_path):
     assert list(table.columns) == ["image", "source", "class", "score", "x_min", "y_min", "x_max", "y_max"]
     assert len(table) == 6 and set(table["source"]) == {"u.png", "v.png"}  # three boxes each, untrained
     assert all((tmp_path / "out" / "train" / name).is_file() for name in table["image"])
+
+
+def test_init_reads_both_demo_layouts(tmp_path):
+    from lightning_cv.data.demos import make_detection
+
+    make_detection(tmp_path / "wheat", n_train=12, n_test=3, size=(32, 32))
+    for folder, metric, readers in (("wheat", "wheat", False), ("wheat-multiclass", "voc_map", True)):
+        main(["init", str(tmp_path / folder), "--out", str(tmp_path / f"{folder}.yaml")])
+        config = (tmp_path / f"{folder}.yaml").read_text()
+        assert "DetectionDataModule" in config and f"metric: {metric}" in config and "sample_submission.csv" in config
+        datamodule = DetectionDataModule(data_dir=str(tmp_path / folder), image_size=32)
+        assert ("reader" in datamodule.table.frame.columns) == readers

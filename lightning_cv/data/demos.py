@@ -396,20 +396,20 @@ def make_detection(out: Path, seed: int = 0, n_train: int = DETECTION_DEMO["n_tr
                    size: tuple[int, int] = DETECTION_DEMO["size"], multiclass: bool | None = None) -> None:
     """The detection competitions: Global-Wheat-like (train.csv image_id, width, height, bbox "[x, y, w, h]", source;
     an image without heads has no row; `conf x y w h` prediction strings) in `out`, and a VinBigData-like
-    multi-class set in `out/multiclass` (x_min..y_max, class_name, class_id, three readers' rad_id, "No finding" rows;
-    `class conf x_min y_min x_max y_max`, "2 1 0 0 1 1" for no finding). Each has test/, an empty
-    sample_submission.csv and solution.csv (the true boxes as prediction strings of confidence 1).
-    `multiclass` True or False writes only that set into `out`."""
+    multi-class set beside it in `<out>-multiclass` (x_min..y_max, class_name, class_id, three readers' rad_id,
+    "No finding" rows; `class conf x_min y_min x_max y_max`, "2 1 0 0 1 1" for no finding; a folder of its own, so
+    `lightning-cv init` reads each alone). Each has test/, an empty sample_submission.csv and solution.csv (the true
+    boxes as prediction strings of confidence 1). `multiclass` True or False writes only that set, into `out`."""
     height, width = size
     for multi in ((False, True) if multiclass is None else (multiclass,)):
-        folder = out / "multiclass" if multiclass is None and multi else out
+        folder = out.with_name(f"{out.name}-multiclass") if multiclass is None and multi else out
         rng = np.random.default_rng(seed + 17 * multi)
         kinds = DETECTION_CLASSES if multi else DETECTION_CLASSES[:1]
         no_finding = len(kinds)
         for split, n in (("train", n_train), ("test", n_test)):
             rows, solution = [], []
             for i in track(range(n), description=f"demo {split}", transient=True):
-                name = f"{'t' if split == 'test' else 'w'}{i:05d}"
+                name = f"{('u' if multi else 't') if split == 'test' else ('v' if multi else 'w')}{i:05d}"
                 image, boxes = render_boxes(rng, height, width, kinds, mean_objects=2.5 if multi else 3.5)
                 write_image(folder / split / f"{name}.jpg", image)
                 if split == "train":

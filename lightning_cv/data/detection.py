@@ -27,8 +27,19 @@ from torch.utils.data import Dataset
 
 from lightning_cv.data.augment import AugmentSpec, build_box_pipeline, resize
 from lightning_cv.data.base import CVDataModule, Rows, list_images
+from lightning_cv.data.survey import Reading, Survey, shared_layout
 from lightning_cv.errors import DataError, UserInputError
-from lightning_cv.io.box_tables import BOX_COLUMNS, BoxTable, image_key, read_box_table, read_coco, read_yolo
+from lightning_cv.io.box_tables import (
+    BOX_COLUMNS,
+    ID_NAMES,
+    BoxTable,
+    find_box_columns,
+    find_column,
+    image_key,
+    read_box_table,
+    read_coco,
+    read_yolo,
+)
 from lightning_cv.io.cache import CacheMode
 from lightning_cv.predictions.box_fusion import fuse_readers
 
@@ -72,6 +83,29 @@ def clip_boxes(boxes: dict[str, np.ndarray], height: int, width: int) -> tuple[d
     b[:, [1, 3]] = b[:, [1, 3]].clip(0, height)
     keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     return {"boxes": b[keep], "labels": boxes["labels"][keep]}, int((~keep).sum())
+
+
+def find_box_table(survey: Survey) -> tuple[str, str, str, str] | None:
+    """(the table, what it holds, its id column, the image folder its ids name) of the first training CSV with box
+    columns (x_min..y_max, x, y, w, h or bbox) whose ids are images of a folder; else a COCO JSON's."""
+    for name, frame in sorted(survey.training_tables(), key=lambda item: item[0].count("/")):  # the folder's own first
+        id_col = find_column(list(frame.columns), ID_NAMES)
+        try:
+            cols, kind = find_box_columns(Path(name), list(frame.columns), None, "auto")
+        except DataError:
+            continue
+        matched = survey.match(frame[id_col]) if id_col else None
+        if matched is not None:
+            return name, f"{kind} box columns {', '.join(cols)}", id_col, matched[0]
+    for path in (p for p in survey.files if p.suffix.lower() == ".json"):
+        try:
+            table = read_coco(path)
+        except DataError:
+            continue
+        matched = survey.match(pd.Series(table.image_ids).map(lambda i: Path(i).name))
+        if matched is not None:
+            return survey.rel(path), "COCO JSON boxes", "", matched[0]
+    return None
 
 
 class DetectionDataset(Dataset):
@@ -170,6 +204,33 @@ class DetectionDataModule(CVDataModule):
         self.readers, self.reader_iou = readers, reader_iou
         self._classes, self._no_finding, self._box_style = classes, no_finding, box_style
         self.min_visibility, self.min_box_size = min_visibility, min_box_size
+
+    @classmethod
+    def recognize(cls, survey: Survey) -> Reading | None:
+        """A table of boxes (a row per box, images without a row allowed) or a COCO JSON naming a folder's images."""
+        found = survey.once("box-table", lambda: find_box_table(survey))
+        if found is None:
+            return None
+        name, what, id_col, folder = found
+        # Surer than a label reading of the same table (its class column reads as labels at 0.85 at most).
+        reading = Reading(cls.task_name, 0.97)
+        reading.evidence.append(("task", cls.task_name, name, f"{what}: boxes of the images in {folder}/"))
+        if name != "train.csv":
+            reading.set("boxes", name, name, what)
+        frame = survey.tables.get(name)
+        if id_col and frame is not None and id_col not in ("image_id", "image", "file_name", "id"):
+            reading.set("id_col", id_col, name, "the image id column")
+        shared_layout(reading, survey, folder)
+        table = read_box_table(survey.root / name) if frame is not None else read_coco(survey.root / name)
+        if "reader" in table.frame.columns:
+            reading.evidence.append(("data.readers", "wbf", name, "several readers per image: their boxes fused by WBF"))
+        if len(table.classes) > 1 or table.no_finding is not None:
+            reading.set("model.metric", "voc_map", name, f"{len(table.classes)} classes"
+                        + (f" and a no-finding class {table.no_finding}" if table.no_finding is not None else "")
+                        + ": VinBigData's PASCAL VOC mAP (check the competition's metric)")
+        else:
+            reading.set("model.metric", "wheat", name, "one class: Global Wheat's score (check the competition's metric)")
+        return reading
 
     # -- what the table says ---------------------------------------------------------------------------
     @cached_property

@@ -136,7 +136,8 @@ class DenseDetector(nn.Module):
         height, width = images.shape[-2:]
         self._levels[(int(height), int(width))] = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
         out = self.net.head(features)
-        anchors = self.net.anchor_generator(ImageList(images, [(height, width)] * images.shape[0]), features)[0]
+        # One image's anchors (they depend on the size alone), broadcast over the batch: the batch stays dynamic.
+        anchors = self.net.anchor_generator(ImageList(images[:1], [(height, width)]), features)[0]
         boxes = self.net.box_coder.decode(out["bbox_regression"], anchors.unsqueeze(0))
         return torch.cat([boxes, out["bbox_ctrness"], out["cls_logits"]], dim=2)
 

@@ -322,7 +322,7 @@ class DetectionTask(CVTask):
         preds = [decided(p, predictions.meta) for p in image_predictions(predictions)]
         frame = long_rows([str(i) for i in predictions.ids], preds)
         names = np.asarray(predictions.class_names, dtype=object)
-        frame.insert(2, "class", names[frame.pop("label").to_numpy(np.int64)] if len(frame) else [])
+        frame.insert(1, "class", names[frame.pop("label").to_numpy(np.int64)] if len(frame) else [])
         write_csv(frame.round({"score": 4, "x_min": 1, "y_min": 1, "x_max": 1, "y_max": 1}), out_dir / cls.predictions_file)
         print(f"wrote {len(frame)} boxes of {len(predictions)} images to {out_dir / cls.predictions_file}")
         if sample is not None:
