@@ -288,14 +288,18 @@ class DetectionTask(CVTask):
     @classmethod
     def combine(cls, predictions: list[Predictions], method: str = "wbf", weights: list[float] | None = None,
                 store: Path | None = None) -> Predictions:
-        """Each image's boxes of every member fused (weighted boxes fusion by default, at the meta's fusion_iou;
-        or nms, soft_nms, nmw), weighted by `weights`."""
+        """Each image's boxes of every member, NMS-ed at the member's decided IoU, fused (weighted boxes fusion by
+        default, at the meta's fusion_iou; or nms, soft_nms, nmw), weighted by `weights`; one member as it is."""
         if method not in cls.combine_methods:
             raise UserInputError(f"--method {method}: boxes combine by {', '.join(cls.combine_methods)}")
         first = predictions[0]
+        if len(predictions) == 1:  # nothing to fuse (WBF would merge a model's own overlapping boxes)
+            return first
         iou = float(first.meta.get("fusion_iou", 0.55))
         sizes = np.asarray(first.arrays["size"])
-        members = [image_predictions(p) for p in predictions]
+        # Each member's boxes as it would submit them before the threshold (NMS at its decided IoU): fusion then
+        # joins the members' boxes of an object, not one model's near-duplicates into a blurred box.
+        members = [[nms(b, float(p.meta.get("nms_iou", 0.5))) for b in image_predictions(p)] for p in predictions]
         fused = [fuse_boxes([m[i] for m in members], (int(h), int(w)), method, iou_thr=iou, weights=weights)
                  for i, (h, w) in enumerate(sizes)]
         arrays = {**pad_predictions(fused, max(len(f["scores"]) for f in fused)), "size": sizes}
