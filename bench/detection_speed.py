@@ -15,9 +15,12 @@ optimizer and flip, no validation; both count training images per second of the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import tempfile
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -34,6 +37,7 @@ from lightning_cv.io.images import read_image  # noqa: E402
 from lightning_cv.tasks.detection import DetectionTask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # epoch_clock, the callback the project side is timed with
 BATCH, LR, SIDE = 16, 2e-3, 128
 
 
@@ -57,6 +61,17 @@ class ReferenceDataset(Dataset):
         return image, target
 
 
+class DictFeatures(torch.nn.Module):
+    """The FPN's levels as the ordered dict torchvision's FCOS.forward reads."""
+
+    def __init__(self, fpn: torch.nn.Module):
+        super().__init__()
+        self.fpn, self.out_channels = fpn, fpn.out_channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict:
+        return OrderedDict((str(i), f) for i, f in enumerate(self.fpn(x)))
+
+
 def reference(data: Path, epochs: int) -> float:
     """Images per second of torchvision's reference loop (engine.train_one_epoch) on the same FCOS."""
     datamodule = DetectionDataModule(data_dir=str(data), image_size=SIDE)
@@ -64,7 +79,7 @@ def reference(data: Path, epochs: int) -> float:
     train = rows.take(datamodule.holdout(rows)[0])
     task = DetectionTask(num_classes=1, backbone="resnet18", image_size=SIDE, fpn_channels=64, head_convs=2)
     parts = task.model.net
-    model = FCOS(parts.backbone, 1, min_size=SIDE, max_size=SIDE, anchor_generator=parts.anchor_generator, head=parts.head,
+    model = FCOS(DictFeatures(parts.backbone), 1, min_size=SIDE, max_size=SIDE, anchor_generator=parts.anchor_generator, head=parts.head,
                  image_mean=task.mean.flatten().tolist(), image_std=task.std.flatten().tolist())
     loader = DataLoader(ReferenceDataset(train.items, train.targets), batch_size=BATCH, shuffle=True, drop_last=True,
                         collate_fn=lambda batch: tuple(zip(*batch)))
@@ -83,18 +98,20 @@ def reference(data: Path, epochs: int) -> float:
 
 
 def project(data: Path, epochs: int) -> float:
-    """Images per second of `lightning-cv fit`'s training loop (Lightning's Timer of the train stage)."""
-    from lightning.pytorch.callbacks import Timer
-
+    """Images per second of `lightning-cv fit`'s training loop (epoch_clock.EpochClock: from the first epoch's
+    start to the end of training; no validation)."""
     with tempfile.TemporaryDirectory() as out:
-        cli = build_cli(["fit", "--config", str(ROOT / "configs" / "detection.yaml"), "--data.data_dir", str(data),
-                         "--data.train_augment", '[{"HorizontalFlip": {"p": 0.5}}]', "--data.batch_size", str(BATCH),
-                         "--trainer.max_epochs", str(epochs), "--trainer.limit_val_batches", "0",
-                         "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-                         "--trainer.precision", "32-true", "--trainer.logger", "false", "--trainer.default_root_dir", out,
-                         "--trainer.callbacks+=lightning.pytorch.callbacks.Timer"])
-        timer = next(c for c in cli.trainer.callbacks if isinstance(c, Timer))
-        return cli.trainer.num_training_batches * BATCH * epochs / timer.time_elapsed("train")
+        marks = Path(out) / "marks.json"
+        build_cli(["fit", "--config", str(ROOT / "configs" / "detection.yaml"), "--data.data_dir", str(data),
+                   "--data.train_augment", '[{"HorizontalFlip": {"p": 0.5}}]', "--data.batch_size", str(BATCH),
+                   "--trainer.max_epochs", str(epochs), "--trainer.limit_val_batches", "0",
+                   "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+                   "--trainer.precision", "32-true", "--trainer.logger", "false", "--trainer.default_root_dir", out,
+                   "--trainer.callbacks+=epoch_clock.EpochClock", "--trainer.callbacks.out", str(marks)])
+        times = json.loads(marks.read_text())
+        images = DetectionDataModule(data_dir=str(data), image_size=SIDE).labelled_rows()
+        steps = int(len(images) * 0.8) // BATCH  # the hold-out's training rows, whole batches (drop_last)
+        return steps * BATCH * epochs / (times[-1] - times[0])
 
 
 def main() -> None:
