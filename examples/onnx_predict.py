@@ -4,7 +4,8 @@
     python onnx_predict.py model.onnx image.jpg [--out mask.png] [--size 512]
 
 Classification prints the top classes (multi-label: the tags above their thresholds, then the top ones), box regression the square (x, y, size) in the image's pixels,
-segmentation writes the mask (0/255 for binary, class indices otherwise) at the image's size.
+detection every box above the model's threshold (class score x_min y_min x_max y_max, after NMS), segmentation
+writes the mask (0/255 for binary, class indices otherwise) at the image's size.
 The model takes float32 RGB in [0, 1], NCHW; `lightning-cv export` stores its input size, class names
 and task in the ONNX metadata.
 """
@@ -30,6 +31,8 @@ def load(path: str) -> tuple[ort.InferenceSession, dict]:
         "dynamic_spatial": json.loads(meta.get("dynamic_spatial", "false")),
         "activation": meta.get("activation", "softmax"),
         "thresholds": json.loads(meta.get("thresholds", "null")),
+        "threshold": json.loads(meta.get("threshold", "0.3")),
+        "nms_iou": json.loads(meta.get("nms_iou", "0.5")),
     }
     return session, info
 
@@ -80,6 +83,43 @@ def box(session: ort.InferenceSession, info: dict, image: np.ndarray) -> None:
     print(f"x={cx * sx - side_px / 2:.1f} y={cy * sy - side_px / 2:.1f} size={side_px:.1f}")
 
 
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression: the indices kept, best score first."""
+    order, keep = list(np.argsort(-scores)), []
+    while order:
+        best, order = order[0], order[1:]
+        keep.append(best)
+        if not order:
+            break
+        rest = boxes[order]
+        inter = (np.clip(np.minimum(rest[:, 2], boxes[best, 2]) - np.maximum(rest[:, 0], boxes[best, 0]), 0, None)
+                 * np.clip(np.minimum(rest[:, 3], boxes[best, 3]) - np.maximum(rest[:, 1], boxes[best, 1]), 0, None))
+        area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+        order = [o for o, v in zip(order, inter / (area(rest) + area(boxes[best]) - inter + 1e-9)) if v <= iou]
+    return keep
+
+
+def detect(session: ort.InferenceSession, info: dict, image: np.ndarray) -> None:
+    """Resize to the model size, predict dense outputs (box in input pixels, centre-ness logit, class logits per
+    location), score sqrt(sigmoid(class) x sigmoid(centre-ness)), keep those above the threshold, NMS per class,
+    scale the boxes back to the image."""
+    h, w = image.shape[:2]
+    height, width = info["input_size"]
+    x = to_input(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+    out = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    scores = np.sqrt(sigmoid(out[:, 5:]) * sigmoid(out[:, 4:5]))
+    names = info["class_names"] or [str(i) for i in range(scores.shape[1])]
+    found = []
+    for k in range(scores.shape[1]):
+        above = np.flatnonzero(scores[:, k] > info["threshold"])
+        boxes = out[above, :4] * np.array([w / width, h / height] * 2)
+        found += [(scores[above[i], k], names[k], boxes[i]) for i in nms(boxes, scores[above, k], info["nms_iou"])]
+    print(f"boxes: {len(found)}")
+    for score, name, (x0, y0, x1, y1) in sorted(found, key=lambda f: -f[0]):
+        print(f"{name} {score:.4f} {x0:.1f} {y0:.1f} {x1:.1f} {y1:.1f}")
+
+
 def segment(session: ort.InferenceSession, info: dict, image: np.ndarray, out: Path, size: int | None) -> None:
     """Resize to the model size (any multiple of 32 with a dynamic-size model), pad to /32, predict,
     crop the padding and resize the mask back to the image."""
@@ -112,6 +152,8 @@ def main() -> None:
         segment(session, info, image, Path(args.out), args.size)
     elif info["task"] == "BBoxCropTask":
         box(session, info, image)
+    elif info["task"] == "DetectionTask":
+        detect(session, info, image)
     else:
         classify(session, info, image)
 

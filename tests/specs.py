@@ -200,6 +200,34 @@ def _slides_data(root: Path) -> Path:
     return root / "slides"
 
 
+def _detection_module():
+    from lightning_cv.tasks.detection import DetectionTask
+
+    # 64 px: GroupNorm takes no 1x1 level of a single image (the stride-32 level of a 32 px image).
+    return DetectionTask(num_classes=2, class_names=["a", "b"], backbone="test_resnet", image_size=64, fpn_channels=32,
+                         head_convs=1, extra_levels="none", min_score=0.01)
+
+
+def _detection_batch(n: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(n, 3, 64, 64, generator=g) * 0.3
+    target = torch.full((n, 2, 5), -1.0)
+    for i in range(n):
+        for k in range(1 + i % 2):
+            x, y = torch.randint(0, 40, (2,), generator=g).tolist()
+            image[i, k, y : y + 20, x : x + 20] += 0.6
+            target[i, k] = torch.tensor([x, y, x + 20, y + 20, k], dtype=torch.float32)
+    return {"image": image, "target": target, "id": [f"im{i}.jpg" for i in range(n)], "index": torch.arange(n),
+            "size": torch.tensor([[64, 48]] * n)}
+
+
+def _detection_data(root: Path) -> Path:
+    from lightning_cv.data.demos import make_detection
+
+    make_detection(root / "detection", n_train=16, n_test=4, size=(64, 64), seed=1, multiclass=False)
+    return root / "detection"
+
+
 SPECS = [
     TaskSpec("cls", "configs/cls.yaml", _cls_module, _cls_batch, _cls_data, lambda n: (n, 3),
              ["val/acc", "val/f1"], "predictions.csv",
@@ -231,4 +259,9 @@ SPECS = [
              ["--model.encoder", "tu-test_resnet", "--data.image_size", "64", "--data.batch_size", "8",
               "--data.tiles_per_image", "4", "--model.tile_size", "128", "--model.val_tile_size", "128"],
              ["--data.tile_scale", "2", "--model.threshold", "0.4"]),
+    TaskSpec("detection", "configs/detection.yaml", _detection_module, _detection_batch, _detection_data,
+             lambda n: (n, 84, 7), ["val/map", "val/map_50", "val/wheat"], "boxes.csv",
+             ["--model.backbone", "test_resnet", "--model.fpn_channels", "32", "--model.head_convs", "1",
+              "--model.extra_levels", "none", "--data.image_size", "64", "--data.batch_size", "8"],
+             ["--data.image_size", "48", "--model.tta", "hflip"]),
 ]

@@ -85,6 +85,9 @@ def test_export_command_matches_eager(spec, tmp_path, capsys, monkeypatch):
         assert cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_GRAYSCALE).shape == (40, 56)
     elif meta["task"] == "BBoxCropTask":
         assert re.fullmatch(r"x=\S+ y=\S+ size=\S+\n", shown)
+    elif meta["task"] == "DetectionTask":
+        count, *lines = shown.splitlines()
+        assert count == f"boxes: {len(lines)}" and all(re.fullmatch(r"\S+ [01]\.\d{4}( \S+){4}", line) for line in lines)
     else:
         lines = shown.splitlines()
         chosen = lines.pop(0).removeprefix("tags:").split() if meta["activation"] == "sigmoid" else None

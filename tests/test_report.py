@@ -27,6 +27,7 @@ from lightning_cv.tasks import (
     get_task,
     task_names,
 )
+from lightning_cv.tasks.detection import DetectionTask
 from lightning_cv.tasks.regression import RegressionTask
 from lightning_cv.tasks.seg_multilabel import MultiLabelSegmentationTask
 from lightning_cv.tasks.slides import SlideSegmentationTask
@@ -38,7 +39,8 @@ SECTIONS = {"cls": ["Classes", "Most confidently wrong", "confusion matrix", "re
             "seg": ["Masks", "Worst masks", "empty predicted as mask (FP)"],
             "seg-multilabel": ["Masks", "Worst masks", "TTA and tuned decisions", "dice_pairs_tuned"],
             "bbox": ["Boxes", "Worst boxes", "IoU of the predicted square"],
-            "regression": ["Values", "Worst images", "residuals"], "slides": ["Images", "predicted pixels"]}
+            "regression": ["Values", "Worst images", "residuals"], "slides": ["Images", "predicted pixels"],
+            "detection": ["Boxes", "Worst images", "precision", "recall"]}
 
 
 def _noisy(rng: np.random.Generator, truth: np.ndarray, scale: float = 0.35) -> np.ndarray:
@@ -65,6 +67,11 @@ def fake_arrays(task: type, targets: np.ndarray, sizes: np.ndarray, classes: int
     if issubclass(task, BBoxCropTask):
         return {"box": np.clip(targets + rng.normal(0, 0.08, targets.shape), 0.02, 0.98).astype(np.float32),
                 "orig_size": sizes}
+    if issubclass(task, DetectionTask):  # the true boxes moved a little, some missed, scored at random
+        labels = np.where(rng.random(targets.shape[:2]) < 0.8, targets[..., 4], -1).astype(np.int64)
+        boxes = (targets[..., :4] + rng.normal(0, 1.5, targets[..., :4].shape)).astype(np.float32)
+        return {"boxes": boxes, "scores": np.where(labels >= 0, rng.uniform(0.2, 1, labels.shape), 0).astype(np.float32),
+                "labels": labels, "size": sizes}
     if issubclass(task, RegressionTask):
         return {"values": (targets + rng.normal(0, targets.std(0) + 1e-3, targets.shape)).astype(np.float32)}
     raise AssertionError(f"{task.__name__}: add its fake outputs here")
@@ -75,7 +82,7 @@ def test_every_task_has_fake_outputs():
     for name in task_names():
         module = get_task(name).module
         assert any(issubclass(module, t) for t in (SegmentationTask, MultiLabelTask, ClassificationTask, BBoxCropTask,
-                                                   RegressionTask)), f"{name}: add its fake outputs to fake_arrays"
+                                                   RegressionTask, DetectionTask)), f"{name}: add its fake outputs to fake_arrays"
     assert fake_arrays(RegressionTask, np.ones((2, 1)), np.ones((2, 2)), 1, rng)["values"].shape == (2, 1)
 
 

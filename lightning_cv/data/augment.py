@@ -81,6 +81,23 @@ def build_pipeline(
     return A.Compose(transforms, bbox_params=bbox_params, strict=True, seed=seed)
 
 
+def build_box_pipeline(
+    spec: Sequence[dict[str, Any]] | None,
+    *,
+    pre: Sequence[A.BasicTransform] = (),
+    seed: int | None = None,
+    min_visibility: float = 0.0,
+    min_size: float = 1.0,
+) -> A.Compose:
+    """`build_pipeline` for detection: pascal_voc boxes with a `labels` field follow every transform, clipped to
+    the image; a box left with less than `min_visibility` of its area, or narrower or lower than `min_size`
+    pixels, is dropped."""
+    transforms = [*pre, *(build_transform(s) for s in spec or ()), A.ToFloat(max_value=255.0), ToTensorV2()]
+    params = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, filter_invalid_bboxes=True,
+                          min_visibility=min_visibility, min_width=min_size, min_height=min_size)
+    return A.Compose(transforms, bbox_params=params, strict=True, seed=seed)
+
+
 class Preprocess:
     """The fixed, pre-augmentation steps alone (no tensor conversion) on one image or one mask:
     what the cache (`lightning_cv.io.cache`) stores. Deterministic, so cached and uncached samples agree."""

@@ -330,3 +330,98 @@ def make_seg_multilabel(out: Path, seed: int = 0, n_train: int | None = None, n_
         else:
             write_csv(pd.DataFrame(keys), out / "solution.csv")
             write_csv(pd.DataFrame(keys).assign(EncodedPixels="1 1"), out / "sample_submission.csv")
+
+
+# Detection: small images with several objects each, written as the competitions write their tables.
+DETECTION_DEMO = {"n_train": 160, "n_test": 40, "size": (128, 128)}
+DETECTION_CLASSES = ("ellipse", "square")
+DETECTION_READERS = ("R1", "R2", "R3")
+
+
+def render_boxes(rng: np.random.Generator, height: int, width: int, kinds: tuple[str, ...] = ("ellipse",),
+                 mean_objects: float = 3.0, scale: tuple[float, float] = (0.07, 0.16)) -> tuple[np.ndarray, list[tuple]]:
+    """One image with a Poisson number of light objects (wheat-head-like ellipses, or squares) on a textured
+    background, overlapping little: (RGB uint8, [(x_min, y_min, x_max, y_max, kind index)] of their pixels)."""
+    image = _background(rng, height, width)
+    level = float(image.mean())
+    boxes: list[tuple] = []
+    for _ in range(min(int(rng.poisson(mean_objects)), 10)):
+        kind = int(rng.integers(len(kinds)))
+        half = rng.uniform(*scale, size=2) * min(height, width)
+        if kinds[kind] == "ellipse":
+            half[1] = half[0] * rng.uniform(0.45, 0.7)  # elongated, like a wheat head
+        center = rng.uniform(half.max(), [width - half.max(), height - half.max()])
+        box = (*(center - half), *(center + half))
+        if any(min(box[2], b[2]) - max(box[0], b[0]) > 0.3 * (box[2] - box[0])
+               and min(box[3], b[3]) - max(box[1], b[1]) > 0.3 * (box[3] - box[1]) for b in boxes):
+            continue
+        mask = np.zeros((height, width), np.uint8)
+        angle = rng.uniform(-30, 30) if kinds[kind] == "ellipse" else 0.0
+        if kinds[kind] == "ellipse":
+            cv2.ellipse(mask, tuple(int(v) for v in center.round()), tuple(int(v) for v in half.round()), angle, 0, 360, 255, -1)
+        else:
+            cv2.rectangle(mask, tuple(int(v) for v in (center - half).round()), tuple(int(v) for v in (center + half).round()), 255, -1)
+        color = rng.uniform(0, 255, size=3)
+        color += max(0.0, 90 - (color.mean() - level))
+        image = np.where(mask[..., None] > 0, color.clip(0, 255), image)
+        ys, xs = np.nonzero(mask)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, kind))
+    image += rng.normal(0, rng.uniform(3, 8), image.shape)
+    return image.clip(0, 255).astype(np.uint8), boxes
+
+
+def _wheat_rows(name: str, boxes: list[tuple], height: int, width: int) -> list[dict]:
+    return [{"image_id": name, "width": width, "height": height, "bbox": f"[{x0}.0, {y0}.0, {x1 - x0}.0, {y1 - y0}.0]",
+             "source": "demo"} for x0, y0, x1, y1, _ in boxes]
+
+
+def _reader_rows(rng: np.random.Generator, name: str, boxes: list[tuple], no_finding: int) -> list[dict]:
+    """VinBigData's rows: each reader boxes each object (jittered by a pixel or two, one in ten missed); an image
+    without a finding gets a "No finding" row per reader, with empty coordinates."""
+    rows = []
+    for reader in DETECTION_READERS:
+        seen = [b for b in boxes if rng.random() > 0.1]
+        for x0, y0, x1, y1, kind in seen:
+            jitter = rng.integers(-2, 3, size=4)
+            rows.append({"image_id": name, "class_name": DETECTION_CLASSES[kind], "class_id": kind, "rad_id": reader,
+                         "x_min": max(0, x0 + jitter[0]), "y_min": max(0, y0 + jitter[1]),
+                         "x_max": x1 + jitter[2], "y_max": y1 + jitter[3]})
+        if not boxes:
+            rows.append({"image_id": name, "class_name": "No finding", "class_id": no_finding, "rad_id": reader,
+                         "x_min": "", "y_min": "", "x_max": "", "y_max": ""})
+    return rows
+
+
+def make_detection(out: Path, seed: int = 0, n_train: int = DETECTION_DEMO["n_train"], n_test: int = DETECTION_DEMO["n_test"],
+                   size: tuple[int, int] = DETECTION_DEMO["size"], multiclass: bool | None = None) -> None:
+    """The detection competitions: Global-Wheat-like (train.csv image_id, width, height, bbox "[x, y, w, h]", source;
+    an image without heads has no row; `conf x y w h` prediction strings) in `out`, and a VinBigData-like
+    multi-class set beside it in `<out>-multiclass` (x_min..y_max, class_name, class_id, three readers' rad_id,
+    "No finding" rows; `class conf x_min y_min x_max y_max`, "2 1 0 0 1 1" for no finding; a folder of its own, so
+    `lightning-cv init` reads each alone). Each has test/, an empty sample_submission.csv and solution.csv (the true
+    boxes as prediction strings of confidence 1). `multiclass` True or False writes only that set, into `out`."""
+    height, width = size
+    for multi in ((False, True) if multiclass is None else (multiclass,)):
+        folder = out.with_name(f"{out.name}-multiclass") if multiclass is None and multi else out
+        rng = np.random.default_rng(seed + 17 * multi)
+        kinds = DETECTION_CLASSES if multi else DETECTION_CLASSES[:1]
+        no_finding = len(kinds)
+        for split, n in (("train", n_train), ("test", n_test)):
+            rows, solution = [], []
+            for i in track(range(n), description=f"demo {split}", transient=True):
+                name = f"{('u' if multi else 't') if split == 'test' else ('v' if multi else 'w')}{i:05d}"
+                image, boxes = render_boxes(rng, height, width, kinds, mean_objects=2.5 if multi else 3.5)
+                write_image(folder / split / f"{name}.jpg", image)
+                if split == "train":
+                    rows += _reader_rows(rng, name, boxes, no_finding) if multi else _wheat_rows(name, boxes, height, width)
+                elif multi:
+                    truth = " ".join(f"{k} 1.0 {x0} {y0} {x1} {y1}" for x0, y0, x1, y1, k in boxes)
+                    solution.append({"image_id": name, "PredictionString": truth or f"{no_finding} 1.0 0 0 1 1"})
+                else:
+                    truth = " ".join(f"1.0 {x0} {y0} {x1 - x0} {y1 - y0}" for x0, y0, x1, y1, _ in boxes)
+                    solution.append({"image_id": name, "PredictionString": truth})
+            if split == "train":
+                write_csv(pd.DataFrame(rows), folder / "train.csv")
+            else:
+                write_csv(pd.DataFrame(solution), folder / "solution.csv")
+                write_csv(pd.DataFrame(solution).assign(PredictionString=""), folder / "sample_submission.csv")

@@ -148,7 +148,8 @@ class Survey:
     @cached_property
     def sample(self) -> tuple[str, pd.DataFrame] | None:
         """The sample submission (a table named like `sample_submission.csv`), or None."""
-        found = [name for name in self.tables if "sample" in name.lower() and "sub" in name.lower()]
+        found = sorted((name for name in self.tables if "sample" in name.lower() and "sub" in name.lower()),
+                       key=lambda name: name.count("/"))  # the folder's own before a subfolder's
         return (found[0], self.tables[found[0]]) if found else None
 
     def training_tables(self) -> list[tuple[str, pd.DataFrame]]:

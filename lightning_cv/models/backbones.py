@@ -78,7 +78,8 @@ def _hub_error(name: str, err: Exception) -> UserInputError:
     )
 
 
-def _check_weights(weights: str | Path | None) -> str | None:
+def check_weights(weights: str | Path | None) -> str | None:
+    """A local weights file's path (None stays None); a missing file is a MissingFileError naming it."""
     if weights is None:
         return None
     path = Path(weights).expanduser()
@@ -113,8 +114,32 @@ def create_classifier(
             raise ValueError(f"{name!r} has no pretrained weights; use --model.pretrained false")
         return LOCAL_MODELS[name](num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
     check_timm_name(name)
-    weights = _check_weights(weights)
+    weights = check_weights(weights)
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    if weights:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": weights}, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ConnectionError) as err:
+        if name.startswith("hf-hub:"):
+            raise _hub_error(name, err) from err
+        if not pretrained:
+            raise
+        raise _download_error(name, err) from err
+
+
+def create_features(
+    name: str,
+    out_indices: tuple[int, ...],
+    in_chans: int = 3,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+) -> nn.Module:
+    """A timm backbone's feature maps of the stages `out_indices` (`features_only`: `feature_info` gives their
+    channels and strides), for detectors' FPNs; `weights` as for `create_classifier`."""
+    check_timm_name(name)
+    weights = check_weights(weights)
+    kwargs = dict(features_only=True, out_indices=out_indices, in_chans=in_chans)
     if weights:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": weights}, **kwargs)
     try:
@@ -150,7 +175,7 @@ def create_segmentation_model(
         check_timm_name(encoder[3:], "timm encoder")
     else:
         _check_name(encoder, encoders, "smp encoder")
-    weights = _check_weights(weights)
+    weights = check_weights(weights)
     kwargs: dict = dict(encoder_name=encoder, in_channels=in_chans, classes=num_classes)
     if arch in ("Unet", "UnetPlusPlus") and decoder_attention_type:
         kwargs["decoder_attention_type"] = decoder_attention_type

@@ -233,6 +233,12 @@ class CVTask(L.LightningModule):
         """The decisions saved with the predictions (thresholds, pixel order ...), JSON-serialisable."""
         return {}
 
+    def find_boxes(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Each RGB image's boxes as a submission keeps them ({"boxes" (K, 4) x_min, y_min, x_max, y_max in its
+        pixels, "labels", "scores"}, best first): what `lightning-cv crop` cuts out. Tasks that find none raise."""
+        raise UserInputError(f"a {type(self).__name__} finds no boxes: `crop` needs a box model (configs/bbox.yaml) "
+                             "or a detection model (configs/detection.yaml)")
+
     def prediction_writer(self, output_dir: str | Path) -> PredictionWriter:
         return PredictionWriter(output_dir)
 
@@ -354,8 +360,13 @@ class CVTask(L.LightningModule):
             metrics = getattr(self, f"{split}_metrics")
             metrics.update(*self.metric_inputs(outputs.detach(), batch))
             self.log(f"{split}/loss", loss_metric, on_epoch=True, batch_size=n, prog_bar=True)
-            self.log_dict(metrics, on_epoch=True, batch_size=n, prog_bar=True)
+            self.log_metrics(metrics, n)
         return {"loss": loss, "outputs": outputs.detach()}
+
+    def log_metrics(self, metrics: MetricCollection, batch_size: int) -> None:
+        """Log a split's metric collection (each metric a scalar, computed at the epoch's end by Lightning); a
+        task whose metrics are computed together (one dict) logs them itself at the epoch's end instead."""
+        self.log_dict(metrics, on_epoch=True, batch_size=batch_size, prog_bar=True)
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         return self._step(batch, "train")

@@ -30,7 +30,7 @@ from lightning_cv.tasks.checkpoints import checkpoint_recipe
 
 def ensemble(
     paths: list[Path],
-    method: str = "mean",
+    method: str | None = None,
     weights: list[float] | None = None,
     out: Path = Path("submission.csv"),
     sample_submission: Path | None = None,
@@ -47,8 +47,8 @@ def ensemble(
 
     Args:
         paths: CV run dirs (all their folds), fold or run dirs, predict dirs, or predictions.npz/.csv files.
-        method: how the task combines them: mean (of probabilities, boxes ...) or vote (majority of
-            predicted labels / mask pixels, for tasks that vote).
+        method: how the task combines them (default: its first way): mean (of probabilities, values ...), vote
+            (majority of predicted labels / mask pixels, for tasks that vote), wbf, nms, soft_nms or nmw (boxes).
         weights: one weight per prediction file found, in order (default: equal).
         out: the submission CSV (written atomically); the combined predictions go to the same name with .npz.
         sample_submission: the competition's sample submission: same ids, order and columns.
@@ -78,8 +78,10 @@ def ensemble(
     predictions = [p.with_meta(**tuned).with_meta(threshold=threshold, rle_order=rle_order, thresholds=decided)
                    for p in predictions]
     out = Path(out)
+    module = get_task(first.task).module
+    method = method or module.combine_methods[0]
     with scratch_dir(out.parent, f"{out.stem}-rows") as store:  # maps are combined here a chunk at a time
-        combined = get_task(first.task).module.combine(predictions, method, weights, store)
+        combined = module.combine(predictions, method, weights, store)
         sample = pd.read_csv(sample_submission, dtype=str, keep_default_na=False) if sample_submission else None
         frame = get_task(first.task).module.submission(combined, sample, sample_submission or "sample submission")
         write_csv(frame, out)

@@ -13,7 +13,9 @@ from lightning_cv.errors import DataError, MissingFileError
 from lightning_cv.io.masks import IOU_THRESHOLDS, instance_f2, rle_pixels
 
 Metric = Literal["accuracy", "f1", "fbeta", "auc", "colauc", "logloss", "qwk", "dice", "iou", "dice_pairs", "iou_map",
-                 "f2_instances", "rmse", "mae"]
+                 "f2_instances", "rmse", "mae", "map", "map_50", "voc_map", "wheat", "f2_boxes"]
+BOX_METRICS = ("map", "map_50", "voc_map", "wheat", "f2_boxes")
+BoxStyleOption = Literal["auto", "conf_xywh", "class_conf_xyxy"]
 
 
 def overlap(predicted: str, truth: str, metric: Literal["dice", "iou"]) -> float:
@@ -107,6 +109,45 @@ def numeric_error(pred: pd.Series, truth: pd.Series, metric: Literal["rmse", "ma
     return float(np.sqrt(np.mean(error**2))) if metric == "rmse" else float(np.mean(np.abs(error)))
 
 
+def box_style_of(strings: pd.Series, style: str) -> str:
+    """The prediction-string style of a solution's column: the one every non-empty string parses as (`auto`), or
+    the one given."""
+    if style != "auto":
+        return style
+    filled = [str(t).split() for t in strings if str(t).strip()]
+    fits = [s for s, width in (("conf_xywh", 5), ("class_conf_xyxy", 6)) if all(len(t) % width == 0 for t in filled)]
+    if len(fits) != 1:
+        raise DataError(f"solution: cannot tell the prediction strings' style ({'neither' if not fits else 'both'} of "
+                        "conf x y w h and class conf x_min y_min x_max y_max fit): pass --box_style")
+    return fits[0]
+
+
+def score_boxes(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, id_col: str, target_col: str,
+                box_style: str = "auto", iou_threshold: float = 0.4) -> float:
+    """Box metrics of prediction strings (a row per image) against the solution's: COCO mAP 0.5:0.95 (map) or at
+    0.5 (map_50), PASCAL VOC mAP at IoU > `iou_threshold` (voc_map: VinBigData, whose "no finding" token is one
+    more class), Global Wheat's per-image score (wheat), the Great Barrier Reef's F2 over IoU 0.3 ... 0.8 (f2_boxes)."""
+    from lightning_cv.models import box_metrics
+    from lightning_cv.predictions.box_strings import decode
+
+    style = box_style_of(solution[target_col], box_style)
+    sub = submission.drop_duplicates(id_col).set_index(id_col)[target_col]
+    truth = solution.set_index(id_col)[target_col]
+    absent = truth.index.difference(sub.index)
+    if len(absent):
+        raise DataError(f"submission: {len(absent)} id(s) of the solution are missing (e.g. {absent[0]!r})")
+    pred_strings, true_strings = sub.reindex(truth.index).fillna("").astype(str), truth.fillna("").astype(str)
+    names = {t.split()[k] for t in [*pred_strings, *true_strings] for k in range(0, len(t.split()), 6)} if style != "conf_xywh" else set()
+    classes = None if all(n.lstrip("-").isdigit() for n in names) else sorted(names)
+    preds = [decode(t, style, classes=classes) for t in pred_strings]
+    truths = [decode(t, style, classes=classes) for t in true_strings]
+    if metric in ("map", "map_50"):
+        return box_metrics.coco_map(preds, truths)[metric]
+    if metric == "voc_map":
+        return box_metrics.voc_map(preds, truths, iou_threshold=iou_threshold)
+    return box_metrics.wheat_score(preds, truths) if metric == "wheat" else box_metrics.f2_score(preds, truths)
+
+
 def _without_extension(key: str) -> str:
     """An id without its image file extension, alone or before a composite key's class (`0011165.jpg_Fish`)."""
     return re.sub(r"\.(jpe?g|png|tiff?|bmp|gif|dcm)(?=_|$)", "", key, flags=re.IGNORECASE)
@@ -129,7 +170,8 @@ def keyed_as(submission: pd.DataFrame, solution: pd.DataFrame, id_col: str, targ
 
 
 def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metric, beta: float = 2.0,
-                 id_col: str | None = None, target_col: str | None = None) -> float:
+                 id_col: str | None = None, target_col: str | None = None, box_style: BoxStyleOption = "auto",
+                 iou_threshold: float = 0.4) -> float:
     """Join on the id column (default: the solution's first) and score the target column (default: its second)."""
     id_col = id_col or solution.columns[0]
     target_col = target_col or [c for c in solution.columns if c != id_col][0]
@@ -140,6 +182,8 @@ def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metri
             raise DataError(f"{name}: missing column(s) {missing}; columns are {list(frame.columns)}")
     if metric == "f2_instances":
         return score_instances(submission, solution, id_col, target_col)
+    if metric in BOX_METRICS:
+        return score_boxes(submission, solution, metric, id_col, target_col, box_style, iou_threshold)
     if metric in ("auc", "colauc", "logloss", "qwk"):
         return score_probabilities(submission, solution, metric, id_col, target_col)
     sub = submission.drop_duplicates(id_col).set_index(id_col)[target_col]
@@ -174,7 +218,8 @@ def score_frames(submission: pd.DataFrame, solution: pd.DataFrame, metric: Metri
 
 
 def score(submission: Path, solution: Path, metric: Metric = "accuracy", beta: float = 2.0,
-          id_col: str | None = None, target_col: str | None = None) -> float:
+          id_col: str | None = None, target_col: str | None = None, box_style: BoxStyleOption = "auto",
+          iou_threshold: float = 0.4) -> float:
     """Score a submission CSV against a solution CSV (rows joined on the id column).
 
     Args:
@@ -185,16 +230,21 @@ def score(submission: Path, solution: Path, metric: Metric = "accuracy", beta: f
             0/1), colauc (mean column-wise AUC: one-hot), logloss, qwk (quadratic weighted kappa of grades), dice_pairs (mean Dice over image x class
             keys, an empty truth predicted empty scoring 1; Severstal, Clouds), iou_map (per image, the share of
             IoU thresholds 0.5 ... 0.95 cleared; TGS Salt), f2_instances (per image, F2 of one-to-one matched
-            instances over those thresholds, a row per instance; Airbus), rmse or mae (a numeric column).
+            instances over those thresholds, a row per instance; Airbus), rmse or mae (a numeric column); boxes as
+            prediction strings (a row per image): map (COCO 0.5:0.95), map_50, voc_map (PASCAL VOC at
+            --iou_threshold: VinBigData), wheat (Global Wheat), f2_boxes (Great Barrier Reef, IoU 0.3 ... 0.8).
         beta: the beta of fbeta (2 = F2).
         id_col: the id column (default: the solution's first column).
         target_col: the scored column (default: the solution's second column).
+        box_style: the prediction strings' style: conf_xywh (conf x y w h ...), class_conf_xyxy (class conf
+            x_min y_min x_max y_max ...), or auto (the one the solution's strings parse as).
+        iou_threshold: the IoU a box must exceed to match, for voc_map.
     """
     frames = []
     for path in (Path(submission), Path(solution)):
         if not path.is_file():
             raise MissingFileError(f"{path}: file not found")
         frames.append(pd.read_csv(path, dtype=str, keep_default_na=False))
-    value = score_frames(frames[0], frames[1], metric, beta, id_col, target_col)
+    value = score_frames(frames[0], frames[1], metric, beta, id_col, target_col, box_style, iou_threshold)
     print(f"{metric}: {value:.5f}")
     return value
