@@ -6,7 +6,7 @@ order, so the task stitches its output band by band. No image or mask is ever re
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -87,7 +87,7 @@ class SlideTiles(Dataset):
                  positive: float, transform: Any):
         self.images, self.masks, self.ids, self.tile = images, masks, ids, tile
         self.per_image, self.positive, self.transform = per_image, positive, transform
-        self.positions: list[str] = []  # "positive" / "tissue" of each tile drawn (read by the tests)
+        self.positions: deque[str] = deque(maxlen=4096)  # "positive" / "tissue" of the last tiles drawn
 
     def __len__(self) -> int:
         return len(self.images) * self.per_image
