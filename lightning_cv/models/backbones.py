@@ -1,9 +1,10 @@
-"""Model factories by name: timm classifiers and smp segmentation models, with offline-safe weights."""
+"""Model factories by name: timm classifiers and feature extractors, smp segmentation models, with offline-safe weights."""
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -113,9 +114,14 @@ def create_classifier(
         if pretrained or weights:
             raise ValueError(f"{name!r} has no pretrained weights; use --model.pretrained false")
         return LOCAL_MODELS[name](num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    return _timm_model(name, pretrained, weights, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+
+
+def _timm_model(name: str, pretrained: bool, weights: str | Path | None, **kwargs: Any) -> nn.Module:
+    """`timm.create_model(name, **kwargs)` from a local weights file, a download (a failed one: a one-line
+    error naming the way out), or fresh weights."""
     check_timm_name(name)
     weights = check_weights(weights)
-    kwargs = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
     if weights:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": weights}, **kwargs)
     try:
@@ -137,19 +143,7 @@ def create_features(
 ) -> nn.Module:
     """A timm backbone's feature maps of the stages `out_indices` (`features_only`: `feature_info` gives their
     channels and strides), for detectors' FPNs; `weights` as for `create_classifier`."""
-    check_timm_name(name)
-    weights = check_weights(weights)
-    kwargs = dict(features_only=True, out_indices=out_indices, in_chans=in_chans)
-    if weights:
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": weights}, **kwargs)
-    try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except (OSError, RuntimeError, ConnectionError) as err:
-        if name.startswith("hf-hub:"):
-            raise _hub_error(name, err) from err
-        if not pretrained:
-            raise
-        raise _download_error(name, err) from err
+    return _timm_model(name, pretrained, weights, features_only=True, out_indices=out_indices, in_chans=in_chans)
 
 
 def create_segmentation_model(
