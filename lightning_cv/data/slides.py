@@ -35,11 +35,13 @@ class SlideImage:
     """One large image with what tiling needs: its windows at a downscale, its size, and (from a thumbnail,
     computed once) the corners of the tiles that hold tissue. With a `cache`, windows are decoded once and
     read back from it (the inference grid's tiles, which every validation epoch reads again; never the whole
-    image). Picklable for DataLoader workers."""
+    image). `tissues` (tissue masks by path) lets the images of one file share a thumbnail's reading.
+    Picklable for DataLoader workers."""
 
-    def __init__(self, path: Path, scale: float = 1.0, cache: ArrayCache | None = None):
+    def __init__(self, path: Path, scale: float = 1.0, cache: ArrayCache | None = None,
+                 tissues: dict[str, np.ndarray] | None = None):
         self.slide, self.scale, self.cache = Slide(path), scale, cache
-        self._tissue: np.ndarray | None = None
+        self._tissues = {} if tissues is None else tissues
 
     @cached_property
     def size(self) -> tuple[int, int]:
@@ -47,10 +49,11 @@ class SlideImage:
 
     def tissue(self) -> np.ndarray:
         """HxW bool tissue mask of the thumbnail (every pixel when the rule finds none: a slide of tissue only)."""
-        if self._tissue is None:
+        key = str(self.slide.path)
+        if key not in self._tissues:
             mask = tissue_mask(self.slide.thumbnail(TISSUE_SIDE))
-            self._tissue = mask if mask.any() else np.ones_like(mask)
-        return self._tissue
+            self._tissues[key] = mask if mask.any() else np.ones_like(mask)
+        return self._tissues[key]
 
     def tiles(self, native: int, overlap: int = 0, min_share: float = 0.0) -> np.ndarray:
         """Corners (y, x) of the grid's tiles that hold tissue (in a share above `min_share`: else any tissue);
@@ -218,6 +221,7 @@ class SlideSegmentationDataModule(SegmentationDataModule):
         self.tiles_per_image, self.tile_scale, self.tile_positive = tiles_per_image, tile_scale, tile_positive
         self.tile = self.image_hw[0]
         self.grid: tuple[int, float] | None = None  # the inference tiles (model pixels, overlap), set by the task
+        self._tissues: dict[str, np.ndarray] = {}  # each image's tissue mask, read once for every dataset
 
     @classmethod
     def recognize(cls, survey: Survey) -> Reading | None:
@@ -259,7 +263,7 @@ class SlideSegmentationDataModule(SegmentationDataModule):
 
     def _images(self, rows: Rows, cached: bool = False) -> list[SlideImage]:
         cache = self.array_cache(["slide windows"]) if cached else None
-        return [SlideImage(path, self.tile_scale, cache) for path in rows.items]
+        return [SlideImage(path, self.tile_scale, cache, self._tissues) for path in rows.items]
 
     def _masks(self, rows: Rows) -> list[RLERuns] | None:
         sources = rows.extra.get("source")

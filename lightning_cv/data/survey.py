@@ -119,7 +119,7 @@ class Survey:
         self._walk(self.root, 0)
 
     def once(self, key: str, find: Callable[[], Any]) -> Any:
-        """`find()` once per folder: the layouts several tasks' recognizers look for (label or RLE tables)."""
+        """`find()` once per folder: what several tasks' recognizers look for (label or RLE tables, image sizes)."""
         if key not in self._found:
             self._found[key] = find()
         return self._found[key]
@@ -194,9 +194,9 @@ class Survey:
         return found[0] if found else None
 
     def sizes(self, folder: str) -> list[tuple[int, int]]:
-        """(height, width) of a sample of a folder's images, from their headers."""
+        """(height, width) of a sample of a folder's images, from their headers (read once per folder)."""
         paths = self.folders[folder]
-        return [image_size(p) for p in paths[:: max(1, len(paths) // SAMPLE)][:SAMPLE]]
+        return self.once(f"sizes {folder}", lambda: [image_size(p) for p in paths[:: max(1, len(paths) // SAMPLE)][:SAMPLE]])
 
     def grey(self, folder: str) -> bool:
         """A folder of single-channel images (TGS), from its first image."""

@@ -313,8 +313,11 @@ class SegmentationTask(CVTask):
         for p, s in zip(probs, sizes):
             mask = restore_mask(p, tuple(s), binary, threshold, letterboxed)
             # The tuned minimum areas count pixels at model resolution, as the tuning did.
-            kept = not binary or ((not min_area or (p[0] > threshold).sum() >= min_area)
-                                  and (not min_component or largest_component(p[0] > threshold) >= min_component))
+            kept = True
+            if binary and (min_area or min_component):
+                above = p[0] > threshold
+                kept = ((not min_area or above.sum() >= min_area)
+                        and (not min_component or largest_component(above) >= min_component))
             yield mask if kept else np.zeros_like(mask)
 
     @classmethod

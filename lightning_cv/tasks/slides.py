@@ -188,12 +188,17 @@ class SlideSegmentationTask(SegmentationTask):
         above, inter = np.asarray(predictions.arrays["above"]), np.asarray(predictions.arrays["inter"])
         return above, inter, np.asarray(predictions.targets), list(predictions.meta.get("count_thresholds", THRESHOLDS))
 
+    @staticmethod
+    def _threshold_column(predictions: Predictions) -> int:
+        """Which of the counted thresholds is the predictions' threshold (the nearest)."""
+        thresholds = np.asarray(predictions.meta.get("count_thresholds", THRESHOLDS))
+        return int(np.argmin(np.abs(thresholds - float(predictions.meta.get("threshold", 0.5)))))
+
     @classmethod
     def image_dice(cls, predictions: Predictions) -> np.ndarray:
         """Each labelled image's Dice at the predictions' threshold (and minimum area), from the counts."""
-        above, inter, truth, thresholds = cls._counts(predictions)
-        threshold = float(predictions.meta.get("threshold", 0.5))
-        k = int(np.argmin(np.abs(np.asarray(thresholds) - threshold)))
+        above, inter, truth, _ = cls._counts(predictions)
+        k = cls._threshold_column(predictions)
         return counted_dice(above[:, 0, k], inter[:, 0, k], truth[:, 0], float(predictions.meta.get("min_area", 0)))
 
     @classmethod
@@ -254,9 +259,7 @@ class SlideSegmentationTask(SegmentationTask):
     @classmethod
     def oof_columns(cls, predictions: Predictions) -> pd.DataFrame:
         """Each image's Dice and predicted pixels at the threshold."""
-        thresholds = list(predictions.meta.get("count_thresholds", THRESHOLDS))
-        k = int(np.argmin(np.abs(np.asarray(thresholds) - float(predictions.meta.get("threshold", 0.5)))))
-        frame = pd.DataFrame({"predicted_pixels": np.asarray(predictions.arrays["above"])[:, 0, k]})
+        frame = pd.DataFrame({"predicted_pixels": np.asarray(predictions.arrays["above"])[:, 0, cls._threshold_column(predictions)]})
         if predictions.targets is not None:
             frame.insert(0, "dice", cls.image_dice(predictions).round(4))
         return frame
