@@ -163,6 +163,52 @@ def test_box_tta_flips_views_back_and_fuses_them():
     np.testing.assert_allclose(out["boxes"][0][kept], [[6 * 3, 4 * 2, 14 * 3, 12 * 2]], atol=1e-3)  # original pixels
     # Two of the four views see the square on the right: WBF's score is the mean of 0.5, 0.9, 0.5, 0.9.
     np.testing.assert_allclose(out["scores"][0][kept], [0.7], atol=1e-5)
+    # Each view's own boxes are kept beside the fused ones, flipped back too.
+    assert out["view_boxes"].shape == (1, 4, task.max_detections, 4)
+    np.testing.assert_allclose(out["view_boxes"][0, :, 0], [[18, 8, 42, 24]] * 4, atol=1e-3)
+    np.testing.assert_allclose(out["view_scores"][0, :, 0], [0.5, 0.9, 0.5, 0.9], atol=1e-6)
+
+
+def _viewed(views: list[list[list]], meta: dict | None = None) -> Predictions:
+    """Predictions of one image per row of `views` (each a list of views' boxes), with the first view as the boxes."""
+    predictions = _predictions([image[0] for image in views], ["head"], meta)
+    padded = [_predictions([image[j] for image in views], ["head"]).arrays for j in range(len(views[0]))]
+    return Predictions(predictions.task, predictions.ids, {**predictions.arrays, **{
+        f"view_{k}": np.stack([a[k] for a in padded], axis=1) for k in ("boxes", "scores", "labels")}},
+        predictions.class_names, predictions.meta)
+
+
+def test_tune_fuses_tta_views_out_of_fold(tmp_path):
+    # Each view misplaces the box by 4 px (IoU 0.67 with the truth: Global Wheat counts it at IoU 0.5-0.65 only);
+    # fused at a WBF IoU up to their own overlap (0.43), the views' mean is the true box.
+    views = [[[[6, 10, 26, 30, 0.8, 0]], [[14, 10, 34, 30, 0.8, 0]]]] * 3
+    truth = np.full((3, 1, 5), -1.0, np.float32)
+    truth[:, 0] = [10, 10, 30, 30, 0]
+    preds = _viewed(views, {"metric": "wheat", "nms_iou": 0.6})
+    preds.targets = truth
+    decisions, report = DetectionTask.tune(preds, tmp_path)
+    assert report["wheat_tuned"] == pytest.approx(4 / 6) and report["wheat_fused"] == 1.0
+    assert decisions["fusion_iou"] == 0.4 and decisions["threshold"] <= 0.8
+    assert DetectionTask.score(DetectionTask.combine([preds.with_meta(**decisions)], "wbf"))["wheat"] == 1.0
+
+
+def test_ensemble_fuses_every_view_of_every_member():
+    one = _viewed([[[[10, 10, 30, 30, 0.9, 0]], [[14, 10, 34, 30, 0.9, 0]]]], {"fusion_iou": 0.4, "threshold": 0.5})
+    two = _viewed([[[[12, 10, 32, 30, 0.9, 0]], []]], {"fusion_iou": 0.4, "threshold": 0.5})
+    fused = DetectionTask.combine([one, two], "wbf")
+    box = image_predictions(fused)[0]
+    np.testing.assert_allclose(box["boxes"], [[12, 10, 32, 30]], atol=1e-4)  # the mean of the three views' boxes
+    np.testing.assert_allclose(box["scores"], [0.9 * 3 / 4], atol=1e-5)  # found in three of the four views
+    assert "view_boxes" not in fused.arrays and fused.meta["threshold"] == 0.5
+
+
+def test_predictions_are_made_with_the_decisions_cv_tuned(tmp_path):
+    (tmp_path / "postprocess.json").write_text(json.dumps({"classes": ["head"], "decisions": {
+        "nms_iou": 0.3, "threshold": 0.25, "fusion_iou": 0.7}, "scores": {}}))
+    task = DetectionTask(num_classes=1, backbone="test_resnet", image_size=32, fpn_channels=32, head_convs=1,
+                         postprocess=str(tmp_path / "postprocess.json"), class_names=["head"])
+    assert {k: task.prediction_meta(None)[k] for k in ("nms_iou", "threshold", "fusion_iou")} == {
+        "nms_iou": 0.3, "threshold": 0.25, "fusion_iou": 0.7}
 
 
 def test_tune_finds_the_threshold_that_drops_false_boxes(tmp_path):

@@ -11,6 +11,7 @@ out-of-fold boxes (NMS IoU, score threshold) and writes the sample submission's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,7 @@ TRUE_COLOR, PRED_COLOR = (0, 200, 0), (230, 0, 0)
 # predictions were made with: a looser one cannot bring suppressed boxes back).
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.86, 0.05), 2))
 NMS_IOUS = (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
+FUSION_IOUS = (0.4, 0.5, 0.55, 0.6, 0.7, 0.8)  # what cv searches for the WBF of an ensemble's members
 
 
 def scored(metric: str, preds: list[dict], truths: list[dict], voc_iou: float = 0.4) -> dict[str, float]:
@@ -210,12 +212,8 @@ class DetectionTask(CVTask):
 
     def original_pixels(self, preds: list[dict[str, torch.Tensor]], batch: dict) -> list[dict[str, torch.Tensor]]:
         """Detections in the model's pixels scaled to each original image (batch["size"]: its H, W)."""
-        height, width = batch["image"].shape[-2:]
-        out = []
-        for pred, (h, w) in zip(preds, batch["size"].tolist()):
-            scale = torch.tensor([w / width, h / height, w / width, h / height], device=pred["boxes"].device)
-            out.append({**pred, "boxes": pred["boxes"] * scale})
-        return out
+        size = tuple(batch["image"].shape[-2:])
+        return [rescaled(pred, size, hw) for pred, hw in zip(preds, batch["size"].tolist())]
 
     def metric_inputs(self, outputs: torch.Tensor, batch: dict) -> tuple[list, list, torch.Tensor]:
         preds = self.original_pixels(self.detect(outputs, tuple(batch["image"].shape[-2:])), batch)
@@ -237,21 +235,22 @@ class DetectionTask(CVTask):
         self._log_epoch("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        """Detections of every TTA view (boxes flipped back), fused by WBF, in original pixels, padded to
-        `max_detections` rows per image."""
+        """Detections of every TTA view (boxes flipped back), each NMS-ed at the decided IoU and fused by WBF, in
+        original pixels, padded to `max_detections` rows per image; with TTA each view's detections too."""
         images = batch["image"]
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        per_image = view_predictions(lambda x: self.detect(self(x), size), images, self.tta)
+        per_image = [[as_numpy(rescaled(v, size, hw)) for v in views] for views, hw in
+                     zip(view_predictions(lambda x: self.detect(self(x), size), images, self.tta), batch["size"].tolist())]
         if self.tta == "none":
-            preds = [views[0] for views in per_image]
-        else:
-            preds = [fuse_boxes(views, size, "wbf", iou_thr=self.fusion_iou, skip_box_thr=self.min_score)
-                     for views in per_image]
-            preds = [{k: torch.as_tensor(v) for k, v in p.items()} for p in preds]
-        preds = self.original_pixels(preds, batch)
-        arrays = pad_predictions([{k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy()
-                                   for k, v in p.items()} for p in preds], self.max_detections)
-        return {"id": batch["id"], **arrays, "size": batch["size"]}
+            return {"id": batch["id"], **pad_predictions([views[0] for views in per_image], self.max_detections),
+                    "size": batch["size"]}
+        decisions = self.decisions
+        boxes = fused(per_image, batch["size"].cpu().numpy(), decisions["fusion_iou"], nms_iou=decisions["nms_iou"])
+        # Each view's own boxes too (view_boxes (N, V, K, 4) ...): `cv` tunes the fusion on them out of fold, and
+        # `ensemble` fuses every view of every member at once.
+        views = [pad_predictions([v[j] for v in per_image], self.max_detections) for j in range(len(per_image[0]))]
+        return {"id": batch["id"], **pad_predictions(boxes, self.max_detections), "size": batch["size"],
+                **{f"view_{k}": np.stack([v[k] for v in views], axis=1) for k in ("boxes", "scores", "labels")}}
 
     def find_boxes(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """The boxes a submission keeps (`decided`: the model's threshold and NMS IoU, or its postprocess.json's),
@@ -265,13 +264,19 @@ class DetectionTask(CVTask):
         meta = self.prediction_meta(None)
         return [decided(p, meta) for p in image_predictions(saved)]
 
+    @property
+    def decisions(self) -> dict[str, float]:
+        """The NMS IoU, fusion IoU (of TTA views) and score threshold predictions are made with: the model's
+        options, or those `cv` tuned (`--model.postprocess`)."""
+        if "_decisions" not in self.__dict__:
+            tuned = load_decisions(self.postprocess, self.class_names) if self.postprocess else {}
+            self._decisions = {k: float(tuned.get(k, getattr(self, k))) for k in ("nms_iou", "fusion_iou", "threshold")}
+        return self._decisions
+
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
-        meta: dict[str, Any] = {"image_size": self.image_size, "metric": self.metric, "threshold": self.threshold,
-                                "nms_iou": self.nms_iou, "fusion_iou": self.fusion_iou}
+        meta: dict[str, Any] = {"image_size": self.image_size, "metric": self.metric, **self.decisions}
         if datamodule is not None:
             meta.update(box_style=datamodule.box_style, no_finding=datamodule.no_finding)
-        if self.postprocess:
-            meta.update(load_decisions(self.postprocess, self.class_names))
         return meta
 
     def draw_validation(self, batch: dict, outputs: torch.Tensor) -> np.ndarray:
@@ -288,22 +293,24 @@ class DetectionTask(CVTask):
     @classmethod
     def combine(cls, predictions: list[Predictions], method: str = "wbf", weights: list[float] | None = None,
                 store: Path | None = None) -> Predictions:
-        """Each image's boxes of every member, NMS-ed at the member's decided IoU, fused (weighted boxes fusion by
-        default, at the meta's fusion_iou; or nms, soft_nms, nmw), weighted by `weights`; one member as it is."""
+        """Each image's boxes of every member (of each of its TTA views when it has them), NMS-ed at the member's
+        decided IoU, fused at the decided fusion IoU (weighted boxes fusion by default; or nms, soft_nms, nmw),
+        weighted by `weights`; the fused boxes are submitted above the decided threshold (postprocess.json)."""
         if method not in cls.combine_methods:
             raise UserInputError(f"--method {method}: boxes combine by {', '.join(cls.combine_methods)}")
         first = predictions[0]
-        if len(predictions) == 1:  # nothing to fuse (WBF would merge a model's own overlapping boxes)
+        if len(predictions) == 1 and "view_boxes" not in first.arrays:  # nothing to fuse
             return first
+        # Members with TTA views bring each view (each NMS-ed at its member's decided IoU): one fusion of every
+        # view of every member, as `cv` tuned the fusion on views.
+        members = [(member_views(p), float(p.meta.get("nms_iou", 0.5)), w)
+                   for p, w in zip(predictions, weights or [1.0] * len(predictions))]
+        per_image = [[nms(view, iou) for views, iou, _ in members for view in views[i]] for i in range(len(first))]
+        view_weights = None if weights is None else [w for views, _, w in members for _ in views[0]]
         iou = float(first.meta.get("fusion_iou", 0.55))
-        sizes = np.asarray(first.arrays["size"])
-        # Each member's boxes as it would submit them before the threshold (NMS at its decided IoU): fusion then
-        # joins the members' boxes of an object, not one model's near-duplicates into a blurred box.
-        members = [[nms(b, float(p.meta.get("nms_iou", 0.5))) for b in image_predictions(p)] for p in predictions]
-        fused = [fuse_boxes([m[i] for m in members], (int(h), int(w)), method, iou_thr=iou, weights=weights)
-                 for i, (h, w) in enumerate(sizes)]
-        arrays = {**pad_predictions(fused, max(len(f["scores"]) for f in fused)), "size": sizes}
-        return Predictions(first.task, first.ids, arrays, first.class_names, dict(first.meta))
+        boxes = fused(per_image, np.asarray(first.arrays["size"]), iou, method, view_weights)
+        arrays = {**pad_predictions(boxes, max(len(f["scores"]) for f in boxes)), "size": np.asarray(first.arrays["size"])}
+        return Predictions(first.task, first.ids, arrays, first.class_names, dict(first.meta), first.targets)
 
     @classmethod
     def submission(cls, predictions: Predictions, sample: pd.DataFrame | None = None,
@@ -347,26 +354,31 @@ class DetectionTask(CVTask):
 
     @classmethod
     def tune(cls, predictions: Predictions, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The NMS IoU and score threshold that maximise the task's metric on the out-of-fold boxes, saved as
-        out_dir/postprocess.json (for `predict --model.postprocess` and `ensemble`)."""
+        """The decisions that maximise the task's metric on the out-of-fold boxes, saved as out_dir/postprocess.json
+        (for `predict --model.postprocess` and `ensemble`): the NMS IoU and score threshold of one model's boxes
+        (of its plain view when predicted with TTA), then, with TTA views, the WBF IoU that fuses them and the
+        score threshold after fusion: the views of each held-out image stand in for the members of an ensemble,
+        which no fold model has seen it with."""
         meta = predictions.meta
         metric = meta.get("metric", "map")
-        preds, truths = image_predictions(predictions), [unpadded(t) for t in predictions.targets]
-        made = float(meta.get("nms_iou", 0.6))
-        raw = scored(metric, [decided(p, meta) for p in preds], truths)[metric]
-        best = (raw, made, float(meta.get("threshold", 0.3)))
-        thresholds = THRESHOLDS if metric in ("wheat", "f2_boxes") else (min(THRESHOLDS),)
-        for iou in [i for i in NMS_IOUS if i <= made]:
-            suppressed = [nms(p, iou) for p in preds]
-            for threshold in thresholds:
-                value = scored(metric, [keep_above(p, threshold) for p in suppressed], truths)[metric]
-                if value > best[0] + 1e-9:
-                    best = (value, iou, float(threshold))
-        decisions = {"nms_iou": best[1], "threshold": best[2]}
-        path = save_decisions(out_dir, predictions.class_names, decisions, {f"{metric}_raw": raw, f"{metric}_tuned": best[0]})
-        print(f"tuned on out-of-fold boxes: NMS IoU {best[1]}, score threshold {best[2]}: {metric} {raw:.4f} -> "
-              f"{best[0]:.4f} -> {path} (use: predict --model.postprocess {path})")
-        return decisions, {f"{metric}_raw": raw, f"{metric}_tuned": best[0], "postprocess": str(path)}
+        truths = [unpadded(t) for t in predictions.targets]
+        raw = scored(metric, [decided(p, meta) for p in image_predictions(predictions)], truths)[metric]
+        views = member_views(predictions)
+        sizes = np.asarray(predictions.arrays["size"])
+        value, nms_iou, threshold = search_decisions(metric, [v[:1] for v in views], sizes, truths, NMS_IOUS, (),
+                                                     float(meta.get("nms_iou", 0.6)))
+        decisions: dict[str, Any] = {"nms_iou": nms_iou, "threshold": threshold}
+        scores = {f"{metric}_raw": raw, f"{metric}_tuned": value}
+        print(f"tuned on out-of-fold boxes: NMS IoU {nms_iou}, score threshold {threshold}: {metric} {raw:.4f} -> {value:.4f}")
+        if len(views[0]) > 1:
+            value, fusion_iou, threshold = search_decisions(metric, views, sizes, truths, (nms_iou,), FUSION_IOUS)
+            decisions.update(fusion_iou=fusion_iou, threshold=threshold)
+            scores[f"{metric}_fused"] = value
+            print(f"tuned on out-of-fold fusions of {len(views[0])} TTA views: WBF IoU {fusion_iou}, score threshold "
+                  f"{threshold}: {metric} {value:.4f}")
+        path = save_decisions(out_dir, predictions.class_names, decisions, scores)
+        print(f"decisions -> {path} (use: predict --model.postprocess {path}; `ensemble` of the CV run reads them)")
+        return decisions, {**scores, "postprocess": str(path)}
 
     @classmethod
     def report_sections(cls, predictions: Predictions, images: ImageSource) -> list[Section]:
@@ -396,6 +408,50 @@ class DetectionTask(CVTask):
         return [boxes, worst]
 
 
+def view_members(predictions: Predictions) -> list[list[dict[str, np.ndarray]]]:
+    """Per image, the boxes of each TTA view saved beside the fused ones (`view_boxes` ...; padding dropped)."""
+    boxes, scores = np.asarray(predictions.arrays["view_boxes"]), np.asarray(predictions.arrays["view_scores"])
+    labels = np.asarray(predictions.arrays["view_labels"])
+    return [[{"boxes": b[lab >= 0].astype(np.float32), "scores": s[lab >= 0].astype(np.float32), "labels": lab[lab >= 0]}
+             for b, s, lab in zip(*views)] for views in zip(boxes, scores, labels)]
+
+
+def member_views(predictions: Predictions) -> list[list[dict[str, np.ndarray]]]:
+    """Per image, its TTA views' boxes, or its boxes as the one view of predictions made without TTA."""
+    return view_members(predictions) if "view_boxes" in predictions.arrays else [[p] for p in image_predictions(predictions)]
+
+
+def fused(members: list[list[dict[str, Any]]], sizes: np.ndarray, fusion_iou: float, method: str = "wbf",
+          weights: list[float] | None = None, nms_iou: float | None = None) -> list[dict[str, np.ndarray]]:
+    """Per image (`members[i]`: its members' boxes; `sizes[i]`: its height and width), the members' boxes fused;
+    with `nms_iou`, each member's boxes NMS-ed first (the boxes it would submit before the threshold), so that
+    fusion joins members' boxes of one object, not a member's near-duplicates."""
+    if nms_iou is not None:
+        members = [[nms(m, nms_iou) for m in image] for image in members]
+    return [fuse_boxes(image, (int(h), int(w)), method, iou_thr=fusion_iou, weights=weights)
+            for image, (h, w) in zip(members, sizes)]
+
+
+def search_decisions(metric: str, members: list[list[dict[str, np.ndarray]]], sizes: np.ndarray, truths: list[dict],
+                     nms_ious: Sequence[float], fusion_ious: Sequence[float], made: float = 1.0) -> tuple[float, float, float]:
+    """(best metric, its NMS IoU, its fusion IoU or score threshold ...) over NMS IoUs (up to `made`, the IoU the
+    boxes were predicted with: a looser one cannot bring suppressed boxes back), fusion IoUs (members fused when
+    there are several) and score thresholds (only the lowest for the threshold-free mAPs): (value, nms_iou,
+    threshold) for one member per image, (value, fusion_iou, threshold) for several."""
+    thresholds = THRESHOLDS if metric in ("wheat", "f2_boxes") else (min(THRESHOLDS),)
+    several = len(members[0]) > 1
+    best = (-np.inf, 0.0, 0.0)
+    for nms_iou in [i for i in nms_ious if i <= made]:
+        for fusion_iou in fusion_ious if several else (None,):
+            boxes = [nms(p, nms_iou) for p in (fused(members, sizes, fusion_iou, nms_iou=nms_iou) if several
+                                                 else [m[0] for m in members])]
+            for threshold in thresholds:
+                value = scored(metric, [keep_above(p, threshold) for p in boxes], truths)[metric]
+                if value > best[0] + 1e-9:
+                    best = (value, fusion_iou if several else nms_iou, float(threshold))
+    return best
+
+
 def class_rows(preds: list[dict], truths: list[dict], class_names: list[str]) -> list[list[Any]]:
     """Per class: true boxes, predicted boxes, precision and recall at IoU 0.5."""
     rows = []
@@ -416,6 +472,18 @@ def draw_boxes(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, side: int
         for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4) * scale:
             cv2.rectangle(tile, (round(x0), round(y0)), (round(x1), round(y1)), color, 1)
     return tile
+
+
+def rescaled(pred: dict[str, torch.Tensor], size: tuple[int, int], to: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Boxes found in an image of `size` (height, width) in the pixels of one of size `to`."""
+    (height, width), (h, w) = size, to
+    scale = torch.tensor([w / width, h / height, w / width, h / height], device=pred["boxes"].device)
+    return {**pred, "boxes": pred["boxes"] * scale}
+
+
+def as_numpy(pred: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """One image's detections as numpy: boxes and scores float32, labels int64."""
+    return {k: v.detach().cpu().numpy().astype(np.int64 if k == "labels" else np.float32) for k, v in pred.items()}
 
 
 def pad_predictions(preds: list[dict[str, np.ndarray]], rows: int) -> dict[str, np.ndarray]:
