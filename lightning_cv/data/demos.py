@@ -333,7 +333,7 @@ def make_seg_multilabel(out: Path, seed: int = 0, n_train: int | None = None, n_
 
 
 # Detection: small images with several objects each, written as the competitions write their tables.
-DETECTION_DEMO = {"n_train": 160, "n_test": 40, "size": (128, 128)}
+DETECTION_DEMO = {"n_train": 320, "n_test": 200, "size": (128, 128)}
 DETECTION_CLASSES = ("ellipse", "square")
 DETECTION_READERS = ("R1", "R2", "R3")
 
