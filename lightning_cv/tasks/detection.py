@@ -4,9 +4,10 @@ The model is torchvision's FCOS (one-stage, anchor-free) on a timm or torchvisio
 (`models.detectors`): `forward` returns dense outputs (a box, a centre-ness logit and class logits per feature
 location), so the loss, the detections, TTA and an ONNX export all read one tensor. Predictions are saved as
 padded arrays per image (boxes (N, K, 4) in original pixels, scores and labels (N, K), label -1 for padding):
-rows that `take`, `align` and the out-of-fold gathering handle like any other task's. Ensembles of folds and
-models (and TTA views) are fused by weighted boxes fusion; a submission applies the decisions `cv` tunes on the
-out-of-fold boxes (NMS IoU, score threshold) and writes the sample submission's prediction strings.
+rows that `take`, `align` and the out-of-fold gathering handle like any other task's; with TTA, each view's boxes
+too (view_boxes (N, V, K, 4) ...). TTA views, and ensembles of folds and models, are fused by weighted boxes fusion;
+a submission applies the decisions `cv` tunes on the out-of-fold boxes (NMS IoU, score threshold; with views, the
+fusion IoU and the threshold after fusion) and writes the sample submission's prediction strings.
 """
 
 from __future__ import annotations
@@ -365,17 +366,16 @@ class DetectionTask(CVTask):
         raw = scored(metric, [decided(p, meta) for p in image_predictions(predictions)], truths)[metric]
         views = member_views(predictions)
         sizes = np.asarray(predictions.arrays["size"])
-        value, nms_iou, threshold = search_decisions(metric, [v[:1] for v in views], sizes, truths, NMS_IOUS, (),
-                                                     float(meta.get("nms_iou", 0.6)))
-        decisions: dict[str, Any] = {"nms_iou": nms_iou, "threshold": threshold}
+        made = float(meta.get("nms_iou", 0.6))  # a looser IoU than the predictions' cannot bring suppressed boxes back
+        value, decisions = search_decisions(metric, [v[:1] for v in views], sizes, truths, [i for i in NMS_IOUS if i <= made])
         scores = {f"{metric}_raw": raw, f"{metric}_tuned": value}
-        print(f"tuned on out-of-fold boxes: NMS IoU {nms_iou}, score threshold {threshold}: {metric} {raw:.4f} -> {value:.4f}")
+        print(f"tuned on out-of-fold boxes: NMS IoU {decisions['nms_iou']}, score threshold {decisions['threshold']}: "
+              f"{metric} {raw:.4f} -> {value:.4f}")
         if len(views[0]) > 1:
-            value, fusion_iou, threshold = search_decisions(metric, views, sizes, truths, (nms_iou,), FUSION_IOUS)
-            decisions.update(fusion_iou=fusion_iou, threshold=threshold)
+            value, decisions = search_decisions(metric, views, sizes, truths, (decisions["nms_iou"],), FUSION_IOUS)
             scores[f"{metric}_fused"] = value
-            print(f"tuned on out-of-fold fusions of {len(views[0])} TTA views: WBF IoU {fusion_iou}, score threshold "
-                  f"{threshold}: {metric} {value:.4f}")
+            print(f"tuned on out-of-fold fusions of {len(views[0])} TTA views: WBF IoU {decisions['fusion_iou']}, score "
+                  f"threshold {decisions['threshold']}: {metric} {value:.4f}")
         path = save_decisions(out_dir, predictions.class_names, decisions, scores)
         print(f"decisions -> {path} (use: predict --model.postprocess {path}; `ensemble` of the CV run reads them)")
         return decisions, {**scores, "postprocess": str(path)}
@@ -433,22 +433,20 @@ def fused(members: list[list[dict[str, Any]]], sizes: np.ndarray, fusion_iou: fl
 
 
 def search_decisions(metric: str, members: list[list[dict[str, np.ndarray]]], sizes: np.ndarray, truths: list[dict],
-                     nms_ious: Sequence[float], fusion_ious: Sequence[float], made: float = 1.0) -> tuple[float, float, float]:
-    """(best metric, its NMS IoU, its fusion IoU or score threshold ...) over NMS IoUs (up to `made`, the IoU the
-    boxes were predicted with: a looser one cannot bring suppressed boxes back), fusion IoUs (members fused when
-    there are several) and score thresholds (only the lowest for the threshold-free mAPs): (value, nms_iou,
-    threshold) for one member per image, (value, fusion_iou, threshold) for several."""
+                     nms_ious: Sequence[float], fusion_ious: Sequence[float | None] = (None,)) -> tuple[float, dict[str, float]]:
+    """The best value of `metric` and its decisions over NMS IoUs, fusion IoUs (None: the first member's boxes
+    alone, not fused) and score thresholds (only the lowest for the threshold-free mAPs)."""
     thresholds = THRESHOLDS if metric in ("wheat", "f2_boxes") else (min(THRESHOLDS),)
-    several = len(members[0]) > 1
-    best = (-np.inf, 0.0, 0.0)
-    for nms_iou in [i for i in nms_ious if i <= made]:
-        for fusion_iou in fusion_ious if several else (None,):
-            boxes = [nms(p, nms_iou) for p in (fused(members, sizes, fusion_iou, nms_iou=nms_iou) if several
-                                                 else [m[0] for m in members])]
+    best: tuple[float, dict[str, float]] = (-np.inf, {})
+    for nms_iou in nms_ious:
+        for fusion_iou in fusion_ious:
+            boxes = [m[0] for m in members] if fusion_iou is None else fused(members, sizes, fusion_iou, nms_iou=nms_iou)
+            boxes = [nms(p, nms_iou) for p in boxes]
             for threshold in thresholds:
                 value = scored(metric, [keep_above(p, threshold) for p in boxes], truths)[metric]
                 if value > best[0] + 1e-9:
-                    best = (value, fusion_iou if several else nms_iou, float(threshold))
+                    best = (value, {"nms_iou": nms_iou, **({} if fusion_iou is None else {"fusion_iou": fusion_iou}),
+                                    "threshold": float(threshold)})
     return best
 
 
