@@ -133,7 +133,8 @@ class DetectionTask(CVTask):
         max_detections: boxes kept per image.
         threshold: the score a box needs to be written into a submission (cv tunes it on out-of-fold boxes).
         fusion_iou: the IoU at which weighted boxes fusion joins boxes of TTA views and of ensemble members.
-        postprocess: a postprocess.json of `lightning-cv cv` (tuned threshold and NMS IoU) for predictions.
+        postprocess: a postprocess.json of `lightning-cv cv` (tuned threshold, NMS IoU and, with TTA, fusion IoU)
+            for predictions.
         **kwargs: the options every task shares (`CVTask`: optimizer, scheduler, image_size ...).
     """
 
