@@ -192,6 +192,19 @@ def test_tune_fuses_tta_views_out_of_fold(tmp_path):
     assert DetectionTask.score(DetectionTask.combine([preds.with_meta(**decisions)], "wbf"))["wheat"] == 1.0
 
 
+def test_tune_says_when_fused_views_score_below_the_plain_view(tmp_path, capsys):
+    # The second view sees the object elsewhere (as a model shown turned objects it never trained on might):
+    # fused, the true box and the false one score alike, so no threshold separates them.
+    views = [[[[10, 10, 30, 30, 0.9, 0]], [[60, 60, 80, 80, 0.9, 0]]]] * 2
+    truth = np.full((2, 1, 5), -1.0, np.float32)
+    truth[:, 0] = [10, 10, 30, 30, 0]
+    preds = _viewed(views, {"metric": "wheat", "nms_iou": 0.6})
+    preds.targets = truth
+    _, report = DetectionTask.tune(preds, tmp_path)
+    assert report["wheat_tuned"] == 1.0 and report["wheat_fused"] == 0.5
+    assert "score below the plain view" in capsys.readouterr().err
+
+
 def test_ensemble_fuses_every_view_of_every_member():
     one = _viewed([[[[10, 10, 30, 30, 0.9, 0]], [[14, 10, 34, 30, 0.9, 0]]]], {"fusion_iou": 0.4, "threshold": 0.5})
     two = _viewed([[[[12, 10, 32, 30, 0.9, 0]], []]], {"fusion_iou": 0.4, "threshold": 0.5})

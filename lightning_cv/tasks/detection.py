@@ -12,6 +12,7 @@ fusion IoU and the threshold after fusion) and writes the sample submission's pr
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -127,7 +128,8 @@ class DetectionTask(CVTask):
         center_sampling_radius: FCOS's centre sampling radius, in strides.
         metric: the competition's metric (the one `cv` reports and tunes for): map (COCO 0.5:0.95), map_50,
             voc_map (PASCAL VOC at IoU > 0.4: VinBigData), wheat (Global Wheat), f2_boxes (Great Barrier Reef).
-        tta: test-time augmentation of predictions: none, hflip, flip (4 views); views fused by WBF.
+        tta: test-time augmentation of predictions: none, hflip, flip (4 views), d4 (+ quarter turns: 8 views);
+            the views' boxes mapped back and fused by WBF.
         min_score: detections below this score are not kept in the predictions.
         nms_iou: class-wise NMS IoU of one model's detections (cv may tune a lower one for submissions).
         max_detections: boxes kept per image.
@@ -159,7 +161,7 @@ class DetectionTask(CVTask):
         extra_levels: Literal["p6p7", "pool", "none"] = "p6p7",
         center_sampling_radius: float = 1.5,
         metric: BoxMetric = "map",
-        tta: Literal["none", "hflip", "flip"] = "none",
+        tta: Literal["none", "hflip", "flip", "d4"] = "none",
         min_score: float = 0.05,
         nms_iou: float = 0.6,
         max_detections: int = 100,
@@ -171,8 +173,8 @@ class DetectionTask(CVTask):
     ):
         if metric not in METRICS:
             raise UserInputError(f"--model.metric {metric!r}: choose {', '.join(METRICS)}")
-        if tta not in ("none", "hflip", "flip"):
-            raise UserInputError(f"--model.tta {tta!r}: boxes take none, hflip or flip (no rotations)")
+        if tta not in ("none", "hflip", "flip", "d4"):
+            raise UserInputError(f"--model.tta {tta!r}: boxes take none, hflip, flip or d4")
         if extra_levels not in EXTRA_LEVELS:
             raise UserInputError(f"--model.extra_levels {extra_levels!r}: choose {', '.join(EXTRA_LEVELS)}")
         self.tta, self.min_score, self.nms_iou, self.max_detections = tta, min_score, nms_iou, max_detections
@@ -242,7 +244,8 @@ class DetectionTask(CVTask):
         images = batch["image"]
         size = (int(images.shape[-2]), int(images.shape[-1]))
         per_image = [[as_numpy(rescaled(v, size, hw)) for v in views] for views, hw in
-                     zip(view_predictions(lambda x: self.detect(self(x), size), images, self.tta), batch["size"].tolist())]
+                     zip(view_predictions(lambda x: self.detect(self(x), tuple(x.shape[-2:])), images, self.tta),
+                         batch["size"].tolist())]
         if self.tta == "none":
             return {"id": batch["id"], **pad_predictions([views[0] for views in per_image], self.max_detections),
                     "size": batch["size"]}
@@ -373,10 +376,14 @@ class DetectionTask(CVTask):
         print(f"tuned on out-of-fold boxes: NMS IoU {decisions['nms_iou']}, score threshold {decisions['threshold']}: "
               f"{metric} {raw:.4f} -> {value:.4f}")
         if len(views[0]) > 1:
+            plain = value
             value, decisions = search_decisions(metric, views, sizes, truths, (decisions["nms_iou"],), FUSION_IOUS)
             scores[f"{metric}_fused"] = value
             print(f"tuned on out-of-fold fusions of {len(views[0])} TTA views: WBF IoU {decisions['fusion_iou']}, score "
                   f"threshold {decisions['threshold']}: {metric} {value:.4f}")
+            if value < plain:
+                print(f"the fused views score below the plain view out of fold ({value:.4f} < {plain:.4f}): predict with "
+                      "fewer views (a model trained without quarter turns does not see objects turned by d4)", file=sys.stderr)
         path = save_decisions(out_dir, predictions.class_names, decisions, scores)
         print(f"decisions -> {path} (use: predict --model.postprocess {path}; `ensemble` of the CV run reads them)")
         return decisions, {**scores, "postprocess": str(path)}
