@@ -178,14 +178,18 @@ def _viewed(views: list[list[list]], meta: dict | None = None) -> Predictions:
         predictions.class_names, predictions.meta)
 
 
+def _one_true_box(views: list[list[list]]) -> Predictions:
+    """Out-of-fold predictions with views (`_viewed`) of images whose one true box is 10, 10, 30, 30; scored by wheat."""
+    preds = _viewed(views, {"metric": "wheat", "nms_iou": 0.6})
+    preds.targets = np.full((len(views), 1, 5), -1.0, np.float32)
+    preds.targets[:, 0] = [10, 10, 30, 30, 0]
+    return preds
+
+
 def test_tune_fuses_tta_views_out_of_fold(tmp_path):
     # Each view misplaces the box by 4 px (IoU 0.67 with the truth: Global Wheat counts it at IoU 0.5-0.65 only);
     # fused at a WBF IoU up to their own overlap (0.43), the views' mean is the true box.
-    views = [[[[6, 10, 26, 30, 0.8, 0]], [[14, 10, 34, 30, 0.8, 0]]]] * 3
-    truth = np.full((3, 1, 5), -1.0, np.float32)
-    truth[:, 0] = [10, 10, 30, 30, 0]
-    preds = _viewed(views, {"metric": "wheat", "nms_iou": 0.6})
-    preds.targets = truth
+    preds = _one_true_box([[[[6, 10, 26, 30, 0.8, 0]], [[14, 10, 34, 30, 0.8, 0]]]] * 3)
     decisions, report = DetectionTask.tune(preds, tmp_path)
     assert report["wheat_tuned"] == pytest.approx(4 / 6) and report["wheat_fused"] == 1.0
     assert decisions["fusion_iou"] == 0.4 and decisions["threshold"] <= 0.8
@@ -195,12 +199,7 @@ def test_tune_fuses_tta_views_out_of_fold(tmp_path):
 def test_tune_says_when_fused_views_score_below_the_plain_view(tmp_path, capsys):
     # The second view sees the object elsewhere (as a model shown turned objects it never trained on might):
     # fused, the true box and the false one score alike, so no threshold separates them.
-    views = [[[[10, 10, 30, 30, 0.9, 0]], [[60, 60, 80, 80, 0.9, 0]]]] * 2
-    truth = np.full((2, 1, 5), -1.0, np.float32)
-    truth[:, 0] = [10, 10, 30, 30, 0]
-    preds = _viewed(views, {"metric": "wheat", "nms_iou": 0.6})
-    preds.targets = truth
-    _, report = DetectionTask.tune(preds, tmp_path)
+    _, report = DetectionTask.tune(_one_true_box([[[[10, 10, 30, 30, 0.9, 0]], [[60, 60, 80, 80, 0.9, 0]]]] * 2), tmp_path)
     assert report["wheat_tuned"] == 1.0 and report["wheat_fused"] == 0.5
     assert "score below the plain view" in capsys.readouterr().err
 
