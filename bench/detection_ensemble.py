@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 
 from lightning_cv.cli.commands.ensemble import ensemble  # noqa: E402
 from lightning_cv.cli.commands.score import score_frames  # noqa: E402
-from lightning_cv.models.box_metrics import WHEAT_THRESHOLDS, match_counts  # noqa: E402
+from lightning_cv.models.box_metrics import wheat_per_image  # noqa: E402
 from lightning_cv.predictions.box_strings import decode  # noqa: E402
 
 
@@ -28,12 +28,8 @@ def per_image_wheat(submission: pd.DataFrame, solution: pd.DataFrame) -> np.ndar
     """Global Wheat's score of each solution image (NaN for an image with neither truth nor prediction, which the
     metric leaves out of its mean)."""
     predicted = submission.set_index("image_id")["PredictionString"].reindex(solution["image_id"]).fillna("")
-    scores = []
-    for pred, truth in zip(predicted, solution["PredictionString"].fillna("")):
-        counts = match_counts(decode(pred, "conf_xywh"), decode(truth, "conf_xywh"), WHEAT_THRESHOLDS)
-        total = counts.sum(1)
-        scores.append(np.mean(counts[:, 0] / total) if total.any() else np.nan)
-    return np.asarray(scores)
+    return wheat_per_image([decode(t, "conf_xywh") for t in predicted],
+                           [decode(t, "conf_xywh") for t in solution["PredictionString"].fillna("")])
 
 
 def gain_interval(ours: np.ndarray, theirs: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:

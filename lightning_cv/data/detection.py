@@ -42,8 +42,8 @@ from lightning_cv.io.box_tables import (
 )
 from lightning_cv.io.cache import CacheMode
 from lightning_cv.predictions.box_fusion import fuse_readers
+from lightning_cv.predictions.box_strings import BoxStyle
 
-BoxStyle = Literal["conf_xywh", "class_conf_xyxy"]
 PAD = -1  # the label of a padding row
 # Box-count bins the folds are stratified by (a tag each; classes are tags too).
 COUNT_BINS = (0, 1, 3, 6, 11, 21, 51)

@@ -72,16 +72,24 @@ def wheat_score(preds: Sequence[Boxes], truths: Sequence[Boxes], thresholds: Seq
     "ANY number of predictions ... will result in the image receiving a score of zero, and being included in the
     mean", i.e. an image is included when something is predicted. 1.0 when no image is scored at all.
     """
-    scores = []
-    for pred, truth in zip(preds, truths, strict=True):
+    scores = wheat_per_image(preds, truths, thresholds)
+    if empty_score is not None:
+        scores = np.nan_to_num(scores, nan=float(empty_score))
+    scores = scores[~np.isnan(scores)]
+    return float(np.mean(scores)) if len(scores) else 1.0
+
+
+def wheat_per_image(preds: Sequence[Boxes], truths: Sequence[Boxes],
+                    thresholds: Sequence[float] = WHEAT_THRESHOLDS) -> np.ndarray:
+    """Each image's Global Wheat score: the mean over IoU thresholds of TP / (TP + FP + FN); NaN for an image with
+    neither truth nor prediction (0 / 0)."""
+    scores = np.full(len(preds), np.nan)
+    for i, (pred, truth) in enumerate(zip(preds, truths, strict=True)):
         counts = match_counts(pred, truth, thresholds)
         total = counts.sum(1)
-        if not total.any():
-            if empty_score is not None:
-                scores.append(float(empty_score))
-            continue
-        scores.append(float(np.mean(counts[:, 0] / total)))
-    return float(np.mean(scores)) if scores else 1.0
+        if total.any():
+            scores[i] = np.mean(counts[:, 0] / total)
+    return scores
 
 
 def f2_score(preds: Sequence[Boxes], truths: Sequence[Boxes], thresholds: Sequence[float] = REEF_THRESHOLDS) -> float:

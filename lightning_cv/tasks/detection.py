@@ -322,13 +322,8 @@ class DetectionTask(CVTask):
                    source: str | Path = "sample submission") -> pd.DataFrame:
         """image_id, PredictionString (`--data.box_style`: conf x y w h ..., or class conf x_min y_min x_max y_max
         ... with the no-finding token) of the boxes the decisions keep; with a sample, its ids, order and columns."""
-        meta = predictions.meta
-        preds = [decided(p, meta) for p in image_predictions(predictions)]
-        frame = prediction_strings([image_key(i) for i in predictions.ids], preds, meta.get("box_style", "conf_xywh"),
-                                   meta.get("no_finding"), classes=predictions.class_names)
-        if sample is not None:
-            return follow_sample(predictions.ids, {sample.columns[1]: frame["PredictionString"].to_numpy()}, sample, source)
-        return frame
+        return submission_frame(predictions, [decided(p, predictions.meta) for p in image_predictions(predictions)],
+                                sample, source)
 
     @classmethod
     def write_outputs(cls, predictions: Predictions, out_dir: Path, sample: pd.DataFrame | None,
@@ -342,7 +337,7 @@ class DetectionTask(CVTask):
         write_csv(frame.round({"score": 4, "x_min": 1, "y_min": 1, "x_max": 1, "y_max": 1}), out_dir / cls.predictions_file)
         print(f"wrote {len(frame)} boxes of {len(predictions)} images to {out_dir / cls.predictions_file}")
         if sample is not None:
-            submission = cls.submission(predictions, sample, source)
+            submission = submission_frame(predictions, preds, sample, source)
             write_csv(submission, out_dir / SUBMISSION)
             print(f"wrote {len(submission)} rows shaped like {source} to {out_dir / SUBMISSION}")
 
@@ -414,6 +409,18 @@ class DetectionTask(CVTask):
         worst = Section("Worst images", ["true boxes green, predicted red (the boxes a submission keeps); lowest share "
                                          "of matched boxes first", *notes], gallery=tiles)
         return [boxes, worst]
+
+
+def submission_frame(predictions: Predictions, preds: list[dict[str, np.ndarray]], sample: pd.DataFrame | None,
+                     source: str | Path) -> pd.DataFrame:
+    """The prediction strings of each image's kept boxes `preds` (in the style of the predictions' meta); with a
+    sample, in its ids, order and columns."""
+    meta = predictions.meta
+    frame = prediction_strings([image_key(i) for i in predictions.ids], preds, meta.get("box_style", "conf_xywh"),
+                               meta.get("no_finding"), classes=predictions.class_names)
+    if sample is not None:
+        return follow_sample(predictions.ids, {sample.columns[1]: frame["PredictionString"].to_numpy()}, sample, source)
+    return frame
 
 
 def view_members(predictions: Predictions) -> list[list[dict[str, np.ndarray]]]:

@@ -112,10 +112,12 @@ def numeric_error(pred: pd.Series, truth: pd.Series, metric: Literal["rmse", "ma
 def box_style_of(strings: pd.Series, style: str) -> str:
     """The prediction-string style of a solution's column: the one every non-empty string parses as (`auto`), or
     the one given."""
+    from lightning_cv.predictions.box_strings import STYLE_WIDTH
+
     if style != "auto":
         return style
     filled = [str(t).split() for t in strings if str(t).strip()]
-    fits = [s for s, width in (("conf_xywh", 5), ("class_conf_xyxy", 6)) if all(len(t) % width == 0 for t in filled)]
+    fits = [s for s, width in STYLE_WIDTH.items() if all(len(t) % width == 0 for t in filled)]
     if len(fits) != 1:
         raise DataError(f"solution: cannot tell the prediction strings' style ({'neither' if not fits else 'both'} of "
                         "conf x y w h and class conf x_min y_min x_max y_max fit): pass --box_style")
