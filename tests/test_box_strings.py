@@ -24,6 +24,9 @@ def test_global_wheat_conf_xywh():
     assert back["labels"].tolist() == [0, 0]
     assert encode(EMPTY, "conf_xywh") == ""
     assert encode(PRED, "conf_xywh", decimals=1).endswith("0.5000 10.4 20.6 39.8 50.3")
+    # whole values keep no trailing zero; a corner just below 0 is written 0, not -0
+    edge = {"boxes": np.array([[-0.04, 2, 3, 4.46]], np.float32), "labels": np.array([0]), "scores": np.array([0.5], np.float32)}
+    assert encode(edge, "class_conf_xyxy", decimals=1) == "0 0.5000 0 2 3 4.5"
 
 
 def test_vinbigdata_class_conf_xyxy_and_no_finding():

@@ -16,6 +16,7 @@ from lightning_cv.cli import main
 from lightning_cv.cli.commands.crop import crop_detections
 from lightning_cv.cli.commands.score import score_frames
 from lightning_cv.data.detection import DetectionDataModule, count_tag
+from lightning_cv.errors import UserInputError
 from lightning_cv.io.images import read_image
 from lightning_cv.predictions.files import Predictions
 from lightning_cv.tasks.detection import DetectionTask, image_predictions, pad_predictions
@@ -115,6 +116,9 @@ def test_submissions_in_both_styles_follow_the_sample_and_the_decisions():
     frame = DetectionTask.submission(vin, sample)
     assert frame["image_id"].tolist() == ["im1", "im0"]
     assert frame["PredictionString"].tolist() == ["14 1 0 0 1 1", "0 0.9000 10 20 30 60 1 0.2000 50 50 60 70"]
+    # the decided boxes' corners with the data's --data.box_decimals (whole pixels above)
+    subpixel = _predictions([[[10.26, 20.5, 30.04, 60.0, 0.9, 0]]], ["head"], {"box_style": "conf_xywh", "box_decimals": 1})
+    assert DetectionTask.submission(subpixel)["PredictionString"].tolist() == ["0.9000 10.3 20.5 19.7 39.5"]
 
 
 def test_long_table_and_submission_written_by_predict(tmp_path):
@@ -278,6 +282,32 @@ def test_crop_command_with_a_detection_checkpoint(tmp_path):
     assert list(table.columns) == ["image", "source", "class", "score", "x_min", "y_min", "x_max", "y_max"]
     assert len(table) == 6 and set(table["source"]) == {"u.png", "v.png"}  # three boxes each, untrained
     assert all((tmp_path / "out" / "train" / name).is_file() for name in table["image"])
+
+
+def test_demo_field_boxes_every_head_and_no_leaf():
+    """The wheat field's heads overlap by at most 30% of the smaller box each way, so none hides under another;
+    its leaves are thin and not boxed: every box is a head-shaped (elongated but not thin) lighter region."""
+    from lightning_cv.data.demos import render_boxes
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        image, boxes = render_boxes(rng, 96, 96, mean_objects=6.0, field=True)
+        assert image.shape == (96, 96, 3) and image.dtype == np.uint8
+        for i, a in enumerate(boxes):
+            width, height = a[2] - a[0], a[3] - a[1]
+            assert 0.3 < height / width < 3.5 and min(width, height) >= 4
+            for b in boxes[i + 1:]:
+                # the rule holds for the drawn shapes; their pixels' boxes may reach a pixel further each side
+                across = min(a[2], b[2]) - max(a[0], b[0]) > 0.3 * min(width, b[2] - b[0]) + 2
+                down = min(a[3], b[3]) - max(a[1], b[1]) > 0.3 * min(height, b[3] - b[1]) + 2
+                assert not (across and down)
+
+
+def test_box_decimals_are_checked_and_reach_the_predictions_meta(tmp_path):
+    with pytest.raises(UserInputError, match="box_decimals"):
+        DetectionDataModule(data_dir=str(tmp_path), box_decimals=-1)
+    datamodule = DetectionDataModule(data_dir=str(tmp_path), box_style="conf_xywh", classes=["head"], box_decimals=2)
+    assert DetectionTask(pretrained=False).prediction_meta(datamodule)["box_decimals"] == 2
 
 
 def test_init_reads_both_demo_layouts(tmp_path):

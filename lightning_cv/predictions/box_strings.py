@@ -2,8 +2,9 @@
 
 Styles: "conf_xywh" (Global Wheat: "0.9000 12 30 40 50 ...", an empty string for an image without a box) and
 "class_conf_xyxy" (VinBigData: "class conf x_min y_min x_max y_max ...", the no-finding token "14 1 0 0 1 1" for an
-image without a box). Boxes are written highest score first, corners rounded to whole pixels by default (the
-kernels' `astype(np.int32)` truncates instead; rounding moves a corner at most half a pixel).
+image without a box). Boxes are written highest score first, corners rounded to `decimals` (whole pixels by default,
+as the kernels write them; their `astype(np.int32)` truncates instead). Rounding moves a corner up to half a pixel,
+which a small box feels at IoU 0.75: submissions keep a decimal (`--data.box_decimals`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ NO_FINDING_BOX = "1 0 0 1 1"
 
 
 def number(value: float, decimals: int) -> str:
-    """`value` with `decimals` decimals; 0 writes an integer ("12", not "12.0")."""
-    return str(int(round(value))) if decimals == 0 else f"{value:.{decimals}f}"
+    """`value` with up to `decimals` decimals, trailing zeros dropped ("12", not "12.0"; "12.5")."""
+    text = f"{round(value, decimals) + 0.0:.{decimals}f}"  # + 0.0: no "-0"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def check_style(style: str) -> None:
@@ -120,7 +122,7 @@ def long_rows(ids: Sequence[str], preds: Sequence[Pred]) -> pd.DataFrame:
 
 def prediction_strings(ids: Sequence[str], preds: Sequence[Pred], style: BoxStyle, no_finding: str | None = None,
                        classes: Sequence[str] | None = None, id_col: str = "image_id",
-                       string_col: str = "PredictionString") -> pd.DataFrame:
-    """A submission frame: one row per image, its boxes `encode`d."""
+                       string_col: str = "PredictionString", decimals: int = 0) -> pd.DataFrame:
+    """A submission frame: one row per image, its boxes `encode`d (corners with `decimals`)."""
     return pd.DataFrame({id_col: [str(i) for i in ids],
-                         string_col: [encode(p, style, no_finding, classes=classes) for p in preds]})
+                         string_col: [encode(p, style, no_finding, decimals, classes=classes) for p in preds]})

@@ -281,7 +281,7 @@ class DetectionTask(CVTask):
     def prediction_meta(self, datamodule: Any) -> dict[str, Any]:
         meta: dict[str, Any] = {"image_size": self.image_size, "metric": self.metric, **self.decisions}
         if datamodule is not None:
-            meta.update(box_style=datamodule.box_style, no_finding=datamodule.no_finding)
+            meta.update(box_style=datamodule.box_style, box_decimals=datamodule.box_decimals, no_finding=datamodule.no_finding)
         return meta
 
     def draw_validation(self, batch: dict, outputs: torch.Tensor) -> np.ndarray:
@@ -417,7 +417,8 @@ def submission_frame(predictions: Predictions, preds: list[dict[str, np.ndarray]
     sample, in its ids, order and columns."""
     meta = predictions.meta
     frame = prediction_strings([image_key(i) for i in predictions.ids], preds, meta.get("box_style", "conf_xywh"),
-                               meta.get("no_finding"), classes=predictions.class_names)
+                               meta.get("no_finding"), classes=predictions.class_names,
+                               decimals=int(meta.get("box_decimals", 0)))
     if sample is not None:
         return follow_sample(predictions.ids, {sample.columns[1]: frame["PredictionString"].to_numpy()}, sample, source)
     return frame
