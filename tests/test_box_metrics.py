@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_cv.models.box_metrics import coco_map, f2_score, match_counts, voc_map, wheat_score
+from lightning_cv.models.box_metrics import (
+    RSNA_THRESHOLDS,
+    coco_map,
+    f2_score,
+    match_counts,
+    voc_map,
+    wheat_score,
+)
 
 
 def boxes(rows, scores=None, labels=None):
@@ -47,6 +54,14 @@ def test_wheat_score_per_image_then_mean():
     # image 3: predictions without truth: 0; image 4 (nothing, nothing) is left out
     assert wheat_score(PREDS, TRUTHS) == pytest.approx((0.25 + 0.5 + 0) / 3)
     assert wheat_score(PREDS, TRUTHS, empty_score=1.0) == pytest.approx((0.25 + 0.5 + 0 + 1) / 4)
+
+
+def test_rsna_pneumonia_score_starts_at_iou_0_4():
+    # RSNA's thresholds 0.4, 0.45, ..., 0.75. Image 1: at 0.4 and 0.45 too, the 0.95 box (IoU 0.5) takes A first
+    # and the 0.9 box is a FP: 0.25 at every threshold. Image 2 (IoU 0.62): TP at 0.4 ... 0.6, 0 at 0.65 ... 0.75:
+    # 5 / 8. Image 3: 0; image 4 left out.
+    assert RSNA_THRESHOLDS == pytest.approx([0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75])
+    assert wheat_score(PREDS, TRUTHS, RSNA_THRESHOLDS) == pytest.approx((0.25 + 5 / 8 + 0) / 3)
 
 
 def test_f2_pools_counts_over_images():

@@ -244,6 +244,11 @@ def test_score_command_metrics_of_prediction_strings():
     empty = perfect.assign(PredictionString="")
     assert score_frames(perfect, solution, "wheat") == 1.0 and score_frames(empty, solution, "wheat") == 0.0
     assert score_frames(perfect, solution, "map_50") == pytest.approx(1.0)
+    # x y w h: (10, 10, 30, 20) has IoU 0.5 with (10, 10, 30, 30): a TP for RSNA at 0.4, 0.45, 0.5 of 8
+    # thresholds; for Global Wheat at 0.5 of 6
+    half = perfect.assign(PredictionString=["", "0.8 10 10 20 10"])
+    assert score_frames(half, solution, "rsna_boxes") == pytest.approx(3 / 8)
+    assert score_frames(half, solution, "wheat") == pytest.approx(1 / 6)
     vin = pd.DataFrame({"image_id": ["a", "b"], "PredictionString": ["0 1.0 10 10 30 30", "14 1.0 0 0 1 1"]})
     guess = vin.assign(PredictionString=["0 0.7 10 10 30 30", "0 0.3 5 5 9 9"])
     # No finding is a class: missing it on b costs its AP (0), the finding on a is right (1).

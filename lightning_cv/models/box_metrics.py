@@ -20,6 +20,7 @@ from lightning_cv.io.box_tables import box_arrays
 
 Boxes = dict[str, Any]
 WHEAT_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
+RSNA_THRESHOLDS = (0.4, 0.45, *WHEAT_THRESHOLDS)  # RSNA Pneumonia: the same per-image score from IoU 0.4
 REEF_THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
 

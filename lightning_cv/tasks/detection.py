@@ -43,8 +43,9 @@ from lightning_cv.predictions.submission import SUBMISSION, follow_sample
 from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
 
-BoxMetric = Literal["map", "map_50", "voc_map", "wheat", "f2_boxes"]
-METRICS: tuple[str, ...] = ("map", "map_50", "voc_map", "wheat", "f2_boxes")
+BoxMetric = Literal["map", "map_50", "voc_map", "wheat", "rsna_boxes", "f2_boxes"]
+METRICS: tuple[str, ...] = ("map", "map_50", "voc_map", "wheat", "rsna_boxes", "f2_boxes")
+THRESHOLDED = ("wheat", "rsna_boxes", "f2_boxes")  # the metrics of the boxes a submission keeps, not of a ranking
 TRUE_COLOR, PRED_COLOR = (0, 200, 0), (230, 0, 0)
 # What cv searches on the out-of-fold boxes: the submission's score threshold and the NMS IoU (up to the one the
 # predictions were made with: a looser one cannot bring suppressed boxes back).
@@ -61,6 +62,8 @@ def scored(metric: str, preds: list[dict], truths: list[dict], voc_iou: float = 
         return {"voc_map": box_metrics.voc_map(preds, truths, iou_threshold=voc_iou)}
     if metric == "wheat":
         return {"wheat": box_metrics.wheat_score(preds, truths)}
+    if metric == "rsna_boxes":
+        return {"rsna_boxes": box_metrics.wheat_score(preds, truths, box_metrics.RSNA_THRESHOLDS)}
     if metric == "f2_boxes":
         return {"f2_boxes": box_metrics.f2_score(preds, truths)}
     raise UserInputError(f"box metric {metric!r}: choose {', '.join(METRICS)}")
@@ -107,7 +110,7 @@ class BoxMetrics(Metric):
         above = [keep_above(x, self.threshold) for x in preds]
         values = {**box_metrics.coco_map(preds, truths),
                   "voc_map": box_metrics.voc_map(preds, truths, iou_threshold=self.voc_iou),
-                  "wheat": box_metrics.wheat_score(above, truths), "f2_boxes": box_metrics.f2_score(above, truths)}
+                  **{k: v for name in THRESHOLDED for k, v in scored(name, above, truths).items()}}
         return {k: torch.tensor(float(np.nan_to_num(v, nan=0.0))) for k, v in values.items()}
 
 
@@ -127,7 +130,8 @@ class DetectionTask(CVTask):
         extra_levels: coarser levels above the last stage: p6p7 (two strided convolutions, FCOS's), pool, none.
         center_sampling_radius: FCOS's centre sampling radius, in strides.
         metric: the competition's metric (the one `cv` reports and tunes for): map (COCO 0.5:0.95), map_50,
-            voc_map (PASCAL VOC at IoU > 0.4: VinBigData), wheat (Global Wheat), f2_boxes (Great Barrier Reef).
+            voc_map (PASCAL VOC at IoU > 0.4: VinBigData), wheat (Global Wheat), rsna_boxes (RSNA Pneumonia: wheat's
+            per-image score from IoU 0.4), f2_boxes (Great Barrier Reef).
         tta: test-time augmentation of predictions: none, hflip, flip (4 views), d4 (+ quarter turns: 8 views);
             the views' boxes mapped back and fused by WBF.
         min_score: detections below this score are not kept in the predictions.
@@ -348,7 +352,7 @@ class DetectionTask(CVTask):
         metric = predictions.meta.get("metric", "map")
         values = box_metrics.coco_map(preds, truths)
         if metric not in values:
-            kept = [decided(p, predictions.meta) for p in preds] if metric in ("wheat", "f2_boxes") else preds
+            kept = [decided(p, predictions.meta) for p in preds] if metric in THRESHOLDED else preds
             values.update(scored(metric, kept, truths))
         return {k: float(v) for k, v in values.items()}
 
@@ -452,7 +456,7 @@ def search_decisions(metric: str, members: list[list[dict[str, np.ndarray]]], si
                      nms_ious: Sequence[float], fusion_ious: Sequence[float | None] = (None,)) -> tuple[float, dict[str, float]]:
     """The best value of `metric` and its decisions over NMS IoUs, fusion IoUs (None: the first member's boxes
     alone, not fused) and score thresholds (only the lowest for the threshold-free mAPs)."""
-    thresholds = THRESHOLDS if metric in ("wheat", "f2_boxes") else (min(THRESHOLDS),)
+    thresholds = THRESHOLDS if metric in THRESHOLDED else (min(THRESHOLDS),)
     best: tuple[float, dict[str, float]] = (-np.inf, {})
     for nms_iou in nms_ious:
         for fusion_iou in fusion_ious:

@@ -13,8 +13,8 @@ from lightning_cv.errors import DataError, MissingFileError
 from lightning_cv.io.masks import IOU_THRESHOLDS, instance_f2, rle_pixels
 
 Metric = Literal["accuracy", "f1", "fbeta", "auc", "colauc", "logloss", "qwk", "dice", "iou", "dice_pairs", "iou_map",
-                 "f2_instances", "rmse", "mae", "map", "map_50", "voc_map", "wheat", "f2_boxes"]
-BOX_METRICS = ("map", "map_50", "voc_map", "wheat", "f2_boxes")
+                 "f2_instances", "rmse", "mae", "map", "map_50", "voc_map", "wheat", "rsna_boxes", "f2_boxes"]
+BOX_METRICS = ("map", "map_50", "voc_map", "wheat", "rsna_boxes", "f2_boxes")
 BoxStyleOption = Literal["auto", "conf_xywh", "class_conf_xyxy"]
 
 
@@ -128,7 +128,8 @@ def score_boxes(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, i
                 box_style: str = "auto", iou_threshold: float = 0.4) -> float:
     """Box metrics of prediction strings (a row per image) against the solution's: COCO mAP 0.5:0.95 (map) or at
     0.5 (map_50), PASCAL VOC mAP at IoU > `iou_threshold` (voc_map: VinBigData, whose "no finding" token is one
-    more class), Global Wheat's per-image score (wheat), the Great Barrier Reef's F2 over IoU 0.3 ... 0.8 (f2_boxes)."""
+    more class), Global Wheat's per-image score (wheat; from IoU 0.4: rsna_boxes), the Great Barrier Reef's F2 over
+    IoU 0.3 ... 0.8 (f2_boxes)."""
     from lightning_cv.models import box_metrics
     from lightning_cv.predictions.box_strings import decode
 
@@ -147,7 +148,9 @@ def score_boxes(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, i
         return box_metrics.coco_map(preds, truths)[metric]
     if metric == "voc_map":
         return box_metrics.voc_map(preds, truths, iou_threshold=iou_threshold)
-    return box_metrics.wheat_score(preds, truths) if metric == "wheat" else box_metrics.f2_score(preds, truths)
+    if metric == "f2_boxes":
+        return box_metrics.f2_score(preds, truths)
+    return box_metrics.wheat_score(preds, truths, box_metrics.RSNA_THRESHOLDS if metric == "rsna_boxes" else box_metrics.WHEAT_THRESHOLDS)
 
 
 def _without_extension(key: str) -> str:
@@ -234,7 +237,8 @@ def score(submission: Path, solution: Path, metric: Metric = "accuracy", beta: f
             IoU thresholds 0.5 ... 0.95 cleared; TGS Salt), f2_instances (per image, F2 of one-to-one matched
             instances over those thresholds, a row per instance; Airbus), rmse or mae (a numeric column); boxes as
             prediction strings (a row per image): map (COCO 0.5:0.95), map_50, voc_map (PASCAL VOC at
-            --iou_threshold: VinBigData), wheat (Global Wheat), f2_boxes (Great Barrier Reef, IoU 0.3 ... 0.8).
+            --iou_threshold: VinBigData), wheat (Global Wheat), rsna_boxes (RSNA Pneumonia: wheat's score from IoU
+            0.4), f2_boxes (Great Barrier Reef, IoU 0.3 ... 0.8).
         beta: the beta of fbeta (2 = F2).
         id_col: the id column (default: the solution's first column).
         target_col: the scored column (default: the solution's second column).
