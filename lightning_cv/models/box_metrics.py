@@ -1,6 +1,7 @@
 """Detection metrics of a split, from one prediction and one truth per image ({"boxes" x_min, y_min, x_max, y_max,
 "labels", "scores"}, numpy or torch): COCO mAP (torchmetrics), PASCAL VOC mAP (VinBigData), Global Wheat's
-TP / (TP + FP + FN) per image and the Great Barrier Reef's F2.
+TP / (TP + FP + FN) per image (and RSNA Pneumonia's, from IoU 0.4) and the Great Barrier Reef's F2; `scored` names
+each as `--model.metric` and `score --metric` do.
 
 Global Wheat and the Great Barrier Reef match as their evaluation pages say: predictions in descending score, each
 to the unmatched truth of the same class with the highest IoU >= the threshold.
@@ -16,12 +17,15 @@ import torch
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
 
+from lightning_cv.errors import UserInputError
 from lightning_cv.io.box_tables import box_arrays
 
 Boxes = dict[str, Any]
 WHEAT_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 RSNA_THRESHOLDS = (0.4, 0.45, *WHEAT_THRESHOLDS)  # RSNA Pneumonia: the same per-image score from IoU 0.4
 REEF_THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+METRICS: tuple[str, ...] = ("map", "map_50", "voc_map", "wheat", "rsna_boxes", "f2_boxes")
+THRESHOLDED = ("wheat", "rsna_boxes", "f2_boxes")  # the metrics of the boxes a submission keeps, not of a ranking
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -153,3 +157,18 @@ def voc_map(preds: Sequence[Boxes], truths: Sequence[Boxes], iou_threshold: floa
     if not len(labels):
         return float("nan")
     return float(np.mean([class_ap(p, t, int(c), iou_threshold) for c in labels]))
+
+
+def scored(metric: str, preds: list[dict], truths: list[dict], voc_iou: float = 0.4) -> dict[str, float]:
+    """The box metrics named in `metric` ("map" also gives map_50 and map_75) on per-image dicts."""
+    if metric in ("map", "map_50"):
+        return coco_map(preds, truths)
+    if metric == "voc_map":
+        return {"voc_map": voc_map(preds, truths, iou_threshold=voc_iou)}
+    if metric == "wheat":
+        return {"wheat": wheat_score(preds, truths)}
+    if metric == "rsna_boxes":
+        return {"rsna_boxes": wheat_score(preds, truths, RSNA_THRESHOLDS)}
+    if metric == "f2_boxes":
+        return {"f2_boxes": f2_score(preds, truths)}
+    raise UserInputError(f"box metric {metric!r}: choose {', '.join(METRICS)}")

@@ -31,6 +31,7 @@ from lightning_cv.errors import UserInputError
 from lightning_cv.io.box_tables import image_key
 from lightning_cv.io.images import write_csv
 from lightning_cv.models import box_metrics
+from lightning_cv.models.box_metrics import METRICS, THRESHOLDED, scored
 from lightning_cv.models.box_tta import view_predictions
 from lightning_cv.models.detectors import EXTRA_LEVELS, DenseDetector, create_fpn_backbone, detections
 from lightning_cv.pictures.draw import image_grid, to_uint8_image
@@ -44,29 +45,12 @@ from lightning_cv.tasks.base import CVTask
 from lightning_cv.tasks.registry import register_task
 
 BoxMetric = Literal["map", "map_50", "voc_map", "wheat", "rsna_boxes", "f2_boxes"]
-METRICS: tuple[str, ...] = ("map", "map_50", "voc_map", "wheat", "rsna_boxes", "f2_boxes")
-THRESHOLDED = ("wheat", "rsna_boxes", "f2_boxes")  # the metrics of the boxes a submission keeps, not of a ranking
 TRUE_COLOR, PRED_COLOR = (0, 200, 0), (230, 0, 0)
 # What cv searches on the out-of-fold boxes: the submission's score threshold and the NMS IoU (up to the one the
 # predictions were made with: a looser one cannot bring suppressed boxes back).
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.86, 0.05), 2))
 NMS_IOUS = (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 FUSION_IOUS = (0.4, 0.5, 0.55, 0.6, 0.7, 0.8)  # what cv searches for the WBF of an ensemble's members
-
-
-def scored(metric: str, preds: list[dict], truths: list[dict], voc_iou: float = 0.4) -> dict[str, float]:
-    """The box metrics named in `metric` ("map" also gives map_50 and map_75) on per-image dicts."""
-    if metric in ("map", "map_50"):
-        return box_metrics.coco_map(preds, truths)
-    if metric == "voc_map":
-        return {"voc_map": box_metrics.voc_map(preds, truths, iou_threshold=voc_iou)}
-    if metric == "wheat":
-        return {"wheat": box_metrics.wheat_score(preds, truths)}
-    if metric == "rsna_boxes":
-        return {"rsna_boxes": box_metrics.wheat_score(preds, truths, box_metrics.RSNA_THRESHOLDS)}
-    if metric == "f2_boxes":
-        return {"f2_boxes": box_metrics.f2_score(preds, truths)}
-    raise UserInputError(f"box metric {metric!r}: choose {', '.join(METRICS)}")
 
 
 def decided(pred: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:

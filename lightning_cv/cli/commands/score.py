@@ -144,13 +144,7 @@ def score_boxes(submission: pd.DataFrame, solution: pd.DataFrame, metric: str, i
     classes = None if all(n.lstrip("-").isdigit() for n in names) else sorted(names)
     preds = [decode(t, style, classes=classes) for t in pred_strings]
     truths = [decode(t, style, classes=classes) for t in true_strings]
-    if metric in ("map", "map_50"):
-        return box_metrics.coco_map(preds, truths)[metric]
-    if metric == "voc_map":
-        return box_metrics.voc_map(preds, truths, iou_threshold=iou_threshold)
-    if metric == "f2_boxes":
-        return box_metrics.f2_score(preds, truths)
-    return box_metrics.wheat_score(preds, truths, box_metrics.RSNA_THRESHOLDS if metric == "rsna_boxes" else box_metrics.WHEAT_THRESHOLDS)
+    return box_metrics.scored(metric, preds, truths, voc_iou=iou_threshold)[metric]
 
 
 def _without_extension(key: str) -> str:
