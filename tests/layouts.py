@@ -355,6 +355,36 @@ def make_cervix(root: Path, n_train: int = 24, n_test: int = 6, seed: int = 13) 
     return root
 
 
+def make_global_wheat(root: Path, n_train: int = 24, n_test: int = 6, seed: int = 15) -> Path:
+    """A Global-Wheat-like folder (the demo's shape, which is the competition's): `train/<image_id>.jpg`,
+    `train.csv` `image_id,width,height,bbox,source` (`bbox` "[x, y, w, h]"; an image without heads has no row),
+    `test/`, `sample_submission.csv` `image_id,PredictionString`, and the answers in `solution.csv`."""
+    from lightning_cv.data.demos import make_detection
+
+    make_detection(root, seed=seed, n_train=n_train, n_test=n_test, size=(64, 64), multiclass=False)
+    return root
+
+
+def make_vinbigdata(root: Path, n_train: int = 24, n_test: int = 6, seed: int = 16) -> Path:
+    """A VinBigData-like folder: `train/<image_id>.dicom` (12-bit, MONOCHROME2), `train.csv` `image_id,class_name,
+    class_id,rad_id,x_min,y_min,x_max,y_max` (three readers box each finding; "No finding" rows, class 2 here, with
+    empty coordinates), `test/`, `sample_submission.csv` `image_id,PredictionString` ("2 1 0 0 1 1"), and the
+    answers in `solution.csv`."""
+    from dicoms import write_dicom
+
+    from lightning_cv.data.demos import make_detection
+    from lightning_cv.io.images import read_image
+
+    make_detection(root, seed=seed, n_train=n_train, n_test=n_test, size=(64, 64), multiclass=True)
+    for jpg in sorted(root.glob("t*/*.jpg")):
+        grey = read_image(jpg).mean(axis=2) * 16  # 8 bits to 12
+        write_dicom(jpg.with_suffix(".dicom"), grey.clip(0, 4095).astype(np.uint16), window=(2048, 4096))
+        jpg.unlink()
+    sample = pd.read_csv(root / "sample_submission.csv", dtype=str, keep_default_na=False)
+    sample.assign(PredictionString="2 1 0 0 1 1").to_csv(root / "sample_submission.csv", index=False)
+    return root
+
+
 # The replicas by the folder name a recipe page gives them (`data/<name>`).
 def make_hubmap(root: Path, seed: int = 14) -> Path:
     """A HuBMAP-kidney-like folder: tiled TIFFs in `train/` and `test/`, `train.csv` `id,encoding` (column-major
@@ -370,4 +400,5 @@ LAYOUTS = {
     "severstal-first": lambda root: make_severstal(root, first_release=True), "clouds": make_clouds,
     "airbus": make_airbus, "isic": make_isic, "plant-pathology": make_plant_pathology, "aptos": make_aptos,
     "petfinder": make_petfinder, "hpa": make_hpa, "rsna": make_rsna, "cervix": make_cervix, "hubmap": make_hubmap,
+    "global-wheat": make_global_wheat, "vinbigdata": make_vinbigdata,
 }

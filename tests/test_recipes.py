@@ -37,6 +37,8 @@ SHRINK = {
     "bbox.yaml": ["--model.backbone", "test_resnet", "--data.image_size", "32", "--data.batch_size", "8"],
     "slides.yaml": ["--model.encoder", "tu-test_resnet", "--data.image_size", "64", "--data.batch_size", "8",
                     "--data.tiles_per_image", "4", "--model.tile_size", "128", "--model.val_tile_size", "128"],
+    "detection.yaml": ["--model.backbone", "test_resnet", "--model.fpn_channels", "32", "--data.image_size", "64",
+                       "--data.batch_size", "8"],
     "cls.yaml": SMALL_CNN, "multilabel.yaml": SMALL_CNN, "regression.yaml": SMALL_CNN,
 }
 # The blocks of the quick suite (`make test`); the others are slow (`make test-slow`).
