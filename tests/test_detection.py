@@ -291,7 +291,7 @@ def test_crop_command_with_a_detection_checkpoint(tmp_path):
 
 def test_demo_field_boxes_every_head_and_no_leaf():
     """The wheat field's heads overlap by at most 30% of the smaller box each way, so none hides under another;
-    its leaves are thin and not boxed: every box is a head-shaped (elongated but not thin) lighter region."""
+    its leaves are thin and not boxed: every box is head-shaped (elongated, not thin)."""
     from lightning_cv.data.demos import render_boxes
 
     rng = np.random.default_rng(3)
