@@ -235,7 +235,8 @@ class DetectionDataModule(CVDataModule):
                         + (f" and a no-finding class {table.no_finding}" if table.no_finding is not None else "")
                         + ": VinBigData's PASCAL VOC mAP (check the competition's metric)")
         else:
-            reading.set("model.metric", "wheat", name, "one class: Global Wheat's score (check the competition's metric)")
+            reading.set("model.metric", "wheat", name, "one class: Global Wheat's score (RSNA Pneumonia's from IoU 0.4: "
+                        "rsna_boxes; check the competition's metric)")
         return reading
 
     # -- what the table says ---------------------------------------------------------------------------

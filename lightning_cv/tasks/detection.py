@@ -60,8 +60,9 @@ def decided(pred: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.n
 
 class BoxMetrics(Metric):
     """Every validation image's predicted and true boxes (original pixels), scored together at the epoch's end:
-    COCO mAP (map, map_50, map_75), PASCAL VOC mAP (voc_map at `voc_iou`), Global Wheat's score and the Reef's F2
-    (these two of the boxes above `threshold`). States are flat rows keyed by the dataset index (DDP-safe)."""
+    COCO mAP (map, map_50, map_75), PASCAL VOC mAP (voc_map at `voc_iou`), Global Wheat's and RSNA Pneumonia's
+    per-image scores and the Reef's F2 (these three of the boxes above `threshold`). States are flat rows keyed by
+    the dataset index (DDP-safe)."""
 
     full_state_update = False
 
