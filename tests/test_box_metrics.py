@@ -115,3 +115,17 @@ def test_no_predictions_and_no_truths():
     assert f2_score(nothing, empty) == 1.0
     assert math.isnan(voc_map(nothing, empty))
     assert wheat_score([PRED_3, PRED_4], empty) == 0.0  # predictions where there is nothing
+
+
+def test_every_box_metric_is_named_alike_in_validation_cv_and_score():
+    """The metric names `--model.metric` and `score --metric` accept are the ones `scored` computes."""
+    from typing import get_args
+
+    from lightning_cv.cli.commands.score import BOX_METRICS, Metric
+    from lightning_cv.models.box_metrics import METRICS, THRESHOLDED, scored
+    from lightning_cv.tasks.detection import BoxMetric
+
+    assert set(get_args(BoxMetric)) == set(METRICS) == set(BOX_METRICS) and set(BOX_METRICS) <= set(get_args(Metric))
+    assert set(THRESHOLDED) <= set(METRICS)
+    for name in METRICS:
+        assert name in scored(name, PREDS, TRUTHS)

@@ -95,7 +95,7 @@ class BoxMetrics(Metric):
         above = [keep_above(x, self.threshold) for x in preds]
         values = {**box_metrics.coco_map(preds, truths),
                   "voc_map": box_metrics.voc_map(preds, truths, iou_threshold=self.voc_iou),
-                  **{k: v for name in THRESHOLDED for k, v in scored(name, above, truths).items()}}
+                  **{name: scored(name, above, truths)[name] for name in THRESHOLDED}}
         return {k: torch.tensor(float(np.nan_to_num(v, nan=0.0))) for k, v in values.items()}
 
 
